@@ -1,0 +1,153 @@
+-- ordersync database schema. Embedded in the binary; each `-- migration: N` section is applied once,
+-- in order, in one transaction that also sets PRAGMA user_version = N.
+-- Conventions: money is INTEGER fen; times are TEXT 'YYYY-MM-DD HH:MM:SS' Beijing time (window
+-- bounds keep milliseconds); NULL when upstream has none; ids are TEXT; raw is the upstream JSON row.
+
+-- migration: 1
+
+CREATE TABLE orders (
+    source        TEXT NOT NULL,
+    order_id      TEXT NOT NULL,
+    pipeline      TEXT NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('sale', 'affiliate', 'ad')),
+    status        TEXT NOT NULL,
+    status_raw    TEXT,
+    pay_amount    INTEGER,
+    refund_amount INTEGER,
+    commission    INTEGER,
+    created_at    TEXT,
+    paid_at       TEXT,
+    updated_at    TEXT,
+    refunded_at   TEXT,
+    settled_at    TEXT,
+    confirmed_at  TEXT,
+    shop_id       TEXT,
+    shop_name     TEXT,
+    product_id    TEXT,
+    product_name  TEXT,
+    item_num      INTEGER,
+    ad_cost       INTEGER,
+    ad_plays      INTEGER,
+    ad_gmv        INTEGER,
+    ad_roi        TEXT,
+    raw           TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    synced_at     TEXT NOT NULL,
+    PRIMARY KEY (source, order_id)
+) WITHOUT ROWID;
+
+CREATE INDEX orders_by_paid_at ON orders (paid_at);
+CREATE INDEX orders_by_pipeline ON orders (pipeline, updated_at);
+
+CREATE TABLE sub_orders (
+    source       TEXT NOT NULL,
+    order_id     TEXT NOT NULL,
+    sub_order_id TEXT NOT NULL,
+    sku_id       TEXT,
+    product_id   TEXT,
+    product_name TEXT,
+    item_num     INTEGER,
+    pay_amount   INTEGER,
+    status       TEXT NOT NULL,
+    status_raw   TEXT,
+    raw          TEXT NOT NULL,
+    PRIMARY KEY (source, order_id, sub_order_id),
+    FOREIGN KEY (source, order_id) REFERENCES orders (source, order_id)
+) WITHOUT ROWID;
+
+-- One row per observed change of an order's status_raw, its first sighting included.
+CREATE TABLE order_status_history (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,
+    order_id    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    status_raw  TEXT,
+    observed_at TEXT NOT NULL
+);
+
+CREATE INDEX order_status_history_by_order ON order_status_history (source, order_id);
+
+-- Resumable state of one track of a pipeline: scope 'live', or 'backfill FROM..TO' for one backfill
+-- range. `watermark` is the end of the last finished window; `window_*`/`cursor` describe the
+-- window in progress (NULL when none).
+CREATE TABLE checkpoints (
+    pipeline     TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    range_start  TEXT,
+    range_end    TEXT,
+    watermark    TEXT,
+    window_start TEXT,
+    window_end   TEXT,
+    cursor       TEXT,
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (pipeline, scope)
+);
+
+-- Finished time ranges per pipeline and scope, merged as they grow: [range_start, range_end).
+-- A range here was committed in the same transaction as the last page of its window.
+CREATE TABLE coverage (
+    pipeline    TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    range_start TEXT NOT NULL,
+    range_end   TEXT NOT NULL,
+    PRIMARY KEY (pipeline, scope, range_start)
+);
+
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,
+    pipeline     TEXT NOT NULL,
+    command      TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    outcome      TEXT NOT NULL CHECK (outcome IN ('running', 'ok', 'failed', 'interrupted', 'abandoned')),
+    rows_seen    INTEGER NOT NULL DEFAULT 0,
+    rows_changed INTEGER NOT NULL DEFAULT 0,
+    requests     INTEGER NOT NULL DEFAULT 0,
+    windows_done INTEGER NOT NULL DEFAULT 0,
+    error        TEXT
+);
+
+CREATE INDEX runs_by_pipeline ON runs (pipeline, id);
+
+-- One row per Beijing day (by paid_at, else created_at), source and pipeline. All money in fen.
+-- gmv and paid_orders leave out orders that were never paid (pending, closed, ad_unpaid).
+CREATE VIEW daily_summary AS
+SELECT
+    substr(COALESCE(paid_at, created_at), 1, 10) AS day,
+    source,
+    pipeline,
+    COUNT(*) AS orders,
+    SUM(status NOT IN ('pending', 'closed', 'ad_unpaid')) AS paid_orders,
+    SUM(CASE WHEN status NOT IN ('pending', 'closed', 'ad_unpaid') THEN COALESCE(pay_amount, 0) ELSE 0 END) AS gmv,
+    SUM(CASE
+            WHEN refund_amount IS NOT NULL THEN refund_amount
+            WHEN status = 'refunded' THEN COALESCE(pay_amount, 0)
+            ELSE 0
+        END) AS refunds,
+    SUM(COALESCE(commission, 0)) AS commission,
+    SUM(COALESCE(ad_cost, 0)) AS ad_cost,
+    SUM(COALESCE(ad_gmv, 0)) AS ad_gmv
+FROM orders
+GROUP BY day, source, pipeline;
+
+-- Each sub-order with its order's source, pipeline, status, paid_at and shop_name.
+CREATE VIEW order_lines AS
+SELECT
+    s.source,
+    s.order_id,
+    s.sub_order_id,
+    o.pipeline,
+    o.status AS order_status,
+    o.paid_at,
+    o.shop_name,
+    s.sku_id,
+    s.product_id,
+    s.product_name,
+    s.item_num,
+    s.pay_amount,
+    s.status,
+    s.status_raw
+FROM sub_orders AS s
+JOIN orders AS o ON o.source = s.source AND o.order_id = s.order_id;

@@ -1,0 +1,343 @@
+//! The command line: parse arguments, load config, open the store, run a command, pick the exit code.
+//!
+//! Exit codes are the contract's: 0 success, 1 a pipeline failed, 2 the config (or a secret, or the
+//! command line) is invalid. Errors reach the user as one sentence on stderr; `main.rs` prints them.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Auth, Config, ConfigError, Pipeline};
+use crate::engine::{Engine, Mode, RunEvent, RunReport};
+use crate::http::{Http, RetryPolicy};
+use crate::redact::Redactor;
+use crate::sources::{self, Axis, PageQuery};
+use crate::store::{self, Outcome, Store};
+use crate::{status, timefmt};
+
+#[derive(Parser, Debug)]
+#[command(name = "ordersync", version, about = "Keeps a SQLite database of orders in step with five Chinese order APIs")]
+pub struct Cli {
+    /// Config file [default: $ORDERSYNC_CONFIG, else ./pipelines.toml]
+    #[arg(long, global = true, env = "ORDERSYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database file (overrides [database].path)
+    #[arg(long, global = true)]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One incremental pass of the named pipelines (default: all enabled), then exit
+    Sync { pipelines: Vec<String> },
+    /// Fetch a historical range; running the same command again continues where it stopped
+    Backfill {
+        pipeline: String,
+        /// YYYY-MM-DD or "YYYY-MM-DD HH:MM:SS", Beijing time
+        #[arg(long)]
+        from: String,
+        /// Defaults to now
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Per pipeline: last run, watermark, lag, last error, backfills, finished ranges and gaps
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config and that every secret resolves; --online also asks upstream once
+    Check {
+        pipelines: Vec<String>,
+        #[arg(long)]
+        online: bool,
+    },
+}
+
+/// An error with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure { code: 2, error: e.into() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure { code: 1, error: e }
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let user = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    // Dependencies' own trace output can include request lines; ours is redacted, theirs is not.
+    let filter = EnvFilter::try_new(format!("{user},hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("pipelines.toml"));
+    let config = Config::load(&config_path)?;
+    let db_path = cli.db.clone().unwrap_or_else(|| config.database_path.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Status { json } => {
+            let conn = store::open_connection(&db_path)?;
+            let all = status::collect(&conn, &config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all).context("status as JSON")?);
+            } else {
+                print!("{}", status::render_text(&all));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { pipelines, online } => {
+            let selected = select_with_auth(&config, &pipelines, true)?;
+            if online {
+                let failed = runtime.block_on(check_online(&selected));
+                if failed {
+                    return Ok(ExitCode::from(2));
+                }
+            }
+            println!(
+                "{}: {} pipeline(s) valid{}",
+                config_path.display(),
+                selected.len(),
+                if online { ", upstream answered" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync { pipelines } => {
+            let selected = select_with_auth(&config, &pipelines, false)?;
+            let engine = open_engine(&db_path)?;
+            let reports = runtime.block_on(sync_all(&engine, selected));
+            let mut ok = true;
+            for r in &reports {
+                print_report(r);
+                ok &= r.outcome == Outcome::Ok;
+            }
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Backfill { pipeline, from, to } => {
+            let from_t = timefmt::parse_user_time(&from).ok_or_else(|| {
+                ConfigError::new(Some(&pipeline), Some("--from"), format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {from:?}"))
+            })?;
+            let to_t = match &to {
+                None => None,
+                Some(t) => Some(timefmt::parse_user_time(t).ok_or_else(|| {
+                    ConfigError::new(Some(&pipeline), Some("--to"), format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {t:?}"))
+                })?),
+            };
+            if to_t.is_some_and(|t| t <= from_t) {
+                return Err(ConfigError::new(Some(&pipeline), Some("--to"), "must be later than --from").into());
+            }
+            let mut selected = select_with_auth(&config, std::slice::from_ref(&pipeline), false)?;
+            let (p, auth) = selected.remove(0);
+            let engine = open_engine(&db_path)?;
+            let report = runtime.block_on(backfill(&engine, &p, &auth, Mode::Backfill { from: from_t, to: to_t }));
+            print_report(&report);
+            if report.outcome == Outcome::Interrupted {
+                eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
+            }
+            Ok(if report.outcome == Outcome::Ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
+    let store = Store::open(db_path)?;
+    let http = Http::new().context("cannot build the HTTP client")?;
+    Ok(Engine { store, http })
+}
+
+impl From<store::StoreError> for Failure {
+    fn from(e: store::StoreError) -> Self {
+        Failure { code: 1, error: e.into() }
+    }
+}
+
+/// The selected pipelines with their secrets resolved; any problem is a config error (exit 2).
+fn select_with_auth(config: &Config, names: &[String], include_disabled: bool) -> Result<Vec<(Pipeline, Auth)>, ConfigError> {
+    let selected = if names.is_empty() && include_disabled {
+        config.pipelines.iter().collect()
+    } else {
+        config.select(names)?
+    };
+    selected
+        .into_iter()
+        .map(|p| {
+            if !p.source.implemented() && (p.enabled || !names.is_empty()) && !include_disabled {
+                return Err(ConfigError::new(Some(&p.name), Some("source"), format!("`{}` is not supported by this build yet; set enabled = false", p.source)));
+            }
+            Ok((p.clone(), p.resolve_auth()?))
+        })
+        .collect()
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        tracing::warn!("signal received: finishing the page in hand, then stopping");
+        token.cancel();
+    });
+}
+
+async fn sync_all(engine: &Engine, selected: Vec<(Pipeline, Auth)>) -> Vec<RunReport> {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let mut tasks = Vec::new();
+    for (p, auth) in selected {
+        let (engine, cancel) = (engine.clone(), cancel.clone());
+        tasks.push(tokio::spawn(async move {
+            engine.run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {}).await
+        }));
+    }
+    let mut reports = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(r) => reports.push(r),
+            Err(e) => tracing::error!(error = %e, "a pipeline task ended abnormally"),
+        }
+    }
+    reports
+}
+
+async fn backfill(engine: &Engine, p: &Pipeline, auth: &Auth, mode: Mode) -> RunReport {
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} windows, {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(p.name.clone());
+        bar
+    });
+    let mut rows = 0u64;
+    let mut on_event = |e: &RunEvent| {
+        if let RunEvent::Planned { clamp: Some(c), .. } = e {
+            eprintln!(
+                "ordersync: pipeline `{}`: --from {} is older than upstream keeps; starting at {}",
+                p.name,
+                timefmt::fmt_seconds(c.requested),
+                timefmt::fmt_seconds(c.effective)
+            );
+        }
+        let Some(bar) = &bar else { return };
+        match e {
+            RunEvent::Planned { windows, .. } => bar.set_length(*windows as u64),
+            RunEvent::Page { window, rows: n } => {
+                rows += n;
+                bar.set_message(format!("{rows} rows, at {}", timefmt::fmt_seconds(window.start)));
+            }
+            RunEvent::WindowDone { .. } => bar.inc(1),
+        }
+    };
+    let report = engine.run_pipeline(p, auth, mode, &cancel, &mut on_event).await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    report
+}
+
+fn print_report(r: &RunReport) {
+    println!(
+        "{} [{}]: {}, {} rows seen, {} changed, {} requests, {} windows, watermark {}, {:.1}s",
+        r.pipeline,
+        r.scope,
+        r.outcome.as_str(),
+        r.rows_seen,
+        r.rows_changed,
+        r.requests,
+        r.windows,
+        r.watermark.map_or_else(|| "none".to_string(), timefmt::fmt_seconds),
+        r.elapsed.as_secs_f64()
+    );
+    if let Some(e) = &r.error {
+        eprintln!("ordersync: {e}");
+    }
+}
+
+/// One small request per pipeline (the last settled minute, one row). True when any failed.
+async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
+    let http = match Http::new() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ordersync: cannot build the HTTP client: {e}");
+            return true;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let mut failed = false;
+    for (p, auth) in selected {
+        let end = timefmt::beijing_now() - chrono::Duration::from_std(p.settle_lag).unwrap_or_default();
+        let window = crate::planner::Window { start: end - chrono::Duration::minutes(1), end };
+        let query = PageQuery {
+            endpoint: &p.endpoint,
+            auth,
+            options: &p.options,
+            window,
+            cursor: sources::first_cursor(p.source),
+            page_size: 1,
+            axis: Axis::Live,
+        };
+        let policy = RetryPolicy { max_retries: 1, initial: p.retry_initial, max_interval: p.retry_initial, timeout: p.timeout };
+        let result = match sources::build_request(p.source, &query) {
+            Ok(req) => http
+                .fetch(&req, &policy, &Redactor::new(auth.values()), &cancel, |s, b| sources::parse_page(p.source, s, b))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            eprintln!("ordersync: pipeline `{}`: {e}", p.name);
+            failed = true;
+        }
+    }
+    failed
+}

@@ -1,0 +1,253 @@
+//! One HTTP client for every upstream, with retries that know transient from fatal.
+//!
+//! [`Http::fetch`] sends a request, hands the answer to the source's parser and retries what is
+//! worth retrying — connect errors, timeouts, 5xx, HTTP 429, and whatever the parser classes as
+//! transient or rate-limited (body codes, truncated or malformed bodies) — with exponential backoff
+//! and jitter (the `backoff` crate), honouring `Retry-After`, up to `max_retries`. A fatal answer
+//! stops at once. Nothing it logs or returns contains a secret: URLs go through the [`Redactor`].
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use reqwest::Method;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::redact::Redactor;
+
+/// What an upstream said, classified by the source that knows its codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Worth asking again: network trouble, 5xx, malformed or truncated body, "try again" codes.
+    #[error("upstream code {code}: {message}")]
+    Transient { code: String, message: String },
+    /// Asked too often: wait (`retry_after` when upstream says how long) and ask again.
+    #[error("upstream code {code}: {message} (rate limited)")]
+    RateLimited {
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Asking again will not help: bad key, no permission, quota gone, bad parameter.
+    #[error("upstream code {code}: {message}")]
+    Fatal { code: String, message: String },
+}
+
+impl UpstreamError {
+    pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
+        UpstreamError::Transient { code: code.into(), message: message.into() }
+    }
+
+    pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
+        UpstreamError::Fatal { code: code.into(), message: message.into() }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            UpstreamError::Transient { code, .. }
+            | UpstreamError::RateLimited { code, .. }
+            | UpstreamError::Fatal { code, .. } => code,
+        }
+    }
+
+    fn scrubbed(self, r: &Redactor) -> Self {
+        match self {
+            UpstreamError::Transient { code, message } => {
+                UpstreamError::Transient { code, message: r.scrub(&message) }
+            }
+            UpstreamError::RateLimited { code, message, retry_after } => {
+                UpstreamError::RateLimited { code, message: r.scrub(&message), retry_after }
+            }
+            UpstreamError::Fatal { code, message } => {
+                UpstreamError::Fatal { code, message: r.scrub(&message) }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Body {
+    Empty,
+    Json(serde_json::Value),
+}
+
+/// A request as a source builds it.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub initial: Duration,
+    pub max_interval: Duration,
+    pub timeout: Duration,
+}
+
+/// Why a fetch ended without a page.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Fatal(UpstreamError),
+    #[error("gave up after {attempts} attempts, last: {last}")]
+    GaveUp { attempts: u32, last: UpstreamError },
+    #[error("interrupted by shutdown")]
+    Cancelled,
+}
+
+impl FetchError {
+    pub fn upstream(&self) -> Option<&UpstreamError> {
+        match self {
+            FetchError::Fatal(e) | FetchError::GaveUp { last: e, .. } => Some(e),
+            FetchError::Cancelled => None,
+        }
+    }
+}
+
+/// The parsed value, and how many HTTP requests it took.
+#[derive(Debug)]
+pub struct Fetched<T> {
+    pub value: T,
+    pub requests: u32,
+}
+
+/// `Retry-After` larger than this is treated as this: a stuck pipeline should say so, not sleep a day.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new() -> Result<Http, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Http { client })
+    }
+
+    /// Sends `req` until `parse` accepts an answer, a fatal error comes, retries run out, or
+    /// `cancel` fires (only between attempts: a request in flight is not abandoned half-read).
+    /// The error carries how many requests were made.
+    pub async fn fetch<T>(
+        &self,
+        req: &HttpRequest,
+        policy: &RetryPolicy,
+        redactor: &Redactor,
+        cancel: &CancellationToken,
+        parse: impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
+    ) -> Result<Fetched<T>, (FetchError, u32)> {
+        let mut backoff = backoff::ExponentialBackoff {
+            initial_interval: policy.initial,
+            current_interval: policy.initial,
+            randomization_factor: 0.5,
+            multiplier: 2.0,
+            max_interval: policy.max_interval,
+            max_elapsed_time: None,
+            ..Default::default()
+        };
+        let shown_url = redactor.url(&req.url);
+        let mut attempts: u32 = 0;
+        loop {
+            if cancel.is_cancelled() {
+                return Err((FetchError::Cancelled, attempts));
+            }
+            attempts += 1;
+            tracing::trace!(url = %shown_url, attempt = attempts, "request");
+            let outcome = self.attempt(req, policy.timeout, &parse).await;
+            let err = match outcome {
+                Ok(value) => return Ok(Fetched { value, requests: attempts }),
+                Err(e) => e.scrubbed(redactor),
+            };
+            let wait = match &err {
+                UpstreamError::Fatal { .. } => {
+                    tracing::debug!(url = %shown_url, error = %err, "fatal upstream answer");
+                    return Err((FetchError::Fatal(err), attempts));
+                }
+                UpstreamError::RateLimited { retry_after: Some(d), .. } => {
+                    // Honour the server's wait, plus a little jitter so pipelines don't stampede.
+                    let jitter = backoff.next_backoff().unwrap_or(policy.initial) / 4;
+                    (*d).min(MAX_RETRY_AFTER) + jitter
+                }
+                _ => backoff.next_backoff().unwrap_or(policy.max_interval),
+            };
+            if attempts > policy.max_retries {
+                return Err((FetchError::GaveUp { attempts, last: err }, attempts));
+            }
+            tracing::debug!(url = %shown_url, error = %err, wait_ms = wait.as_millis() as u64, attempt = attempts, "retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return Err((FetchError::Cancelled, attempts)),
+            }
+        }
+    }
+
+    async fn attempt<T>(
+        &self,
+        req: &HttpRequest,
+        timeout: Duration,
+        parse: &impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        let mut builder = self.client.request(req.method.clone(), req.url.clone()).timeout(timeout);
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Body::Json(v) = &req.body {
+            builder = builder
+                .header("Content-Type", "application/json")
+                .body(serde_json::to_vec(v).unwrap_or_default());
+        }
+        let resp = builder.send().await.map_err(network_error)?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = resp.bytes().await.map_err(network_error)?;
+        if status.as_u16() == 429 {
+            return Err(UpstreamError::RateLimited {
+                code: "HTTP 429".into(),
+                message: "too many requests".into(),
+                retry_after,
+            });
+        }
+        if status.is_server_error() {
+            return Err(UpstreamError::transient(
+                format!("HTTP {}", status.as_u16()),
+                status.canonical_reason().unwrap_or("server error"),
+            ));
+        }
+        parse(status.as_u16(), &body)
+    }
+}
+
+/// reqwest errors print the URL (with its query string): strip it before anything sees the text.
+fn network_error(e: reqwest::Error) -> UpstreamError {
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "network"
+    };
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    UpstreamError::transient(code, message)
+}

@@ -1,0 +1,20 @@
+//! ordersync: keeps a SQLite database of orders in step with five Chinese order APIs.
+//!
+//! Layout (see ARCHITECTURE.md): `config` checks `pipelines.toml`; `planner` decides the time
+//! windows; `sources` build requests and normalise pages (one module per upstream); `http` fetches
+//! with retries; `store` commits each page with its checkpoint; `engine` runs a pipeline through
+//! all of them; `status` reports; `cli` ties them to the command line.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod model;
+pub mod money;
+pub mod planner;
+pub mod redact;
+pub mod secret;
+pub mod sources;
+pub mod status;
+pub mod store;
+pub mod timefmt;

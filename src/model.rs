@@ -1,0 +1,149 @@
+//! The normalised rows every source produces and the store writes: orders, sub-orders, statuses.
+//!
+//! A source turns one upstream row into an [`OrderRow`] (with its [`SubOrderRow`] lines) and never
+//! touches the database; the store takes these rows as they are. Money is `i64` fen, times are
+//! Beijing `NaiveDateTime`, ids are strings.
+
+use chrono::NaiveDateTime;
+
+use crate::sources::SourceKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sale,
+    Affiliate,
+    Ad,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sale => "sale",
+            Kind::Affiliate => "affiliate",
+            Kind::Ad => "ad",
+        }
+    }
+}
+
+/// The normalised status vocabulary of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Pending,
+    Paid,
+    Presale,
+    Shipped,
+    Completed,
+    Settled,
+    Refunded,
+    Closed,
+    AdUnpaid,
+    AdCreating,
+    AdReviewing,
+    AdRejected,
+    AdDelivering,
+    AdTerminated,
+    AdCompleted,
+    AdEnded,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Paid => "paid",
+            Status::Presale => "presale",
+            Status::Shipped => "shipped",
+            Status::Completed => "completed",
+            Status::Settled => "settled",
+            Status::Refunded => "refunded",
+            Status::Closed => "closed",
+            Status::AdUnpaid => "ad_unpaid",
+            Status::AdCreating => "ad_creating",
+            Status::AdReviewing => "ad_reviewing",
+            Status::AdRejected => "ad_rejected",
+            Status::AdDelivering => "ad_delivering",
+            Status::AdTerminated => "ad_terminated",
+            Status::AdCompleted => "ad_completed",
+            Status::AdEnded => "ad_ended",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// One order as the store receives it. `raw` is the upstream JSON row (PII already masked by the
+/// source where the source has any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub source: SourceKind,
+    pub order_id: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub status_raw: String,
+    pub pay_amount: Option<i64>,
+    pub refund_amount: Option<i64>,
+    pub commission: Option<i64>,
+    pub created_at: Option<NaiveDateTime>,
+    pub paid_at: Option<NaiveDateTime>,
+    pub updated_at: Option<NaiveDateTime>,
+    pub refunded_at: Option<NaiveDateTime>,
+    pub settled_at: Option<NaiveDateTime>,
+    pub confirmed_at: Option<NaiveDateTime>,
+    pub shop_id: Option<String>,
+    pub shop_name: Option<String>,
+    pub product_id: Option<String>,
+    pub product_name: Option<String>,
+    pub item_num: Option<i64>,
+    pub ad_cost: Option<i64>,
+    pub ad_plays: Option<i64>,
+    pub ad_gmv: Option<i64>,
+    pub ad_roi: Option<String>,
+    pub raw: String,
+    pub sub_orders: Vec<SubOrderRow>,
+}
+
+impl OrderRow {
+    /// An order with only its identity set; sources fill in what they have.
+    pub fn new(source: SourceKind, order_id: String, kind: Kind, raw: String) -> Self {
+        OrderRow {
+            source,
+            order_id,
+            kind,
+            status: Status::Unknown,
+            status_raw: String::new(),
+            pay_amount: None,
+            refund_amount: None,
+            commission: None,
+            created_at: None,
+            paid_at: None,
+            updated_at: None,
+            refunded_at: None,
+            settled_at: None,
+            confirmed_at: None,
+            shop_id: None,
+            shop_name: None,
+            product_id: None,
+            product_name: None,
+            item_num: None,
+            ad_cost: None,
+            ad_plays: None,
+            ad_gmv: None,
+            ad_roi: None,
+            raw,
+            sub_orders: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubOrderRow {
+    pub sub_order_id: String,
+    pub sku_id: Option<String>,
+    pub product_id: Option<String>,
+    pub product_name: Option<String>,
+    pub item_num: Option<i64>,
+    pub pay_amount: Option<i64>,
+    pub status: Status,
+    pub status_raw: String,
+    pub raw: String,
+}

@@ -1,0 +1,281 @@
+//! The five upstreams, as a closed enum dispatched with `match`.
+//!
+//! A source is small and pure: it builds the HTTP request for a (window, cursor), parses one page
+//! into normalised rows and the next cursor, and classifies upstream errors as transient,
+//! rate-limited or fatal. Paging loops, windows, retries, checkpoints and transactions live in
+//! `engine`, `planner`, `http` and `store`, written once for all of them.
+
+pub mod veapi;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+
+use chrono::NaiveDateTime;
+use serde_json::Value;
+
+use crate::config::Auth;
+use crate::http::{HttpRequest, UpstreamError};
+use crate::model::OrderRow;
+use crate::money;
+use crate::planner::{Window, WindowRules};
+use crate::timefmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    Sxt,
+    Miaoyouquan,
+    Unidesk,
+    Veapi,
+    Damaijia,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 5] = [
+        SourceKind::Sxt,
+        SourceKind::Miaoyouquan,
+        SourceKind::Unidesk,
+        SourceKind::Veapi,
+        SourceKind::Damaijia,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Sxt => "sxt",
+            SourceKind::Miaoyouquan => "miaoyouquan",
+            SourceKind::Unidesk => "unidesk",
+            SourceKind::Veapi => "veapi",
+            SourceKind::Damaijia => "damaijia",
+        }
+    }
+
+    /// Whether this build can sync the source (the others are configurable but not yet fetched).
+    pub fn implemented(self) -> bool {
+        matches!(self, SourceKind::Veapi)
+    }
+
+    pub fn default_endpoint(self) -> Option<&'static str> {
+        match self {
+            SourceKind::Veapi => Some(veapi::DEFAULT_ENDPOINT),
+            SourceKind::Unidesk => Some("https://eco.taobao.com/router/rest"),
+            _ => None,
+        }
+    }
+
+    pub fn max_page_size(self) -> u32 {
+        match self {
+            SourceKind::Veapi => veapi::MAX_PAGE_SIZE,
+            SourceKind::Miaoyouquan => 200,
+            SourceKind::Unidesk => 100,
+            SourceKind::Damaijia => 100,
+            SourceKind::Sxt => 1,
+        }
+    }
+
+    /// `(key, required)` of the `[pipeline.auth]` table.
+    pub fn auth_keys(self) -> &'static [(&'static str, bool)] {
+        match self {
+            SourceKind::Sxt => &[("user_id", true), ("dy_uid", true)],
+            SourceKind::Miaoyouquan => &[("apkey", true), ("dou_key", true)],
+            SourceKind::Unidesk => &[("app_key", true), ("app_secret", true), ("session", false)],
+            SourceKind::Veapi => &[("vekey", true)],
+            SourceKind::Damaijia => &[("access_token", true), ("shop_id", true)],
+        }
+    }
+
+    pub fn auth_key_list(self) -> String {
+        self.auth_keys().iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Source-specific plain keys a pipeline of this source may carry.
+    fn option_keys(self) -> &'static [&'static str] {
+        match self {
+            SourceKind::Veapi => veapi::OPTION_KEYS,
+            SourceKind::Miaoyouquan => &["time_type", "order_type", "distribution_type"],
+            SourceKind::Unidesk => &["prod_type"],
+            SourceKind::Damaijia => &["pii"],
+            SourceKind::Sxt => &["select_status"],
+        }
+    }
+
+    pub fn takes_option(self, key: &str) -> bool {
+        self.option_keys().contains(&key)
+    }
+
+    pub fn any_takes_option(key: &str) -> bool {
+        SourceKind::ALL.iter().any(|s| s.takes_option(key))
+    }
+
+    pub fn window_rules(self) -> WindowRules {
+        match self {
+            SourceKind::Veapi => veapi::window_rules(),
+            _ => WindowRules::default(),
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SourceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SourceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("must be one of sxt, miaoyouquan, unidesk, veapi, damaijia, got {s:?}"))
+    }
+}
+
+/// The checked source-specific options of one pipeline.
+#[derive(Debug, Clone)]
+pub enum SourceOptions {
+    Veapi(veapi::Options),
+    /// A source this build does not fetch yet: its keys were checked by name only.
+    NotYetImplemented,
+}
+
+impl SourceOptions {
+    /// Checks the option keys already known to belong to `kind`; the error is `(key, message)`.
+    pub fn parse(kind: SourceKind, table: &toml::Table) -> Result<SourceOptions, (String, String)> {
+        match kind {
+            SourceKind::Veapi => veapi::Options::parse(table).map(SourceOptions::Veapi),
+            _ => Ok(SourceOptions::NotYetImplemented),
+        }
+    }
+}
+
+/// Which time a window is about: live syncs follow updates, backfills follow payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Axis {
+    Live,
+    Backfill,
+}
+
+/// Everything a source needs to build one page's request.
+pub struct PageQuery<'a> {
+    pub endpoint: &'a str,
+    pub auth: &'a Auth,
+    pub options: &'a SourceOptions,
+    pub window: Window,
+    pub cursor: &'a str,
+    pub page_size: u32,
+    pub axis: Axis,
+}
+
+/// One parsed page: its rows, and the cursor of the next page (`None` when the window is done).
+#[derive(Debug)]
+pub struct Page {
+    pub orders: Vec<OrderRow>,
+    pub next_cursor: Option<String>,
+}
+
+/// The cursor the first page of a window is asked with.
+pub fn first_cursor(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Veapi => veapi::FIRST_CURSOR,
+        _ => "",
+    }
+}
+
+pub fn build_request(kind: SourceKind, q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
+    match (kind, q.options) {
+        (SourceKind::Veapi, SourceOptions::Veapi(opts)) => veapi::build_request(q, opts),
+        _ => Err(not_implemented(kind)),
+    }
+}
+
+/// Parses one HTTP answer (already known not to be a 5xx or 429) into a page or an upstream error.
+pub fn parse_page(kind: SourceKind, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    match kind {
+        SourceKind::Veapi => veapi::parse_page(status, body),
+        _ => Err(not_implemented(kind)),
+    }
+}
+
+fn not_implemented(kind: SourceKind) -> UpstreamError {
+    UpstreamError::Fatal {
+        code: "unsupported".into(),
+        message: format!("source `{kind}` is not supported by this build yet"),
+    }
+}
+
+/// Logs an upstream status code we have no mapping for, once per (source, code) per process.
+pub fn note_unknown_status(kind: SourceKind, code: &str) {
+    static SEEN: OnceLock<Mutex<HashSet<(SourceKind, String)>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let first = match seen.lock() {
+        Ok(mut s) => s.insert((kind, code.to_string())),
+        Err(_) => false,
+    };
+    if first {
+        tracing::warn!(source = %kind, code, "unknown upstream status, stored as `unknown` (kept in status_raw)");
+    }
+}
+
+// ---- field readers shared by the sources: upstreams send numbers as strings or numbers --------
+
+/// A text field; numbers are accepted and kept as their exact decimal text. Empty → `None`.
+pub fn text(row: &Value, key: &str) -> Option<String> {
+    match row.get(key)? {
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// An id: a string, or an integer JSON number (kept exactly). A float is refused: its digits are
+/// already lost.
+pub fn id(row: &Value, key: &str) -> Result<Option<String>, String> {
+    match row.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() || s == "0" => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {
+            let s = n.to_string();
+            Ok((s != "0").then_some(s))
+        }
+        Some(other) => Err(format!("`{key}` is not an exact id: {other}")),
+    }
+}
+
+/// An integer sent as a number or a decimal string.
+pub fn int(row: &Value, key: &str) -> Result<Option<i64>, String> {
+    match row.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| format!("`{key}` is not an integer: {s:?}")),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` is not an integer: {n}")),
+        Some(other) => Err(format!("`{key}` is not an integer: {other}")),
+    }
+}
+
+/// Fen, possibly with a fraction of a fen, rounded half up. Parsed from the exact text.
+pub fn fen(row: &Value, key: &str) -> Result<Option<i64>, String> {
+    match row.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => money::fen_round_half_up(s).map(Some).map_err(|e| format!("`{key}`: {e}")),
+        Some(Value::Number(n)) => money::fen_round_half_up(&n.to_string())
+            .map(Some)
+            .map_err(|e| format!("`{key}`: {e}")),
+        Some(other) => Err(format!("`{key}` is not an amount: {other}")),
+    }
+}
+
+pub fn time(row: &Value, key: &str) -> Result<Option<NaiveDateTime>, String> {
+    timefmt::parse_upstream_time(row.get(key)).map_err(|e| format!("`{key}`: {e}"))
+}

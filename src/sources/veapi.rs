@@ -1,0 +1,303 @@
+//! veapi 抖客 `douke/csj_ordersearch`: affiliate orders, cursor paging, windows of at most 90 days.
+//!
+//! Quirks this module owns (see `shared/seeds/003_*.txt`): every value arrives as a string, numbers
+//! included; times are 10-digit unix seconds as strings, `"0"` meaning "no time"; the cursor is `"0"`
+//! for the first page and `""` after the last; `start_time`/`end_time` are inclusive whole seconds,
+//! so a half-open planner window `[start, end)` is sent as `start ..= end − 1s`; amounts are fen,
+//! commissions are fen that may carry a fraction (rounded half up here, exact text kept in `raw`).
+//!
+//! The document lists no error codes. We treat `error = "0"` as success, `"10009"` (and any message
+//! saying 频繁/limit) as rate limiting, `"10001"` (bad vekey) and everything else as fatal with the
+//! code; a body that is not the documented JSON is transient (retried, then reported).
+
+use chrono::Duration;
+use reqwest::Method;
+use serde_json::Value;
+use url::Url;
+
+use super::{Axis, Page, PageQuery};
+use crate::http::{Body, HttpRequest, UpstreamError};
+use crate::model::{Kind, OrderRow, Status, SubOrderRow};
+use crate::planner::WindowRules;
+use crate::sources::{self, SourceKind};
+use crate::timefmt;
+
+pub const DEFAULT_ENDPOINT: &str = "http://api.veapi.cn/douke/csj_ordersearch";
+pub const MAX_PAGE_SIZE: u32 = 50;
+pub const FIRST_CURSOR: &str = "0";
+pub const OPTION_KEYS: &[&str] = &["time_type", "order_type"];
+
+/// Body codes (our reading of the API; the document lists none).
+pub mod codes {
+    pub const OK: &str = "0";
+    pub const BAD_KEY: &str = "10001";
+    pub const BAD_PARAMETER: &str = "10002";
+    pub const RATE_LIMITED: &str = "10009";
+}
+
+pub fn window_rules() -> WindowRules {
+    WindowRules {
+        max_span: Some(Duration::days(90)),
+        ..Default::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeType {
+    Pay,
+    Update,
+}
+
+impl TimeType {
+    fn as_str(self) -> &'static str {
+        match self {
+            TimeType::Pay => "pay",
+            TimeType::Update => "update",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The time live syncs query by; backfills always query by payment time.
+    pub time_type: TimeType,
+    pub order_type: u8,
+}
+
+impl Options {
+    pub fn parse(table: &toml::Table) -> Result<Options, (String, String)> {
+        let time_type = match table.get("time_type") {
+            None => TimeType::Update,
+            Some(toml::Value::String(s)) if s == "update" => TimeType::Update,
+            Some(toml::Value::String(s)) if s == "pay" => TimeType::Pay,
+            Some(other) => {
+                return Err(("time_type".into(), format!("must be \"pay\" or \"update\", got {other}")))
+            }
+        };
+        let order_type = match table.get("order_type") {
+            None => 0,
+            Some(toml::Value::Integer(n)) if (0..=3).contains(n) => *n as u8,
+            Some(other) => {
+                return Err(("order_type".into(), format!("must be 0, 1, 2 or 3, got {other}")))
+            }
+        };
+        Ok(Options { time_type, order_type })
+    }
+}
+
+pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, UpstreamError> {
+    let mut url = Url::parse(q.endpoint)
+        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
+    let vekey = q
+        .auth
+        .get("vekey")
+        .ok_or_else(|| UpstreamError::fatal("config", "auth.vekey is not set"))?;
+    let time_type = match q.axis {
+        Axis::Live => opts.time_type,
+        Axis::Backfill => TimeType::Pay,
+    };
+    // The API's bounds are inclusive whole seconds.
+    let last_second = q.window.end - Duration::seconds(1);
+    url.query_pairs_mut()
+        .append_pair("vekey", vekey.expose())
+        .append_pair("size", &q.page_size.to_string())
+        .append_pair("cursor", q.cursor)
+        .append_pair("start_time", &timefmt::fmt_seconds(q.window.start))
+        .append_pair("end_time", &timefmt::fmt_seconds(last_second.max(q.window.start)))
+        .append_pair("order_type", &opts.order_type.to_string())
+        .append_pair("time_type", time_type.as_str());
+    Ok(HttpRequest {
+        method: Method::GET,
+        url,
+        headers: Vec::new(),
+        body: Body::Empty,
+    })
+}
+
+pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
+    })?;
+    let code = sources::text(&v, "error").unwrap_or_default();
+    let msg = sources::text(&v, "msg").unwrap_or_default();
+    if code != codes::OK {
+        if code.is_empty() {
+            return Err(UpstreamError::transient(
+                "malformed",
+                format!("HTTP {status} body has no `error` field"),
+            ));
+        }
+        return Err(classify(&code, &msg));
+    }
+    if status != 200 {
+        return Err(UpstreamError::fatal(format!("HTTP {status}"), msg));
+    }
+    let rows = match v.get("data") {
+        Some(Value::Array(rows)) => rows.as_slice(),
+        Some(Value::Null) | None => &[],
+        Some(_) => return Err(UpstreamError::transient("malformed", "`data` is not a list")),
+    };
+    let cursor = match v.get("cursor") {
+        Some(Value::String(c)) => c.clone(),
+        Some(Value::Null) | None if rows.is_empty() => String::new(),
+        _ => return Err(UpstreamError::transient("malformed", "`cursor` is missing or not a string")),
+    };
+    let orders = rows
+        .iter()
+        .map(normalise)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+    Ok(Page {
+        orders,
+        next_cursor: (!cursor.is_empty()).then_some(cursor),
+    })
+}
+
+fn classify(code: &str, msg: &str) -> UpstreamError {
+    let limited = code == codes::RATE_LIMITED || msg.contains("频繁") || msg.to_lowercase().contains("limit");
+    if limited {
+        UpstreamError::RateLimited {
+            code: code.into(),
+            message: msg.into(),
+            retry_after: None,
+        }
+    } else {
+        UpstreamError::fatal(code, msg)
+    }
+}
+
+fn status_of(flow_point: &str) -> Status {
+    match flow_point {
+        "PAY_SUCC" => Status::Paid,
+        "REFUND" => Status::Refunded,
+        "SETTLE" => Status::Settled,
+        "CONFIRM" => Status::Completed,
+        other => {
+            sources::note_unknown_status(SourceKind::Veapi, other);
+            Status::Unknown
+        }
+    }
+}
+
+/// One upstream row → one affiliate order with its single sub-order line.
+pub fn normalise(row: &Value) -> Result<OrderRow, String> {
+    let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
+    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
+    let mut o = OrderRow::new(SourceKind::Veapi, order_id.clone(), Kind::Affiliate, raw.clone());
+    o.status_raw = sources::text(row, "flow_point").unwrap_or_default();
+    o.status = status_of(&o.status_raw);
+    o.pay_amount = sources::fen(row, "total_pay_amount")?;
+    // Settled orders carry the real commission; until then, the estimate.
+    let real = sources::fen(row, "ads_real_commission")?.filter(|c| *c != 0);
+    o.commission = match real {
+        Some(c) => Some(c),
+        None => sources::fen(row, "estimated_commission")?,
+    };
+    o.paid_at = sources::time(row, "pay_success_time")?;
+    o.updated_at = sources::time(row, "update_time")?;
+    o.refunded_at = sources::time(row, "refund_time")?;
+    o.settled_at = sources::time(row, "settle_time")?;
+    o.confirmed_at = sources::time(row, "confirm_time")?;
+    o.shop_id = sources::id(row, "shop_id")?;
+    o.shop_name = sources::text(row, "shop_name");
+    o.product_id = sources::id(row, "product_id")?;
+    o.product_name = sources::text(row, "product_name");
+    o.item_num = sources::int(row, "item_num")?;
+    o.sub_orders.push(SubOrderRow {
+        sub_order_id: order_id,
+        sku_id: None,
+        product_id: o.product_id.clone(),
+        product_name: o.product_name.clone(),
+        item_num: o.item_num,
+        pay_amount: o.pay_amount,
+        status: o.status,
+        status_raw: o.status_raw.clone(),
+        raw,
+    });
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = include_str!("../../tests/fixtures/veapi/sample_page.json");
+
+    #[test]
+    fn the_documented_sample_normalises_exactly() {
+        let page = parse_page(200, SAMPLE.as_bytes()).unwrap();
+        assert_eq!(page.next_cursor.as_deref(), Some("21051025101712735630"));
+        let o = &page.orders[0];
+        assert_eq!(o.order_id, "6928535482621498461");
+        assert_eq!(o.product_id.as_deref(), Some("3657270007152426945"));
+        assert_eq!(o.pay_amount, Some(1198));
+        assert_eq!(o.commission, Some(1));
+        assert_eq!(o.status, Status::Paid);
+        assert_eq!(o.paid_at.map(timefmt::fmt_seconds).as_deref(), Some("2024-04-05 18:01:35"));
+        assert_eq!(o.updated_at.map(timefmt::fmt_seconds).as_deref(), Some("2024-04-05 18:01:47"));
+        assert_eq!(o.refunded_at, None);
+        assert_eq!(o.settled_at, None);
+        assert_eq!(o.item_num, Some(2));
+        assert_eq!(o.shop_id.as_deref(), Some("141486248"));
+        assert_eq!(o.sub_orders.len(), 1);
+        assert_eq!(o.sub_orders[0].sub_order_id, o.order_id);
+    }
+
+    #[test]
+    fn fractional_commission_rounds_half_up_and_raw_keeps_it() {
+        let body = SAMPLE.replace("\"estimated_commission\": \"1\"", "\"estimated_commission\": \"12.5\"");
+        let o = &parse_page(200, body.as_bytes()).unwrap().orders[0];
+        assert_eq!(o.commission, Some(13));
+        assert!(o.raw.contains("\"12.5\""));
+        let settled = SAMPLE.replace("\"ads_real_commission\": \"0\"", "\"ads_real_commission\": \"7.49\"");
+        assert_eq!(parse_page(200, settled.as_bytes()).unwrap().orders[0].commission, Some(7));
+    }
+
+    #[test]
+    fn last_page_has_empty_cursor() {
+        let body = r#"{"error":"0","msg":"ok","cursor":"","data":[]}"#;
+        let page = parse_page(200, body.as_bytes()).unwrap();
+        assert!(page.orders.is_empty());
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[test]
+    fn error_codes_are_classified() {
+        let bad_key = r#"{"error":"10001","msg":"vekey错误或已过期","data":[],"cursor":""}"#;
+        assert!(matches!(parse_page(200, bad_key.as_bytes()), Err(UpstreamError::Fatal { code, .. }) if code == "10001"));
+        let limited = r#"{"error":"10009","msg":"请求过于频繁","data":[],"cursor":""}"#;
+        assert!(matches!(parse_page(200, limited.as_bytes()), Err(UpstreamError::RateLimited { .. })));
+        assert!(matches!(parse_page(200, b"{\"error\":\"0\",\"data\":[{\"order_"), Err(UpstreamError::Transient { code, .. }) if code == "malformed"));
+        assert!(matches!(parse_page(200, b"<html>"), Err(UpstreamError::Transient { .. })));
+    }
+
+    #[test]
+    fn a_float_order_id_is_refused_not_rounded() {
+        let body = SAMPLE.replace("\"order_id\": \"6928535482621498461\"", "\"order_id\": 6.928535482621498e18");
+        assert!(parse_page(200, body.as_bytes()).is_err());
+        let body = SAMPLE.replace("\"order_id\": \"6928535482621498461\"", "\"order_id\": 6928535482621498461");
+        assert_eq!(parse_page(200, body.as_bytes()).unwrap().orders[0].order_id, "6928535482621498461");
+    }
+
+    #[test]
+    fn request_sends_inclusive_seconds() {
+        use crate::config::Auth;
+        let auth: Auth = Default::default();
+        let opts = Options { time_type: TimeType::Update, order_type: 0 };
+        let w = crate::planner::Window {
+            start: timefmt::parse_user_time("2024-01-01").unwrap(),
+            end: timefmt::parse_user_time("2024-01-02").unwrap(),
+        };
+        let q = PageQuery {
+            endpoint: DEFAULT_ENDPOINT,
+            auth: &auth,
+            options: &crate::sources::SourceOptions::Veapi(opts.clone()),
+            window: w,
+            cursor: "0",
+            page_size: 50,
+            axis: Axis::Live,
+        };
+        // No vekey configured: a clear fatal error, not a panic.
+        assert!(build_request(&q, &opts).is_err());
+    }
+}

@@ -1,0 +1,601 @@
+//! The SQLite store: schema migrations, the single writer, and the page commit.
+//!
+//! Invariant: a page's orders, sub-orders, history rows, run counters *and* the checkpoint that says
+//! the page is done are written in one transaction ([`commit_page`]), so a crash at any instant
+//! leaves the database either before or after the page, never between. Upserts never let an older
+//! copy of an order (by upstream update time) overwrite a newer one, and an identical copy is not
+//! rewritten, so re-reading overlapping windows is harmless.
+//!
+//! All writes go through one thread that owns the connection ([`Store`]); async callers send it
+//! closures and await the answer. Read-only callers (`status`) may open their own connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::model::OrderRow;
+use crate::planner::Window;
+use crate::timefmt;
+
+const SCHEMA: &str = include_str!("../schema.sql");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this ordersync understands ({known}); upgrade ordersync")]
+    TooNew { found: i64, known: i64 },
+    #[error("pipeline `{pipeline}` ({scope}) is already running in process {pid}")]
+    Busy { pipeline: String, scope: String, pid: i64 },
+    #[error("database writer has stopped")]
+    WriterGone,
+}
+
+/// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.
+pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+    let mut conn = conn;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// The `-- migration: N` sections of `schema.sql`, in order.
+fn migrations() -> Vec<(i64, &'static str)> {
+    let mut out = Vec::new();
+    let marker = "-- migration: ";
+    let mut rest = SCHEMA;
+    while let Some(pos) = rest.find(marker) {
+        let after = &rest[pos + marker.len()..];
+        let line_end = after.find('\n').unwrap_or(after.len());
+        let version: i64 = after[..line_end].trim().parse().unwrap_or(0);
+        let body_end = after.find(marker).unwrap_or(after.len());
+        out.push((version, &after[line_end..body_end]));
+        rest = &after[body_end..];
+    }
+    out
+}
+
+pub fn schema_version() -> i64 {
+    migrations().last().map_or(0, |(v, _)| *v)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = schema_version();
+    if current > known {
+        return Err(StoreError::TooNew { found: current, known });
+    }
+    for (version, sql) in migrations() {
+        if version <= current {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "database migrated");
+    }
+    Ok(())
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The single writer: a thread owning the connection, fed closures over a channel.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = open_connection(path)?;
+        mark_abandoned_runs(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ordersync-store".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for job in rx {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(Store { jobs: tx, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread and returns its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn pid_alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs left `running` by a process that no longer exists (killed, crashed) become `abandoned`.
+fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
+    let me = i64::from(std::process::id());
+    let stale: Vec<(i64, i64)> = conn
+        .prepare("SELECT id, pid FROM runs WHERE outcome = 'running'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let now = timefmt::fmt_seconds(timefmt::beijing_now());
+    for (id, pid) in stale {
+        if pid == me || !pid_alive(pid) {
+            conn.execute(
+                "UPDATE runs SET outcome = 'abandoned', finished_at = ?2, \
+                 error = COALESCE(error, 'process ended without finishing the run') WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ---- tracks (checkpoints) -----------------------------------------------------------------------
+
+/// The resumable state of one (pipeline, scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub watermark: Option<NaiveDateTime>,
+    /// The window in progress and the cursor of its next page.
+    pub in_progress: Option<(Window, String)>,
+}
+
+fn parse_time_col(text: Option<String>) -> Option<NaiveDateTime> {
+    text.as_deref().and_then(timefmt::parse_user_time)
+}
+
+/// Loads the track, creating it (empty) when it does not exist yet.
+pub fn ensure_track(
+    conn: &Connection,
+    pipeline: &str,
+    scope: &str,
+    range: Option<(NaiveDateTime, NaiveDateTime)>,
+) -> Result<Track, StoreError> {
+    conn.execute(
+        "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO NOTHING",
+        params![
+            pipeline,
+            scope,
+            range.map(|r| timefmt::fmt_millis(r.0)),
+            range.map(|r| timefmt::fmt_millis(r.1)),
+            timefmt::fmt_seconds(timefmt::beijing_now()),
+        ],
+    )?;
+    let row = conn.query_row(
+        "SELECT watermark, window_start, window_end, cursor FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+        params![pipeline, scope],
+        |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        },
+    )?;
+    let in_progress = match (parse_time_col(row.1), parse_time_col(row.2), row.3) {
+        (Some(start), Some(end), Some(cursor)) => Some((Window { start, end }, cursor)),
+        _ => None,
+    };
+    Ok(Track { watermark: parse_time_col(row.0), in_progress })
+}
+
+// ---- runs -------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Records the start of a run; refuses if the same (pipeline, scope) runs in another live process.
+pub fn begin_run(conn: &mut Connection, pipeline: &str, command: &str, scope: &str) -> Result<i64, StoreError> {
+    let me = i64::from(std::process::id());
+    let tx = conn.transaction()?;
+    let running: Vec<(i64, i64)> = tx
+        .prepare("SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'")?
+        .query_map(params![pipeline, scope], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, pid) in running {
+        if pid != me && pid_alive(pid) {
+            return Err(StoreError::Busy { pipeline: pipeline.into(), scope: scope.into(), pid });
+        }
+        tx.execute(
+            "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE id = ?1",
+            params![id, timefmt::fmt_seconds(timefmt::beijing_now())],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO runs (pipeline, command, scope, pid, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+        params![pipeline, command, scope, me, timefmt::fmt_millis(timefmt::beijing_now())],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Closes a run. `requests` are those not already counted by a committed page (failed attempts).
+pub fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    outcome: Outcome,
+    error: Option<&str>,
+    requests: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE runs SET outcome = ?2, finished_at = ?3, error = ?4, requests = requests + ?5 WHERE id = ?1",
+        params![
+            run_id,
+            outcome.as_str(),
+            timefmt::fmt_millis(timefmt::beijing_now()),
+            error,
+            requests as i64
+        ],
+    )?;
+    Ok(())
+}
+
+// ---- the page commit ---------------------------------------------------------------------------
+
+/// What the checkpoint says once this page is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// More pages in this window; the next one is asked with `cursor`.
+    Next { window: Window, cursor: String },
+    /// This was the window's last page: it is finished.
+    WindowDone { window: Window },
+}
+
+#[derive(Debug, Clone)]
+pub struct PageCommit {
+    pub run_id: i64,
+    pub pipeline: String,
+    pub scope: String,
+    pub orders: Vec<OrderRow>,
+    /// HTTP requests this page took, retries included.
+    pub requests: u32,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageStats {
+    pub seen: u64,
+    pub changed: u64,
+}
+
+/// Writes one page and its checkpoint in one transaction.
+pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats, StoreError> {
+    let now = timefmt::fmt_seconds(timefmt::beijing_now());
+    let tx = conn.transaction()?;
+    let mut stats = PageStats::default();
+    for order in &page.orders {
+        stats.seen += 1;
+        if upsert_order(&tx, &page.pipeline, order, &now)? {
+            stats.changed += 1;
+        }
+    }
+    let windows_done = match &page.progress {
+        Progress::Next { window, cursor } => {
+            tx.execute(
+                "UPDATE checkpoints SET window_start = ?3, window_end = ?4, cursor = ?5, updated_at = ?6 \
+                 WHERE pipeline = ?1 AND scope = ?2",
+                params![
+                    page.pipeline,
+                    page.scope,
+                    timefmt::fmt_millis(window.start),
+                    timefmt::fmt_millis(window.end),
+                    cursor,
+                    now
+                ],
+            )?;
+            0
+        }
+        Progress::WindowDone { window } => {
+            let end = timefmt::fmt_millis(window.end);
+            tx.execute(
+                "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < ?3 THEN ?3 ELSE watermark END, \
+                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = ?4 \
+                 WHERE pipeline = ?1 AND scope = ?2",
+                params![page.pipeline, page.scope, end, now],
+            )?;
+            add_coverage(&tx, &page.pipeline, &page.scope, window)?;
+            1
+        }
+    };
+    tx.execute(
+        "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
+         requests = requests + ?4, windows_done = windows_done + ?5 WHERE id = ?1",
+        params![page.run_id, stats.seen as i64, stats.changed as i64, i64::from(page.requests), windows_done],
+    )?;
+    tx.commit()?;
+    Ok(stats)
+}
+
+/// Merges `[start, end)` into the pipeline's finished ranges of this scope.
+fn add_coverage(tx: &Transaction<'_>, pipeline: &str, scope: &str, w: &Window) -> Result<(), StoreError> {
+    let (mut start, mut end) = (timefmt::fmt_millis(w.start), timefmt::fmt_millis(w.end));
+    let touching: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT range_start, range_end FROM coverage WHERE pipeline = ?1 AND scope = ?2 \
+             AND range_start <= ?4 AND range_end >= ?3",
+        )?
+        .query_map(params![pipeline, scope, start, end], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (s, e) in touching {
+        tx.execute(
+            "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2 AND range_start = ?3",
+            params![pipeline, scope, s],
+        )?;
+        start = start.min(s);
+        end = end.max(e);
+    }
+    tx.execute(
+        "INSERT INTO coverage (pipeline, scope, range_start, range_end) VALUES (?1, ?2, ?3, ?4)",
+        params![pipeline, scope, start, end],
+    )?;
+    Ok(())
+}
+
+fn opt_time(t: Option<NaiveDateTime>) -> Option<String> {
+    t.map(timefmt::fmt_seconds)
+}
+
+/// Inserts or updates one order and its lines. Returns whether anything was written.
+fn upsert_order(tx: &Transaction<'_>, pipeline: &str, o: &OrderRow, now: &str) -> Result<bool, StoreError> {
+    let source = o.source.as_str();
+    let stored: Option<(Option<String>, String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT updated_at, raw, pipeline, status_raw FROM orders WHERE source = ?1 AND order_id = ?2",
+        )?
+        .query_row(params![source, o.order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let updated_at = opt_time(o.updated_at);
+    let status_changed = match &stored {
+        None => true,
+        Some((stored_updated, stored_raw, stored_pipeline, stored_status)) => {
+            // Never regress: an older copy (overlapping window, lookback) loses to the stored one.
+            if let (Some(new), Some(old)) = (&updated_at, stored_updated) {
+                if new < old {
+                    return Ok(false);
+                }
+            }
+            if stored_raw == &o.raw && stored_pipeline == pipeline {
+                return Ok(false);
+            }
+            stored_status.as_deref() != Some(o.status_raw.as_str())
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, refund_amount, \
+         commission, created_at, paid_at, updated_at, refunded_at, settled_at, confirmed_at, shop_id, shop_name, \
+         product_id, product_name, item_num, ad_cost, ad_plays, ad_gmv, ad_roi, raw, first_seen_at, synced_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+         ?22, ?23, ?24, ?25, ?26, ?26) \
+         ON CONFLICT (source, order_id) DO UPDATE SET pipeline = excluded.pipeline, kind = excluded.kind, \
+         status = excluded.status, status_raw = excluded.status_raw, pay_amount = excluded.pay_amount, \
+         refund_amount = excluded.refund_amount, commission = excluded.commission, created_at = excluded.created_at, \
+         paid_at = excluded.paid_at, updated_at = excluded.updated_at, refunded_at = excluded.refunded_at, \
+         settled_at = excluded.settled_at, confirmed_at = excluded.confirmed_at, shop_id = excluded.shop_id, \
+         shop_name = excluded.shop_name, product_id = excluded.product_id, product_name = excluded.product_name, \
+         item_num = excluded.item_num, ad_cost = excluded.ad_cost, ad_plays = excluded.ad_plays, \
+         ad_gmv = excluded.ad_gmv, ad_roi = excluded.ad_roi, raw = excluded.raw, synced_at = excluded.synced_at",
+    )?
+    .execute(params![
+        source,
+        o.order_id,
+        pipeline,
+        o.kind.as_str(),
+        o.status.as_str(),
+        o.status_raw,
+        o.pay_amount,
+        o.refund_amount,
+        o.commission,
+        opt_time(o.created_at),
+        opt_time(o.paid_at),
+        updated_at,
+        opt_time(o.refunded_at),
+        opt_time(o.settled_at),
+        opt_time(o.confirmed_at),
+        o.shop_id,
+        o.shop_name,
+        o.product_id,
+        o.product_name,
+        o.item_num,
+        o.ad_cost,
+        o.ad_plays,
+        o.ad_gmv,
+        o.ad_roi,
+        o.raw,
+        now,
+    ])?;
+    for s in &o.sub_orders {
+        tx.prepare_cached(
+            "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
+             pay_amount, status, status_raw, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (source, order_id, sub_order_id) DO UPDATE SET sku_id = excluded.sku_id, \
+             product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
+             pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
+             raw = excluded.raw WHERE sub_orders.raw IS NOT excluded.raw",
+        )?
+        .execute(params![
+            source,
+            o.order_id,
+            s.sub_order_id,
+            s.sku_id,
+            s.product_id,
+            s.product_name,
+            s.item_num,
+            s.pay_amount,
+            s.status.as_str(),
+            s.status_raw,
+            s.raw,
+        ])?;
+    }
+    if status_changed {
+        tx.prepare_cached(
+            "INSERT INTO order_status_history (source, order_id, status, status_raw, observed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![source, o.order_id, o.status.as_str(), o.status_raw, now])?;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Status};
+    use crate::sources::SourceKind;
+
+    fn t(s: &str) -> NaiveDateTime {
+        timefmt::parse_user_time(s).unwrap()
+    }
+
+    fn order(id: &str, status: &str, updated: &str, raw: &str) -> OrderRow {
+        let mut o = OrderRow::new(SourceKind::Veapi, id.into(), Kind::Affiliate, raw.into());
+        o.status_raw = status.into();
+        o.status = Status::Paid;
+        o.updated_at = Some(t(updated));
+        o
+    }
+
+    fn setup() -> (tempfile::TempDir, Connection, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
+        ensure_track(&conn, "p", "live", None).unwrap();
+        let run = begin_run(&mut conn, "p", "sync", "live").unwrap();
+        (dir, conn, run)
+    }
+
+    fn commit(conn: &mut Connection, run: i64, orders: Vec<OrderRow>, progress: Progress) -> PageStats {
+        let page = PageCommit { run_id: run, pipeline: "p".into(), scope: "live".into(), orders, requests: 1, progress };
+        commit_page(conn, &page).unwrap()
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn older_copy_never_overwrites_newer_and_same_copy_is_not_rewritten() {
+        let (_d, mut conn, run) = setup();
+        let w = Window { start: t("2024-01-01"), end: t("2024-01-02") };
+        let next = Progress::Next { window: w, cursor: "c1".into() };
+        let newer = order("1", "REFUND", "2024-01-01 12:00:00", "{\"v\":2}");
+        let older = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{\"v\":1}");
+        assert_eq!(commit(&mut conn, run, vec![newer.clone()], next.clone()).changed, 1);
+        assert_eq!(commit(&mut conn, run, vec![older], next.clone()).changed, 0);
+        assert_eq!(commit(&mut conn, run, vec![newer], next).changed, 0);
+        let (status, raw): (String, String) = conn
+            .query_row("SELECT status_raw, raw FROM orders WHERE order_id = '1'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((status.as_str(), raw.as_str()), ("REFUND", "{\"v\":2}"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
+    }
+
+    #[test]
+    fn status_change_adds_exactly_one_history_row() {
+        let (_d, mut conn, run) = setup();
+        let w = Window { start: t("2024-01-01"), end: t("2024-01-02") };
+        let p = || Progress::Next { window: w, cursor: "c".into() };
+        commit(&mut conn, run, vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")], p());
+        // Same status, new content (commission changed): updated, no history row.
+        commit(&mut conn, run, vec![order("1", "PAY_SUCC", "2024-01-01 10:05:00", "b")], p());
+        commit(&mut conn, run, vec![order("1", "CONFIRM", "2024-01-01 11:00:00", "c")], p());
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history WHERE order_id = '1'"), 2);
+        assert_eq!(count(&conn, "SELECT rows_changed FROM runs"), 3);
+    }
+
+    #[test]
+    fn window_done_moves_watermark_and_merges_coverage() {
+        let (_d, mut conn, run) = setup();
+        let a = Window { start: t("2024-01-01"), end: t("2024-01-02") };
+        let b = Window { start: t("2024-01-02"), end: t("2024-01-03") };
+        let far = Window { start: t("2024-02-01"), end: t("2024-02-02") };
+        commit(&mut conn, run, vec![], Progress::Next { window: a, cursor: "x".into() });
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!(track.in_progress, Some((a, "x".to_string())));
+        assert_eq!(track.watermark, None);
+        commit(&mut conn, run, vec![], Progress::WindowDone { window: a });
+        commit(&mut conn, run, vec![], Progress::WindowDone { window: b });
+        commit(&mut conn, run, vec![], Progress::WindowDone { window: far });
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!(track.in_progress, None);
+        assert_eq!(track.watermark, Some(t("2024-02-02")));
+        let ranges: Vec<(String, String)> = conn
+            .prepare("SELECT range_start, range_end FROM coverage ORDER BY range_start")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ranges.len(), 2, "{ranges:?}");
+        assert_eq!(ranges[0].0, "2024-01-01 00:00:00.000");
+        assert_eq!(ranges[0].1, "2024-01-03 00:00:00.000");
+    }
+
+    #[test]
+    fn a_running_run_of_a_live_process_blocks_a_second_one() {
+        let (_d, mut conn, _run) = setup();
+        // Our own pid: treated as stale (the scheduler prevents overlap within a process).
+        assert!(begin_run(&mut conn, "p", "sync", "live").is_ok());
+        conn.execute("UPDATE runs SET pid = 1 WHERE outcome = 'running'", []).unwrap();
+        assert!(matches!(begin_run(&mut conn, "p", "sync", "live"), Err(StoreError::Busy { pid: 1, .. })));
+        assert!(begin_run(&mut conn, "p", "backfill", "backfill x").is_ok());
+    }
+
+    #[test]
+    fn migrations_are_idempotent_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        drop(open_connection(&path).unwrap());
+        let conn = open_connection(&path).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), schema_version());
+        assert!(schema_version() >= 1);
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+        assert!(matches!(open_connection(&path), Err(StoreError::TooNew { found: 999, .. })));
+    }
+}
