@@ -20,7 +20,11 @@ use crate::store::{self, Outcome, Store};
 use crate::{status, timefmt};
 
 #[derive(Parser, Debug)]
-#[command(name = "ordersync", version, about = "Keeps a SQLite database of orders in step with five Chinese order APIs")]
+#[command(
+    name = "ordersync",
+    version,
+    about = "Keeps a SQLite database of orders in step with five Chinese order APIs"
+)]
 pub struct Cli {
     /// Config file [default: $ORDERSYNC_CONFIG, else ./pipelines.toml]
     #[arg(long, global = true, env = "ORDERSYNC_CONFIG")]
@@ -77,7 +81,10 @@ pub struct Failure {
 
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
-        Failure { code: 2, error: e.into() }
+        Failure {
+            code: 2,
+            error: e.into(),
+        }
     }
 }
 
@@ -91,8 +98,10 @@ pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let user = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
     // Dependencies' own trace output can include request lines; ours is redacted, theirs is not.
-    let filter = EnvFilter::try_new(format!("{user},hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn"))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(format!(
+        "{user},hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn"
+    ))
+    .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,9 +113,15 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let config_path = cli.config.clone().unwrap_or_else(|| PathBuf::from("pipelines.toml"));
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("pipelines.toml"));
     let config = Config::load(&config_path)?;
-    let db_path = cli.db.clone().unwrap_or_else(|| config.database_path.clone());
+    let db_path = cli
+        .db
+        .clone()
+        .unwrap_or_else(|| config.database_path.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,14 +131,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let conn = store::open_connection(&db_path)?;
             let all = status::collect(&conn, &config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all).context("status as JSON")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&all).context("status as JSON")?
+                );
             } else {
                 print!("{}", status::render_text(&all));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { pipelines, online } => {
-            let selected = select_with_auth(&config, &pipelines, true)?;
+            let selected = select_with_auth(&config, &pipelines)?;
             if online {
                 let failed = runtime.block_on(check_online(&selected));
                 if failed {
@@ -131,15 +149,20 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 }
             }
             println!(
-                "{}: {} pipeline(s) valid{}",
+                "{}: valid; {} pipeline(s) configured, {} checked with secrets resolved{}",
                 config_path.display(),
+                config.pipelines.len(),
                 selected.len(),
-                if online { ", upstream answered" } else { "" }
+                if online {
+                    " and upstream answering"
+                } else {
+                    ""
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { pipelines } => {
-            let selected = select_with_auth(&config, &pipelines, false)?;
+            let selected = select_with_auth(&config, &pipelines)?;
             let engine = open_engine(&db_path)?;
             let reports = runtime.block_on(sync_all(&engine, selected));
             let mut ok = true;
@@ -147,30 +170,59 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_report(r);
                 ok &= r.outcome == Outcome::Ok;
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Backfill { pipeline, from, to } => {
             let from_t = timefmt::parse_user_time(&from).ok_or_else(|| {
-                ConfigError::new(Some(&pipeline), Some("--from"), format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {from:?}"))
+                ConfigError::new(
+                    Some(&pipeline),
+                    Some("--from"),
+                    format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {from:?}"),
+                )
             })?;
             let to_t = match &to {
                 None => None,
                 Some(t) => Some(timefmt::parse_user_time(t).ok_or_else(|| {
-                    ConfigError::new(Some(&pipeline), Some("--to"), format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {t:?}"))
+                    ConfigError::new(
+                        Some(&pipeline),
+                        Some("--to"),
+                        format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {t:?}"),
+                    )
                 })?),
             };
             if to_t.is_some_and(|t| t <= from_t) {
-                return Err(ConfigError::new(Some(&pipeline), Some("--to"), "must be later than --from").into());
+                return Err(ConfigError::new(
+                    Some(&pipeline),
+                    Some("--to"),
+                    "must be later than --from",
+                )
+                .into());
             }
-            let mut selected = select_with_auth(&config, std::slice::from_ref(&pipeline), false)?;
+            let mut selected = select_with_auth(&config, std::slice::from_ref(&pipeline))?;
             let (p, auth) = selected.remove(0);
             let engine = open_engine(&db_path)?;
-            let report = runtime.block_on(backfill(&engine, &p, &auth, Mode::Backfill { from: from_t, to: to_t }));
+            let report = runtime.block_on(backfill(
+                &engine,
+                &p,
+                &auth,
+                Mode::Backfill {
+                    from: from_t,
+                    to: to_t,
+                },
+            ));
             print_report(&report);
             if report.outcome == Outcome::Interrupted {
                 eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
             }
-            Ok(if report.outcome == Outcome::Ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.outcome == Outcome::Ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }
@@ -183,22 +235,32 @@ fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
 
 impl From<store::StoreError> for Failure {
     fn from(e: store::StoreError) -> Self {
-        Failure { code: 1, error: e.into() }
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
     }
 }
 
-/// The selected pipelines with their secrets resolved; any problem is a config error (exit 2).
-fn select_with_auth(config: &Config, names: &[String], include_disabled: bool) -> Result<Vec<(Pipeline, Auth)>, ConfigError> {
-    let selected = if names.is_empty() && include_disabled {
-        config.pipelines.iter().collect()
-    } else {
-        config.select(names)?
-    };
-    selected
+/// The selected pipelines (default: every enabled one) with their secrets resolved; any problem is
+/// a config error (exit 2). Disabled pipelines are checked by `Config::load` but need no secrets.
+fn select_with_auth(
+    config: &Config,
+    names: &[String],
+) -> Result<Vec<(Pipeline, Auth)>, ConfigError> {
+    config
+        .select(names)?
         .into_iter()
         .map(|p| {
-            if !p.source.implemented() && (p.enabled || !names.is_empty()) && !include_disabled {
-                return Err(ConfigError::new(Some(&p.name), Some("source"), format!("`{}` is not supported by this build yet; set enabled = false", p.source)));
+            if !p.source.implemented() {
+                return Err(ConfigError::new(
+                    Some(&p.name),
+                    Some("source"),
+                    format!(
+                        "`{}` is not supported by this build yet; set enabled = false",
+                        p.source
+                    ),
+                ));
             }
             Ok((p.clone(), p.resolve_auth()?))
         })
@@ -232,7 +294,9 @@ async fn sync_all(engine: &Engine, selected: Vec<(Pipeline, Auth)>) -> Vec<RunRe
     for (p, auth) in selected {
         let (engine, cancel) = (engine.clone(), cancel.clone());
         tasks.push(tokio::spawn(async move {
-            engine.run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {}).await
+            engine
+                .run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {})
+                .await
         }));
     }
     let mut reports = Vec::new();
@@ -251,8 +315,10 @@ async fn backfill(engine: &Engine, p: &Pipeline, auth: &Auth, mode: Mode) -> Run
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} windows, {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} windows, {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_prefix(p.name.clone());
         bar
@@ -272,12 +338,17 @@ async fn backfill(engine: &Engine, p: &Pipeline, auth: &Auth, mode: Mode) -> Run
             RunEvent::Planned { windows, .. } => bar.set_length(*windows as u64),
             RunEvent::Page { window, rows: n } => {
                 rows += n;
-                bar.set_message(format!("{rows} rows, at {}", timefmt::fmt_seconds(window.start)));
+                bar.set_message(format!(
+                    "{rows} rows, at {}",
+                    timefmt::fmt_seconds(window.start)
+                ));
             }
             RunEvent::WindowDone { .. } => bar.inc(1),
         }
     };
-    let report = engine.run_pipeline(p, auth, mode, &cancel, &mut on_event).await;
+    let report = engine
+        .run_pipeline(p, auth, mode, &cancel, &mut on_event)
+        .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -294,7 +365,8 @@ fn print_report(r: &RunReport) {
         r.rows_changed,
         r.requests,
         r.windows,
-        r.watermark.map_or_else(|| "none".to_string(), timefmt::fmt_seconds),
+        r.watermark
+            .map_or_else(|| "none".to_string(), timefmt::fmt_seconds),
         r.elapsed.as_secs_f64()
     );
     if let Some(e) = &r.error {
@@ -314,8 +386,12 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
     let cancel = CancellationToken::new();
     let mut failed = false;
     for (p, auth) in selected {
-        let end = timefmt::beijing_now() - chrono::Duration::from_std(p.settle_lag).unwrap_or_default();
-        let window = crate::planner::Window { start: end - chrono::Duration::minutes(1), end };
+        let end =
+            timefmt::beijing_now() - chrono::Duration::from_std(p.settle_lag).unwrap_or_default();
+        let window = crate::planner::Window {
+            start: end - chrono::Duration::minutes(1),
+            end,
+        };
         let query = PageQuery {
             endpoint: &p.endpoint,
             auth,
@@ -325,10 +401,21 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
             page_size: 1,
             axis: Axis::Live,
         };
-        let policy = RetryPolicy { max_retries: 1, initial: p.retry_initial, max_interval: p.retry_initial, timeout: p.timeout };
+        let policy = RetryPolicy {
+            max_retries: 1,
+            initial: p.retry_initial,
+            max_interval: p.retry_initial,
+            timeout: p.timeout,
+        };
         let result = match sources::build_request(p.source, &query) {
             Ok(req) => http
-                .fetch(&req, &policy, &Redactor::new(auth.values()), &cancel, |s, b| sources::parse_page(p.source, s, b))
+                .fetch(
+                    &req,
+                    &policy,
+                    &Redactor::new(auth.values()),
+                    &cancel,
+                    |s, b| sources::parse_page(p.source, s, b),
+                )
                 .await
                 .map(|_| ())
                 .map_err(|(e, _)| e.to_string()),

@@ -93,12 +93,16 @@ impl SecretSource {
             SecretSource::Env(name) => match std::env::var(name) {
                 Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
                 Ok(_) => Err(format!("reads environment variable {name}, which is empty")),
-                Err(_) => Err(format!("reads environment variable {name}, which is not set")),
+                Err(_) => Err(format!(
+                    "reads environment variable {name}, which is not set"
+                )),
             },
             SecretSource::File(path) => {
                 let path = expand_credentials_dir(path)?;
                 match std::fs::read_to_string(&path) {
-                    Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim_end_matches(['\n', '\r']))),
+                    Ok(v) if !v.trim().is_empty() => {
+                        Ok(Secret::new(v.trim_end_matches(['\n', '\r'])))
+                    }
                     Ok(_) => Err(format!("reads file {path}, which is empty")),
                     Err(e) => Err(format!("reads file {path}, which cannot be read ({e})")),
                 }
@@ -174,9 +178,9 @@ impl Pipeline {
     pub fn resolve_auth(&self) -> Result<Auth, ConfigError> {
         let mut out = BTreeMap::new();
         for (key, src) in &self.auth {
-            let v = src.resolve().map_err(|m| {
-                ConfigError::new(Some(&self.name), Some(&format!("auth.{key}")), m)
-            })?;
+            let v = src
+                .resolve()
+                .map_err(|m| ConfigError::new(Some(&self.name), Some(&format!("auth.{key}")), m))?;
             out.insert(key.clone(), v);
         }
         Ok(Auth(out))
@@ -206,7 +210,10 @@ impl Schedule {
             }
         };
         let dow = translate_weekdays(rest[4])?;
-        let expr = format!("{seconds} {} {} {} {} {dow}", rest[0], rest[1], rest[2], rest[3]);
+        let expr = format!(
+            "{seconds} {} {} {} {} {dow}",
+            rest[0], rest[1], rest[2], rest[3]
+        );
         let cron = cron::Schedule::from_str(&expr)
             .map_err(|e| format!("is not a valid cron expression ({e})"))?;
         Ok(Schedule {
@@ -240,7 +247,9 @@ fn translate_weekdays(field: &str) -> Result<String, String> {
                         format!("{}-7", a + 1)
                     }
                     (Ok(a), Ok(b)) if a <= b && b <= 7 => format!("{}-{}", a % 7 + 1, b % 7 + 1),
-                    (Ok(_), Ok(_)) => return Err(format!("has weekday range {range} that is not within 0-7")),
+                    (Ok(_), Ok(_)) => {
+                        return Err(format!("has weekday range {range} that is not within 0-7"))
+                    }
                     _ => format!("{}-{}", map_one(a)?, map_one(b)?),
                 }
             }
@@ -300,7 +309,11 @@ impl Config {
     /// Reads and checks the file. The error is one sentence naming the file, pipeline and key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(None, None, format!("cannot read config file {}: {e}", path.display()))
+            ConfigError::new(
+                None,
+                None,
+                format!("cannot read config file {}: {e}", path.display()),
+            )
         })?;
         Config::parse(&text, path)
     }
@@ -321,7 +334,11 @@ impl Config {
         let listen = match raw.daemon.and_then(|d| d.listen) {
             None => None,
             Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
-                ConfigError::new(None, Some("daemon.listen"), format!("must be an address like 127.0.0.1:9464, got {s:?}"))
+                ConfigError::new(
+                    None,
+                    Some("daemon.listen"),
+                    format!("must be an address like 127.0.0.1:9464, got {s:?}"),
+                )
             })?),
         };
         for key in raw.defaults.keys() {
@@ -429,20 +446,29 @@ fn check_pipeline(
         match get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(err(key, format!("must be a string, got {}", other.type_str()))),
+            Some(other) => Err(err(
+                key,
+                format!("must be a string, got {}", other.type_str()),
+            )),
         }
     };
     let duration = |key: &str, default: &str| -> Result<Duration, ConfigError> {
         let text = string(key)?.unwrap_or_else(|| default.to_string());
         timefmt::parse_duration(&text).ok_or_else(|| {
-            err(key, format!("must be a duration like \"30s\", \"10m\" or \"2h\", got {text:?}"))
+            err(
+                key,
+                format!("must be a duration like \"30s\", \"10m\" or \"2h\", got {text:?}"),
+            )
         })
     };
     let integer = |key: &str| -> Result<Option<i64>, ConfigError> {
         match get(key) {
             None => Ok(None),
             Some(toml::Value::Integer(n)) => Ok(Some(*n)),
-            Some(other) => Err(err(key, format!("must be an integer, got {}", other.type_str()))),
+            Some(other) => Err(err(
+                key,
+                format!("must be an integer, got {}", other.type_str()),
+            )),
         }
     };
 
@@ -474,18 +500,34 @@ fn check_pipeline(
         Some(e) => e,
         None => match source.default_endpoint() {
             Some(e) => e.to_string(),
-            None => return Err(err("endpoint", format!("is required for a `{source}` pipeline (no documented default)"))),
+            None => {
+                return Err(err(
+                    "endpoint",
+                    format!("is required for a `{source}` pipeline (no documented default)"),
+                ))
+            }
         },
     };
     match url::Url::parse(&endpoint) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-        _ => return Err(err("endpoint", "must be a full http:// or https:// URL".into())),
+        _ => {
+            return Err(err(
+                "endpoint",
+                "must be a full http:// or https:// URL".into(),
+            ))
+        }
     }
     let start_text = string("start")?.ok_or_else(|| {
-        err("start", "is missing (where the first live sync begins, e.g. \"2024-01-01\")".into())
+        err(
+            "start",
+            "is missing (where the first live sync begins, e.g. \"2024-01-01\")".into(),
+        )
     })?;
     let start = timefmt::parse_user_time(&start_text).ok_or_else(|| {
-        err("start", format!("must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS, got {start_text:?}"))
+        err(
+            "start",
+            format!("must be YYYY-MM-DD or YYYY-MM-DD HH:MM:SS, got {start_text:?}"),
+        )
     })?;
     let schedule_text = string("schedule")?.unwrap_or_else(|| "*/10 * * * *".to_string());
     let schedule = Schedule::parse(&schedule_text).map_err(|m| err("schedule", m))?;
@@ -499,7 +541,12 @@ fn check_pipeline(
     let max_retries = match integer("max_retries")? {
         None => 8,
         Some(n) if (0..=100).contains(&n) => n as u32,
-        Some(n) => return Err(err("max_retries", format!("must be between 0 and 100, got {n}"))),
+        Some(n) => {
+            return Err(err(
+                "max_retries",
+                format!("must be between 0 and 100, got {n}"),
+            ))
+        }
     };
     let max_page = source.max_page_size();
     let page_size = match integer("page_size")? {
@@ -515,7 +562,12 @@ fn check_pipeline(
     let enabled = match get("enabled") {
         None => true,
         Some(toml::Value::Boolean(b)) => *b,
-        Some(other) => return Err(err("enabled", format!("must be true or false, got {}", other.type_str()))),
+        Some(other) => {
+            return Err(err(
+                "enabled",
+                format!("must be true or false, got {}", other.type_str()),
+            ))
+        }
     };
     let auth = match get("auth") {
         None => AuthSpec::new(),
@@ -533,13 +585,19 @@ fn check_pipeline(
         if !source.auth_keys().iter().any(|(k, _)| k == key) {
             return Err(err(
                 &format!("auth.{key}"),
-                format!("is not an auth key of `{source}` (expected {})", source.auth_key_list()),
+                format!(
+                    "is not an auth key of `{source}` (expected {})",
+                    source.auth_key_list()
+                ),
             ));
         }
     }
     for (key, required) in source.auth_keys() {
         if *required && !auth.contains_key(*key) {
-            return Err(err(&format!("auth.{key}"), format!("is missing (`{source}` needs it)")));
+            return Err(err(
+                &format!("auth.{key}"),
+                format!("is missing (`{source}` needs it)"),
+            ));
         }
     }
     Ok(Pipeline {
@@ -603,7 +661,10 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
         assert_eq!(e.pipeline.as_deref(), Some("ve"));
         assert_eq!(e.key.as_deref(), Some("page_sise"));
         let text = e.to_string();
-        assert!(text.contains("`ve`") && text.contains("`page_sise`"), "{text}");
+        assert!(
+            text.contains("`ve`") && text.contains("`page_sise`"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -633,13 +694,18 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
     fn wrong_auth_key_and_missing_auth_key() {
         let e = parse(&GOOD.replace("vekey =", "ve_key =")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("auth.ve_key"));
-        let e = parse(&GOOD.replace("[pipeline.auth]\nvekey = { env = \"ORDERSYNC_TEST_NEVER_SET\" }", "")).unwrap_err();
+        let e = parse(&GOOD.replace(
+            "[pipeline.auth]\nvekey = { env = \"ORDERSYNC_TEST_NEVER_SET\" }",
+            "",
+        ))
+        .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("auth.vekey"));
     }
 
     #[test]
     fn literal_secret_never_prints() {
-        let c = parse(&GOOD.replace("{ env = \"ORDERSYNC_TEST_NEVER_SET\" }", "\"SUPERSECRET\"")).unwrap();
+        let c = parse(&GOOD.replace("{ env = \"ORDERSYNC_TEST_NEVER_SET\" }", "\"SUPERSECRET\""))
+            .unwrap();
         assert!(!format!("{c:?}").contains("SUPERSECRET"));
         let auth = c.pipelines[0].resolve_auth().unwrap();
         assert!(!format!("{auth:?}").contains("SUPERSECRET"));

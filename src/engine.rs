@@ -26,7 +26,10 @@ pub enum Mode {
     /// The live track: from the watermark (less the lookback) to now − settle_lag.
     Live,
     /// A historical range, by payment time. `to: None` means "up to now" and resumes as such.
-    Backfill { from: NaiveDateTime, to: Option<NaiveDateTime> },
+    Backfill {
+        from: NaiveDateTime,
+        to: Option<NaiveDateTime>,
+    },
 }
 
 impl Mode {
@@ -53,9 +56,17 @@ impl Mode {
 /// Progress as a run goes, for a progress bar or a log.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    Planned { windows: usize, clamp: Option<Clamp> },
-    Page { window: Window, rows: u64 },
-    WindowDone { window: Window },
+    Planned {
+        windows: usize,
+        clamp: Option<Clamp>,
+    },
+    Page {
+        window: Window,
+        rows: u64,
+    },
+    WindowDone {
+        window: Window,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +121,11 @@ impl Engine {
             elapsed: Default::default(),
         };
         let (name, scope2, cmd) = (p.name.clone(), scope.clone(), mode.command());
-        let run_id = match self.store.call(move |c| store::begin_run(c, &name, cmd, &scope2)).await {
+        let run_id = match self
+            .store
+            .call(move |c| store::begin_run(c, &name, cmd, &scope2))
+            .await
+        {
             Ok(id) => id,
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -118,12 +133,14 @@ impl Engine {
                 return report;
             }
         };
-        let (outcome, error, loose_requests) =
-            match self.walk(p, auth, mode, run_id, cancel, &mut report, on_event).await {
-                Ok(()) => (Outcome::Ok, None, 0),
-                Err(Stop::Cancelled(n)) => (Outcome::Interrupted, None, n),
-                Err(Stop::Failed(msg, n)) => (Outcome::Failed, Some(msg), n),
-            };
+        let (outcome, error, loose_requests) = match self
+            .walk(p, auth, mode, run_id, cancel, &mut report, on_event)
+            .await
+        {
+            Ok(()) => (Outcome::Ok, None, 0),
+            Err(Stop::Cancelled(n)) => (Outcome::Interrupted, None, n),
+            Err(Stop::Failed(msg, n)) => (Outcome::Failed, Some(msg), n),
+        };
         report.requests += loose_requests;
         report.outcome = outcome;
         report.error = error.clone();
@@ -167,7 +184,9 @@ impl Engine {
         let settled_until = now - chrono_of(p.settle_lag);
         let range = match mode {
             Mode::Live => None,
-            Mode::Backfill { from, to } => Some((from, to.unwrap_or(settled_until).min(settled_until))),
+            Mode::Backfill { from, to } => {
+                Some((from, to.unwrap_or(settled_until).min(settled_until)))
+            }
         };
         let (name, scope) = (p.name.clone(), mode.scope());
         let track: Track = self
@@ -186,8 +205,14 @@ impl Engine {
             Mode::Live => {
                 let from = match resume_end {
                     Some(end) => Some(end),
-                    None => planner::live_range(p.start, track.watermark, chrono_of(p.lookback), Duration::zero(), settled_until)
-                        .map(|r| r.0),
+                    None => planner::live_range(
+                        p.start,
+                        track.watermark,
+                        chrono_of(p.lookback),
+                        Duration::zero(),
+                        settled_until,
+                    )
+                    .map(|r| r.0),
                 };
                 from.map(|f| (f, settled_until))
             }
@@ -213,7 +238,10 @@ impl Engine {
         }
         let first = sources::first_cursor(p.source);
         todo.extend(plan.windows.into_iter().map(|w| (w, first.to_string())));
-        on_event(&RunEvent::Planned { windows: todo.len(), clamp: plan.clamped });
+        on_event(&RunEvent::Planned {
+            windows: todo.len(),
+            clamp: plan.clamped,
+        });
 
         let redactor = Redactor::new(auth.values());
         let policy = RetryPolicy {
@@ -245,11 +273,15 @@ impl Engine {
                 let kind = p.source;
                 let fetched = self
                     .http
-                    .fetch(&request, &policy, &redactor, cancel, |status, body| sources::parse_page(kind, status, body))
+                    .fetch(&request, &policy, &redactor, cancel, |status, body| {
+                        sources::parse_page(kind, status, body)
+                    })
                     .await
                     .map_err(|(e, n)| match e {
                         FetchError::Cancelled => Stop::Cancelled(u64::from(n)),
-                        other => Stop::Failed(format!("pipeline `{}`: {other}", p.name), u64::from(n)),
+                        other => {
+                            Stop::Failed(format!("pipeline `{}`: {other}", p.name), u64::from(n))
+                        }
                     })?;
                 let page = fetched.value;
                 let progress = match page.next_cursor {
@@ -278,12 +310,16 @@ impl Engine {
                 report.rows_seen += stats.seen;
                 report.rows_changed += stats.changed;
                 report.requests += u64::from(fetched.requests);
-                on_event(&RunEvent::Page { window, rows: stats.seen });
+                on_event(&RunEvent::Page {
+                    window,
+                    rows: stats.seen,
+                });
                 match progress {
                     Progress::Next { cursor: next, .. } => cursor = next,
                     Progress::WindowDone { .. } => {
                         report.windows += 1;
-                        report.watermark = Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
+                        report.watermark =
+                            Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
                         on_event(&RunEvent::WindowDone { window });
                         break;
                     }

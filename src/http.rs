@@ -35,11 +35,17 @@ pub enum UpstreamError {
 
 impl UpstreamError {
     pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
-        UpstreamError::Transient { code: code.into(), message: message.into() }
+        UpstreamError::Transient {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     pub fn fatal(code: impl Into<String>, message: impl Into<String>) -> Self {
-        UpstreamError::Fatal { code: code.into(), message: message.into() }
+        UpstreamError::Fatal {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> &str {
@@ -52,15 +58,23 @@ impl UpstreamError {
 
     fn scrubbed(self, r: &Redactor) -> Self {
         match self {
-            UpstreamError::Transient { code, message } => {
-                UpstreamError::Transient { code, message: r.scrub(&message) }
-            }
-            UpstreamError::RateLimited { code, message, retry_after } => {
-                UpstreamError::RateLimited { code, message: r.scrub(&message), retry_after }
-            }
-            UpstreamError::Fatal { code, message } => {
-                UpstreamError::Fatal { code, message: r.scrub(&message) }
-            }
+            UpstreamError::Transient { code, message } => UpstreamError::Transient {
+                code,
+                message: r.scrub(&message),
+            },
+            UpstreamError::RateLimited {
+                code,
+                message,
+                retry_after,
+            } => UpstreamError::RateLimited {
+                code,
+                message: r.scrub(&message),
+                retry_after,
+            },
+            UpstreamError::Fatal { code, message } => UpstreamError::Fatal {
+                code,
+                message: r.scrub(&message),
+            },
         }
     }
 }
@@ -163,7 +177,12 @@ impl Http {
             tracing::trace!(url = %shown_url, attempt = attempts, "request");
             let outcome = self.attempt(req, policy.timeout, &parse).await;
             let err = match outcome {
-                Ok(value) => return Ok(Fetched { value, requests: attempts }),
+                Ok(value) => {
+                    return Ok(Fetched {
+                        value,
+                        requests: attempts,
+                    })
+                }
                 Err(e) => e.scrubbed(redactor),
             };
             let wait = match &err {
@@ -171,7 +190,10 @@ impl Http {
                     tracing::debug!(url = %shown_url, error = %err, "fatal upstream answer");
                     return Err((FetchError::Fatal(err), attempts));
                 }
-                UpstreamError::RateLimited { retry_after: Some(d), .. } => {
+                UpstreamError::RateLimited {
+                    retry_after: Some(d),
+                    ..
+                } => {
                     // Honour the server's wait, plus a little jitter so pipelines don't stampede.
                     let jitter = backoff.next_backoff().unwrap_or(policy.initial) / 4;
                     (*d).min(MAX_RETRY_AFTER) + jitter
@@ -179,7 +201,13 @@ impl Http {
                 _ => backoff.next_backoff().unwrap_or(policy.max_interval),
             };
             if attempts > policy.max_retries {
-                return Err((FetchError::GaveUp { attempts, last: err }, attempts));
+                return Err((
+                    FetchError::GaveUp {
+                        attempts,
+                        last: err,
+                    },
+                    attempts,
+                ));
             }
             tracing::debug!(url = %shown_url, error = %err, wait_ms = wait.as_millis() as u64, attempt = attempts, "retrying");
             tokio::select! {
@@ -195,7 +223,10 @@ impl Http {
         timeout: Duration,
         parse: &impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
     ) -> Result<T, UpstreamError> {
-        let mut builder = self.client.request(req.method.clone(), req.url.clone()).timeout(timeout);
+        let mut builder = self
+            .client
+            .request(req.method.clone(), req.url.clone())
+            .timeout(timeout);
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
         }

@@ -50,7 +50,11 @@ fn split_decimal(text: &str) -> Result<Decimal<'_>, MoneyError> {
     } else {
         int_part.parse::<i64>().map_err(|_| err())?
     };
-    Ok(Decimal { negative, int, frac })
+    Ok(Decimal {
+        negative,
+        int,
+        frac,
+    })
 }
 
 /// Scales a decimal by 10^`shift` and rounds half away from zero ("half up" for amounts).
@@ -91,7 +95,10 @@ mod tests {
     fn fen_strings_parse_exactly() {
         assert_eq!(fen_round_half_up("1198"), Ok(1198));
         assert_eq!(fen_round_half_up("0"), Ok(0));
-        assert_eq!(fen_round_half_up("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(
+            fen_round_half_up("9007199254740993"),
+            Ok(9_007_199_254_740_993)
+        );
     }
 
     #[test]

@@ -43,7 +43,12 @@ pub struct WindowPlan {
 const HORIZON_MARGIN: Duration = Duration::minutes(10);
 
 /// Splits `[from, to)` into windows that obey `rules`. Empty when `to <= from` (after clamping).
-pub fn plan(rules: &WindowRules, from: NaiveDateTime, to: NaiveDateTime, now: NaiveDateTime) -> WindowPlan {
+pub fn plan(
+    rules: &WindowRules,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    now: NaiveDateTime,
+) -> WindowPlan {
     let mut clamped = None;
     let mut start = from;
     if let Some(h) = rules.horizon {
@@ -106,18 +111,27 @@ mod tests {
         assert_eq!(w.first().unwrap().start, from);
         assert_eq!(w.last().unwrap().end, to);
         for pair in w.windows(2) {
-            assert_eq!(pair[0].end, pair[1].start, "gap or overlap between {pair:?}");
+            assert_eq!(
+                pair[0].end, pair[1].start,
+                "gap or overlap between {pair:?}"
+            );
         }
         assert!(w.iter().all(|x| x.start < x.end));
     }
 
     #[test]
     fn veapi_windows_never_exceed_90_days() {
-        let rules = WindowRules { max_span: Some(Duration::days(90)), ..Default::default() };
+        let rules = WindowRules {
+            max_span: Some(Duration::days(90)),
+            ..Default::default()
+        };
         let (from, to) = (t("2024-01-01"), t("2024-07-24 13:14:15"));
         let p = plan(&rules, from, to, to);
         assert_eq!(p.windows.len(), 3);
-        assert!(p.windows.iter().all(|w| w.end - w.start <= Duration::days(90)));
+        assert!(p
+            .windows
+            .iter()
+            .all(|w| w.end - w.start <= Duration::days(90)));
         assert_eq!(p.windows[0].end - p.windows[0].start, Duration::days(90));
         assert_tiles(&p, from, to);
         assert_eq!(p.clamped, None);
@@ -125,14 +139,21 @@ mod tests {
 
     #[test]
     fn unidesk_windows_never_cross_a_beijing_day() {
-        let rules = WindowRules { same_day: true, ..Default::default() };
+        let rules = WindowRules {
+            same_day: true,
+            ..Default::default()
+        };
         let (from, to) = (t("2024-02-28 22:00:00"), t("2024-03-02 01:30:00.250"));
         let p = plan(&rules, from, to, to);
         assert_tiles(&p, from, to);
         assert_eq!(p.windows.len(), 4); // 28th, 29th (leap day), 1st, 2nd
         for w in &p.windows {
             // The inclusive end a millisecond-exact API is sent stays on the start's day.
-            assert_eq!(w.start.date(), (w.end - Duration::milliseconds(1)).date(), "{w:?}");
+            assert_eq!(
+                w.start.date(),
+                (w.end - Duration::milliseconds(1)).date(),
+                "{w:?}"
+            );
         }
         assert_eq!(p.windows[1].start, t("2024-02-29"));
         assert_eq!(p.windows[3].end, t("2024-03-02 01:30:00.250"));
@@ -140,7 +161,10 @@ mod tests {
 
     #[test]
     fn miaoyouquan_start_is_clamped_inside_the_horizon_and_says_so() {
-        let rules = WindowRules { horizon: Some(Duration::days(90)), ..Default::default() };
+        let rules = WindowRules {
+            horizon: Some(Duration::days(90)),
+            ..Default::default()
+        };
         let now = t("2024-06-30 12:00:00");
         let p = plan(&rules, t("2024-01-01"), now, now);
         let c = p.clamped.expect("clamp reported");
@@ -164,7 +188,14 @@ mod tests {
         assert!(plan(&rules, from, from, from).windows.is_empty());
         let p = plan(&rules, from, t("2024-01-02 09:00:00"), from);
         let ends: Vec<_> = p.windows.iter().map(|w| w.end).collect();
-        assert_eq!(ends, vec![t("2024-01-02"), t("2024-01-02 05:00:00"), t("2024-01-02 09:00:00")]);
+        assert_eq!(
+            ends,
+            vec![
+                t("2024-01-02"),
+                t("2024-01-02 05:00:00"),
+                t("2024-01-02 09:00:00")
+            ]
+        );
     }
 
     #[test]
@@ -172,10 +203,21 @@ mod tests {
         let start = t("2024-01-01");
         let now = t("2024-01-10 12:00:00");
         let (lb, lag) = (Duration::hours(2), Duration::seconds(30));
-        assert_eq!(live_range(start, None, lb, lag, now), Some((start, now - lag)));
+        assert_eq!(
+            live_range(start, None, lb, lag, now),
+            Some((start, now - lag))
+        );
         let w = t("2024-01-10 11:00:00");
-        assert_eq!(live_range(start, Some(w), lb, lag, now), Some((w - lb, now - lag)));
-        assert_eq!(live_range(start, Some(t("2024-01-01 01:00:00")), lb, lag, now).unwrap().0, start);
+        assert_eq!(
+            live_range(start, Some(w), lb, lag, now),
+            Some((w - lb, now - lag))
+        );
+        assert_eq!(
+            live_range(start, Some(t("2024-01-01 01:00:00")), lb, lag, now)
+                .unwrap()
+                .0,
+            start
+        );
         assert_eq!(live_range(now, None, lb, lag, now), None);
     }
 }

@@ -10,8 +10,21 @@ use crate::secret::Secret;
 
 /// Query parameters whose values are never shown, whatever they hold.
 const SENSITIVE_PARAMS: &[&str] = &[
-    "vekey", "apkey", "dou_key", "app_key", "appkey", "app_secret", "secret", "session", "sign",
-    "access_token", "token", "key", "user_id", "dy_uid", "password",
+    "vekey",
+    "apkey",
+    "dou_key",
+    "app_key",
+    "appkey",
+    "app_secret",
+    "secret",
+    "session",
+    "sign",
+    "access_token",
+    "token",
+    "key",
+    "user_id",
+    "dy_uid",
+    "password",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -23,7 +36,11 @@ impl Redactor {
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a Secret>) -> Self {
         Redactor {
             // Very short values would blank out ordinary text; nobody's key is two characters.
-            secrets: secrets.into_iter().filter(|s| s.expose().len() >= 3).cloned().collect(),
+            secrets: secrets
+                .into_iter()
+                .filter(|s| s.expose().len() >= 3)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -36,7 +53,14 @@ impl Redactor {
                 .map(|(k, v)| {
                     let hide = SENSITIVE_PARAMS.contains(&k.to_ascii_lowercase().as_str())
                         || self.secrets.iter().any(|s| v.contains(s.expose()));
-                    (k.into_owned(), if hide { "***".to_string() } else { v.into_owned() })
+                    (
+                        k.into_owned(),
+                        if hide {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        },
+                    )
                 })
                 .collect();
             shown.query_pairs_mut().clear().extend_pairs(pairs);
@@ -65,10 +89,16 @@ mod tests {
     fn query_keys_and_secret_values_are_hidden() {
         let key = Secret::new("V123M56");
         let r = Redactor::new([&key]);
-        let u = Url::parse("http://api.veapi.cn/douke/csj_ordersearch?vekey=V123M56&size=50&x=aV123M56b").unwrap();
+        let u = Url::parse(
+            "http://api.veapi.cn/douke/csj_ordersearch?vekey=V123M56&size=50&x=aV123M56b",
+        )
+        .unwrap();
         let shown = r.url(&u);
         assert!(!shown.contains("V123M56"), "{shown}");
-        assert!(shown.contains("size=50") && shown.contains("vekey=***"), "{shown}");
+        assert!(
+            shown.contains("size=50") && shown.contains("vekey=***"),
+            "{shown}"
+        );
         assert_eq!(r.scrub("bad key V123M56!"), "bad key ***!");
     }
 }

@@ -54,7 +54,9 @@ pub struct TrackStatus {
 pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
     let now = timefmt::beijing_now();
     let mut names: Vec<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
-    let mut stmt = conn.prepare("SELECT DISTINCT pipeline FROM checkpoints UNION SELECT DISTINCT pipeline FROM runs")?;
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT pipeline FROM checkpoints UNION SELECT DISTINCT pipeline FROM runs",
+    )?;
     for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
         let name = name?;
         if !names.contains(&name) {
@@ -95,7 +97,9 @@ pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>
         let mut stmt = conn.prepare(
             "SELECT scope, range_start, range_end FROM coverage WHERE pipeline = ?1 ORDER BY scope, range_start",
         )?;
-        for row in stmt.query_map(params![name], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))? {
+        for row in stmt.query_map(params![name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })? {
             let (scope, s, e) = row?;
             coverage.entry(scope).or_default().push([s, e]);
         }
@@ -118,7 +122,10 @@ pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>
         for row in rows {
             let (scope, range_start, range_end, watermark, ws, we) = row?;
             let covered = coverage.remove(&scope).unwrap_or_default();
-            let gaps = covered.windows(2).map(|w| [w[0][1].clone(), w[1][0].clone()]).collect();
+            let gaps = covered
+                .windows(2)
+                .map(|w| [w[0][1].clone(), w[1][0].clone()])
+                .collect();
             let finished = match (&range_end, &watermark) {
                 (Some(end), Some(w)) => w >= end,
                 _ => false,
@@ -176,7 +183,11 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
             "{} ({}{})",
             s.pipeline,
             s.source.as_deref().unwrap_or("not in config"),
-            if s.enabled == Some(false) { ", disabled" } else { "" }
+            if s.enabled == Some(false) {
+                ", disabled"
+            } else {
+                ""
+            }
         );
         match &s.last_run {
             Some(r) => {
@@ -199,7 +210,9 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
             out,
             "  watermark:  {}{}",
             s.watermark.as_deref().unwrap_or("none yet"),
-            s.lag_seconds.map(|l| format!(" (lag {})", human_lag(l))).unwrap_or_default()
+            s.lag_seconds
+                .map(|l| format!(" (lag {})", human_lag(l)))
+                .unwrap_or_default()
         );
         if let Some(e) = &s.last_error {
             let _ = writeln!(out, "  last error: {e}");
@@ -210,7 +223,10 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
             } else if t.finished {
                 " finished".to_string()
             } else {
-                format!(" in progress, done up to {}", t.watermark.as_deref().unwrap_or("nothing yet"))
+                format!(
+                    " in progress, done up to {}",
+                    t.watermark.as_deref().unwrap_or("nothing yet")
+                )
             };
             let _ = writeln!(out, "  {}:{}", t.scope, state);
             for [a, b] in &t.covered {

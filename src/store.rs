@@ -35,19 +35,30 @@ pub enum StoreError {
     #[error("database schema version {found} is newer than this ordersync understands ({known}); upgrade ordersync")]
     TooNew { found: i64, known: i64 },
     #[error("pipeline `{pipeline}` ({scope}) is already running in process {pid}")]
-    Busy { pipeline: String, scope: String, pid: i64 },
+    Busy {
+        pipeline: String,
+        scope: String,
+        pid: i64,
+    },
     #[error("database writer has stopped")]
     WriterGone,
 }
 
 /// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+    let open_err = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
     let conn = Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-    conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
     let mut conn = conn;
     migrate(&mut conn)?;
     Ok(conn)
@@ -77,7 +88,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = schema_version();
     if current > known {
-        return Err(StoreError::TooNew { found: current, known });
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
     }
     for (version, sql) in migrations() {
         if version <= current {
@@ -115,7 +129,10 @@ impl Store {
                 }
             })
             .map_err(|_| StoreError::WriterGone)?;
-        Ok(Store { jobs: tx, path: path.to_path_buf() })
+        Ok(Store {
+            jobs: tx,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -175,7 +192,8 @@ fn parse_time_col(text: Option<String>) -> Option<NaiveDateTime> {
     text.as_deref().and_then(timefmt::parse_user_time)
 }
 
-/// Loads the track, creating it (empty) when it does not exist yet.
+/// Loads the track, creating it (empty) when it does not exist yet. A backfill "up to now" run again
+/// later extends its range to the new now.
 pub fn ensure_track(
     conn: &Connection,
     pipeline: &str,
@@ -184,7 +202,8 @@ pub fn ensure_track(
 ) -> Result<Track, StoreError> {
     conn.execute(
         "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
+         range_end = CASE WHEN excluded.range_end > range_end THEN excluded.range_end ELSE range_end END",
         params![
             pipeline,
             scope,
@@ -209,7 +228,10 @@ pub fn ensure_track(
         (Some(start), Some(end), Some(cursor)) => Some((Window { start, end }, cursor)),
         _ => None,
     };
-    Ok(Track { watermark: parse_time_col(row.0), in_progress })
+    Ok(Track {
+        watermark: parse_time_col(row.0),
+        in_progress,
+    })
 }
 
 // ---- runs -------------------------------------------------------------------------------------
@@ -232,16 +254,27 @@ impl Outcome {
 }
 
 /// Records the start of a run; refuses if the same (pipeline, scope) runs in another live process.
-pub fn begin_run(conn: &mut Connection, pipeline: &str, command: &str, scope: &str) -> Result<i64, StoreError> {
+pub fn begin_run(
+    conn: &mut Connection,
+    pipeline: &str,
+    command: &str,
+    scope: &str,
+) -> Result<i64, StoreError> {
     let me = i64::from(std::process::id());
     let tx = conn.transaction()?;
     let running: Vec<(i64, i64)> = tx
-        .prepare("SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'")?
+        .prepare(
+            "SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'",
+        )?
         .query_map(params![pipeline, scope], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (id, pid) in running {
         if pid != me && pid_alive(pid) {
-            return Err(StoreError::Busy { pipeline: pipeline.into(), scope: scope.into(), pid });
+            return Err(StoreError::Busy {
+                pipeline: pipeline.into(),
+                scope: scope.into(),
+                pid,
+            });
         }
         tx.execute(
             "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE id = ?1",
@@ -348,21 +381,34 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
     tx.execute(
         "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
          requests = requests + ?4, windows_done = windows_done + ?5 WHERE id = ?1",
-        params![page.run_id, stats.seen as i64, stats.changed as i64, i64::from(page.requests), windows_done],
+        params![
+            page.run_id,
+            stats.seen as i64,
+            stats.changed as i64,
+            i64::from(page.requests),
+            windows_done
+        ],
     )?;
     tx.commit()?;
     Ok(stats)
 }
 
 /// Merges `[start, end)` into the pipeline's finished ranges of this scope.
-fn add_coverage(tx: &Transaction<'_>, pipeline: &str, scope: &str, w: &Window) -> Result<(), StoreError> {
+fn add_coverage(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    scope: &str,
+    w: &Window,
+) -> Result<(), StoreError> {
     let (mut start, mut end) = (timefmt::fmt_millis(w.start), timefmt::fmt_millis(w.end));
     let touching: Vec<(String, String)> = tx
         .prepare_cached(
             "SELECT range_start, range_end FROM coverage WHERE pipeline = ?1 AND scope = ?2 \
              AND range_start <= ?4 AND range_end >= ?3",
         )?
-        .query_map(params![pipeline, scope, start, end], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![pipeline, scope, start, end], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (s, e) in touching {
         tx.execute(
@@ -384,7 +430,12 @@ fn opt_time(t: Option<NaiveDateTime>) -> Option<String> {
 }
 
 /// Inserts or updates one order and its lines. Returns whether anything was written.
-fn upsert_order(tx: &Transaction<'_>, pipeline: &str, o: &OrderRow, now: &str) -> Result<bool, StoreError> {
+fn upsert_order(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    o: &OrderRow,
+    now: &str,
+) -> Result<bool, StoreError> {
     let source = o.source.as_str();
     let stored: Option<(Option<String>, String, String, Option<String>)> = tx
         .prepare_cached(
@@ -509,8 +560,20 @@ mod tests {
         (dir, conn, run)
     }
 
-    fn commit(conn: &mut Connection, run: i64, orders: Vec<OrderRow>, progress: Progress) -> PageStats {
-        let page = PageCommit { run_id: run, pipeline: "p".into(), scope: "live".into(), orders, requests: 1, progress };
+    fn commit(
+        conn: &mut Connection,
+        run: i64,
+        orders: Vec<OrderRow>,
+        progress: Progress,
+    ) -> PageStats {
+        let page = PageCommit {
+            run_id: run,
+            pipeline: "p".into(),
+            scope: "live".into(),
+            orders,
+            requests: 1,
+            progress,
+        };
         commit_page(conn, &page).unwrap()
     }
 
@@ -521,15 +584,28 @@ mod tests {
     #[test]
     fn older_copy_never_overwrites_newer_and_same_copy_is_not_rewritten() {
         let (_d, mut conn, run) = setup();
-        let w = Window { start: t("2024-01-01"), end: t("2024-01-02") };
-        let next = Progress::Next { window: w, cursor: "c1".into() };
+        let w = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let next = Progress::Next {
+            window: w,
+            cursor: "c1".into(),
+        };
         let newer = order("1", "REFUND", "2024-01-01 12:00:00", "{\"v\":2}");
         let older = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{\"v\":1}");
-        assert_eq!(commit(&mut conn, run, vec![newer.clone()], next.clone()).changed, 1);
+        assert_eq!(
+            commit(&mut conn, run, vec![newer.clone()], next.clone()).changed,
+            1
+        );
         assert_eq!(commit(&mut conn, run, vec![older], next.clone()).changed, 0);
         assert_eq!(commit(&mut conn, run, vec![newer], next).changed, 0);
         let (status, raw): (String, String) = conn
-            .query_row("SELECT status_raw, raw FROM orders WHERE order_id = '1'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(
+                "SELECT status_raw, raw FROM orders WHERE order_id = '1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((status.as_str(), raw.as_str()), ("REFUND", "{\"v\":2}"));
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
@@ -538,23 +614,67 @@ mod tests {
     #[test]
     fn status_change_adds_exactly_one_history_row() {
         let (_d, mut conn, run) = setup();
-        let w = Window { start: t("2024-01-01"), end: t("2024-01-02") };
-        let p = || Progress::Next { window: w, cursor: "c".into() };
-        commit(&mut conn, run, vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")], p());
+        let w = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let p = || Progress::Next {
+            window: w,
+            cursor: "c".into(),
+        };
+        commit(
+            &mut conn,
+            run,
+            vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")],
+            p(),
+        );
         // Same status, new content (commission changed): updated, no history row.
-        commit(&mut conn, run, vec![order("1", "PAY_SUCC", "2024-01-01 10:05:00", "b")], p());
-        commit(&mut conn, run, vec![order("1", "CONFIRM", "2024-01-01 11:00:00", "c")], p());
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history WHERE order_id = '1'"), 2);
+        commit(
+            &mut conn,
+            run,
+            vec![order("1", "PAY_SUCC", "2024-01-01 10:05:00", "b")],
+            p(),
+        );
+        commit(
+            &mut conn,
+            run,
+            vec![order("1", "CONFIRM", "2024-01-01 11:00:00", "c")],
+            p(),
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM order_status_history WHERE order_id = '1'"
+            ),
+            2
+        );
         assert_eq!(count(&conn, "SELECT rows_changed FROM runs"), 3);
     }
 
     #[test]
     fn window_done_moves_watermark_and_merges_coverage() {
         let (_d, mut conn, run) = setup();
-        let a = Window { start: t("2024-01-01"), end: t("2024-01-02") };
-        let b = Window { start: t("2024-01-02"), end: t("2024-01-03") };
-        let far = Window { start: t("2024-02-01"), end: t("2024-02-02") };
-        commit(&mut conn, run, vec![], Progress::Next { window: a, cursor: "x".into() });
+        let a = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let b = Window {
+            start: t("2024-01-02"),
+            end: t("2024-01-03"),
+        };
+        let far = Window {
+            start: t("2024-02-01"),
+            end: t("2024-02-02"),
+        };
+        commit(
+            &mut conn,
+            run,
+            vec![],
+            Progress::Next {
+                window: a,
+                cursor: "x".into(),
+            },
+        );
         let track = ensure_track(&conn, "p", "live", None).unwrap();
         assert_eq!(track.in_progress, Some((a, "x".to_string())));
         assert_eq!(track.watermark, None);
@@ -581,8 +701,12 @@ mod tests {
         let (_d, mut conn, _run) = setup();
         // Our own pid: treated as stale (the scheduler prevents overlap within a process).
         assert!(begin_run(&mut conn, "p", "sync", "live").is_ok());
-        conn.execute("UPDATE runs SET pid = 1 WHERE outcome = 'running'", []).unwrap();
-        assert!(matches!(begin_run(&mut conn, "p", "sync", "live"), Err(StoreError::Busy { pid: 1, .. })));
+        conn.execute("UPDATE runs SET pid = 1 WHERE outcome = 'running'", [])
+            .unwrap();
+        assert!(matches!(
+            begin_run(&mut conn, "p", "sync", "live"),
+            Err(StoreError::Busy { pid: 1, .. })
+        ));
         assert!(begin_run(&mut conn, "p", "backfill", "backfill x").is_ok());
     }
 
@@ -596,6 +720,9 @@ mod tests {
         assert!(schema_version() >= 1);
         conn.pragma_update(None, "user_version", 999).unwrap();
         drop(conn);
-        assert!(matches!(open_connection(&path), Err(StoreError::TooNew { found: 999, .. })));
+        assert!(matches!(
+            open_connection(&path),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
     }
 }

@@ -14,7 +14,9 @@ const BEIJING_OFFSET_SECS: i64 = 8 * 3600;
 /// Now, as Beijing wall-clock time, truncated to the millisecond.
 pub fn beijing_now() -> NaiveDateTime {
     let now = Utc::now().naive_utc() + Duration::seconds(BEIJING_OFFSET_SECS);
-    now - Duration::nanoseconds(i64::from(now.and_utc().timestamp_subsec_nanos() % 1_000_000))
+    now - Duration::nanoseconds(i64::from(
+        now.and_utc().timestamp_subsec_nanos() % 1_000_000,
+    ))
 }
 
 pub fn from_unix_seconds(secs: i64) -> Option<NaiveDateTime> {
@@ -57,7 +59,9 @@ pub fn parse_upstream_time(v: Option<&Value>) -> Result<Option<NaiveDateTime>, S
         return Ok(None);
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: i64 = text.parse().map_err(|_| format!("bad unix time {text:?}"))?;
+        let secs: i64 = text
+            .parse()
+            .map_err(|_| format!("bad unix time {text:?}"))?;
         // 13 digits: milliseconds.
         let secs = if text.len() >= 13 { secs / 1000 } else { secs };
         return from_unix_seconds(secs)
@@ -119,7 +123,13 @@ mod tests {
 
     #[test]
     fn no_time_markers_are_none() {
-        for v in [json!("0"), json!(0), json!(""), json!(null), json!("0000-00-00 00:00:00")] {
+        for v in [
+            json!("0"),
+            json!(0),
+            json!(""),
+            json!(null),
+            json!("0000-00-00 00:00:00"),
+        ] {
             assert_eq!(parse_upstream_time(Some(&v)), Ok(None), "{v}");
         }
         assert_eq!(parse_upstream_time(None), Ok(None));
@@ -146,7 +156,9 @@ mod tests {
             Some("2024-01-02 00:00:00")
         );
         assert_eq!(
-            parse_user_time("2024-01-02 03:04:05").map(fmt_seconds).as_deref(),
+            parse_user_time("2024-01-02 03:04:05")
+                .map(fmt_seconds)
+                .as_deref(),
             Some("2024-01-02 03:04:05")
         );
         assert_eq!(parse_user_time("2024-13-02"), None);

@@ -59,6 +59,9 @@ impl SourceKind {
         match self {
             SourceKind::Veapi => Some(veapi::DEFAULT_ENDPOINT),
             SourceKind::Unidesk => Some("https://eco.taobao.com/router/rest"),
+            SourceKind::Damaijia => {
+                Some("http://www.damaijia168.com/vv/external/requestDyErp/order-searchList")
+            }
             _ => None,
         }
     }
@@ -85,7 +88,11 @@ impl SourceKind {
     }
 
     pub fn auth_key_list(self) -> String {
-        self.auth_keys().iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+        self.auth_keys()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Source-specific plain keys a pipeline of this source may carry.
@@ -127,7 +134,9 @@ impl FromStr for SourceKind {
         SourceKind::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("must be one of sxt, miaoyouquan, unidesk, veapi, damaijia, got {s:?}"))
+            .ok_or_else(|| {
+                format!("must be one of sxt, miaoyouquan, unidesk, veapi, damaijia, got {s:?}")
+            })
     }
 }
 
@@ -268,7 +277,9 @@ pub fn fen(row: &Value, key: &str) -> Result<Option<i64>, String> {
     match row.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => money::fen_round_half_up(s).map(Some).map_err(|e| format!("`{key}`: {e}")),
+        Some(Value::String(s)) => money::fen_round_half_up(s)
+            .map(Some)
+            .map_err(|e| format!("`{key}`: {e}")),
         Some(Value::Number(n)) => money::fen_round_half_up(&n.to_string())
             .map(Some)
             .map_err(|e| format!("`{key}`: {e}")),

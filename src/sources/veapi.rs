@@ -71,17 +71,26 @@ impl Options {
             Some(toml::Value::String(s)) if s == "update" => TimeType::Update,
             Some(toml::Value::String(s)) if s == "pay" => TimeType::Pay,
             Some(other) => {
-                return Err(("time_type".into(), format!("must be \"pay\" or \"update\", got {other}")))
+                return Err((
+                    "time_type".into(),
+                    format!("must be \"pay\" or \"update\", got {other}"),
+                ))
             }
         };
         let order_type = match table.get("order_type") {
             None => 0,
             Some(toml::Value::Integer(n)) if (0..=3).contains(n) => *n as u8,
             Some(other) => {
-                return Err(("order_type".into(), format!("must be 0, 1, 2 or 3, got {other}")))
+                return Err((
+                    "order_type".into(),
+                    format!("must be 0, 1, 2 or 3, got {other}"),
+                ))
             }
         };
-        Ok(Options { time_type, order_type })
+        Ok(Options {
+            time_type,
+            order_type,
+        })
     }
 }
 
@@ -103,7 +112,10 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
         .append_pair("size", &q.page_size.to_string())
         .append_pair("cursor", q.cursor)
         .append_pair("start_time", &timefmt::fmt_seconds(q.window.start))
-        .append_pair("end_time", &timefmt::fmt_seconds(last_second.max(q.window.start)))
+        .append_pair(
+            "end_time",
+            &timefmt::fmt_seconds(last_second.max(q.window.start)),
+        )
         .append_pair("order_type", &opts.order_type.to_string())
         .append_pair("time_type", time_type.as_str());
     Ok(HttpRequest {
@@ -135,12 +147,22 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     let rows = match v.get("data") {
         Some(Value::Array(rows)) => rows.as_slice(),
         Some(Value::Null) | None => &[],
-        Some(_) => return Err(UpstreamError::transient("malformed", "`data` is not a list")),
+        Some(_) => {
+            return Err(UpstreamError::transient(
+                "malformed",
+                "`data` is not a list",
+            ))
+        }
     };
     let cursor = match v.get("cursor") {
         Some(Value::String(c)) => c.clone(),
         Some(Value::Null) | None if rows.is_empty() => String::new(),
-        _ => return Err(UpstreamError::transient("malformed", "`cursor` is missing or not a string")),
+        _ => {
+            return Err(UpstreamError::transient(
+                "malformed",
+                "`cursor` is missing or not a string",
+            ))
+        }
     };
     let orders = rows
         .iter()
@@ -154,7 +176,8 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
 }
 
 fn classify(code: &str, msg: &str) -> UpstreamError {
-    let limited = code == codes::RATE_LIMITED || msg.contains("频繁") || msg.to_lowercase().contains("limit");
+    let limited =
+        code == codes::RATE_LIMITED || msg.contains("频繁") || msg.to_lowercase().contains("limit");
     if limited {
         UpstreamError::RateLimited {
             code: code.into(),
@@ -183,7 +206,12 @@ fn status_of(flow_point: &str) -> Status {
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
     let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
     let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
-    let mut o = OrderRow::new(SourceKind::Veapi, order_id.clone(), Kind::Affiliate, raw.clone());
+    let mut o = OrderRow::new(
+        SourceKind::Veapi,
+        order_id.clone(),
+        Kind::Affiliate,
+        raw.clone(),
+    );
     o.status_raw = sources::text(row, "flow_point").unwrap_or_default();
     o.status = status_of(&o.status_raw);
     o.pay_amount = sources::fen(row, "total_pay_amount")?;
@@ -233,8 +261,14 @@ mod tests {
         assert_eq!(o.pay_amount, Some(1198));
         assert_eq!(o.commission, Some(1));
         assert_eq!(o.status, Status::Paid);
-        assert_eq!(o.paid_at.map(timefmt::fmt_seconds).as_deref(), Some("2024-04-05 18:01:35"));
-        assert_eq!(o.updated_at.map(timefmt::fmt_seconds).as_deref(), Some("2024-04-05 18:01:47"));
+        assert_eq!(
+            o.paid_at.map(timefmt::fmt_seconds).as_deref(),
+            Some("2024-04-05 18:01:35")
+        );
+        assert_eq!(
+            o.updated_at.map(timefmt::fmt_seconds).as_deref(),
+            Some("2024-04-05 18:01:47")
+        );
         assert_eq!(o.refunded_at, None);
         assert_eq!(o.settled_at, None);
         assert_eq!(o.item_num, Some(2));
@@ -245,12 +279,21 @@ mod tests {
 
     #[test]
     fn fractional_commission_rounds_half_up_and_raw_keeps_it() {
-        let body = SAMPLE.replace("\"estimated_commission\": \"1\"", "\"estimated_commission\": \"12.5\"");
+        let body = SAMPLE.replace(
+            "\"estimated_commission\": \"1\"",
+            "\"estimated_commission\": \"12.5\"",
+        );
         let o = &parse_page(200, body.as_bytes()).unwrap().orders[0];
         assert_eq!(o.commission, Some(13));
         assert!(o.raw.contains("\"12.5\""));
-        let settled = SAMPLE.replace("\"ads_real_commission\": \"0\"", "\"ads_real_commission\": \"7.49\"");
-        assert_eq!(parse_page(200, settled.as_bytes()).unwrap().orders[0].commission, Some(7));
+        let settled = SAMPLE.replace(
+            "\"ads_real_commission\": \"0\"",
+            "\"ads_real_commission\": \"7.49\"",
+        );
+        assert_eq!(
+            parse_page(200, settled.as_bytes()).unwrap().orders[0].commission,
+            Some(7)
+        );
     }
 
     #[test]
@@ -264,26 +307,48 @@ mod tests {
     #[test]
     fn error_codes_are_classified() {
         let bad_key = r#"{"error":"10001","msg":"vekey错误或已过期","data":[],"cursor":""}"#;
-        assert!(matches!(parse_page(200, bad_key.as_bytes()), Err(UpstreamError::Fatal { code, .. }) if code == "10001"));
+        assert!(
+            matches!(parse_page(200, bad_key.as_bytes()), Err(UpstreamError::Fatal { code, .. }) if code == "10001")
+        );
         let limited = r#"{"error":"10009","msg":"请求过于频繁","data":[],"cursor":""}"#;
-        assert!(matches!(parse_page(200, limited.as_bytes()), Err(UpstreamError::RateLimited { .. })));
-        assert!(matches!(parse_page(200, b"{\"error\":\"0\",\"data\":[{\"order_"), Err(UpstreamError::Transient { code, .. }) if code == "malformed"));
-        assert!(matches!(parse_page(200, b"<html>"), Err(UpstreamError::Transient { .. })));
+        assert!(matches!(
+            parse_page(200, limited.as_bytes()),
+            Err(UpstreamError::RateLimited { .. })
+        ));
+        assert!(
+            matches!(parse_page(200, b"{\"error\":\"0\",\"data\":[{\"order_"), Err(UpstreamError::Transient { code, .. }) if code == "malformed")
+        );
+        assert!(matches!(
+            parse_page(200, b"<html>"),
+            Err(UpstreamError::Transient { .. })
+        ));
     }
 
     #[test]
     fn a_float_order_id_is_refused_not_rounded() {
-        let body = SAMPLE.replace("\"order_id\": \"6928535482621498461\"", "\"order_id\": 6.928535482621498e18");
+        let body = SAMPLE.replace(
+            "\"order_id\": \"6928535482621498461\"",
+            "\"order_id\": 6.928535482621498e18",
+        );
         assert!(parse_page(200, body.as_bytes()).is_err());
-        let body = SAMPLE.replace("\"order_id\": \"6928535482621498461\"", "\"order_id\": 6928535482621498461");
-        assert_eq!(parse_page(200, body.as_bytes()).unwrap().orders[0].order_id, "6928535482621498461");
+        let body = SAMPLE.replace(
+            "\"order_id\": \"6928535482621498461\"",
+            "\"order_id\": 6928535482621498461",
+        );
+        assert_eq!(
+            parse_page(200, body.as_bytes()).unwrap().orders[0].order_id,
+            "6928535482621498461"
+        );
     }
 
     #[test]
     fn request_sends_inclusive_seconds() {
         use crate::config::Auth;
         let auth: Auth = Default::default();
-        let opts = Options { time_type: TimeType::Update, order_type: 0 };
+        let opts = Options {
+            time_type: TimeType::Update,
+            order_type: 0,
+        };
         let w = crate::planner::Window {
             start: timefmt::parse_user_time("2024-01-01").unwrap(),
             end: timefmt::parse_user_time("2024-01-02").unwrap(),

@@ -1,0 +1,282 @@
+//! Shared test harness: a simulator on its own runtime, a temp dir with config and database, the
+//! real binary, and an independent reading of the simulator's ground truth.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{Duration, NaiveDateTime};
+use ordersync_sim::{beijing_now, Faults, VeOrder, VeapiSim, VeapiSimConfig};
+use rusqlite::Connection;
+
+pub const VEKEY: &str = "SeCrEt-vekey-8d3f21";
+
+pub struct Harness {
+    pub rt: tokio::runtime::Runtime,
+    pub sim: VeapiSim,
+    pub dir: tempfile::TempDir,
+    pub now: NaiveDateTime,
+    pub days: i64,
+}
+
+impl Harness {
+    /// A veapi world of `orders` orders over `days` days, and a config whose `start` is before all of them.
+    pub fn veapi(orders: usize, days: i64, faults: Faults) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let now = beijing_now();
+        let cfg = VeapiSimConfig {
+            seed: 42,
+            vekey: VEKEY.to_string(),
+            orders,
+            days,
+            now,
+            faults,
+        };
+        let sim = rt.block_on(VeapiSim::start(cfg)).expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let h = Harness {
+            rt,
+            sim,
+            dir,
+            now,
+            days,
+        };
+        h.write_config("");
+        h
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("pipelines.toml")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("orders.db")
+    }
+
+    /// `start` one day before the oldest order; fast retries; `extra` is appended to the pipeline.
+    pub fn write_config(&self, extra: &str) {
+        let start = self.now - Duration::days(self.days + 1);
+        let text = format!(
+            r#"[database]
+path = "{db}"
+
+[defaults]
+settle_lag = "1s"
+lookback = "2h"
+timeout = "2s"
+retry_initial = "5ms"
+max_retries = 8
+
+[[pipeline]]
+name = "ve"
+source = "veapi"
+endpoint = "{endpoint}"
+start = "{start}"
+page_size = 50
+{extra}
+[pipeline.auth]
+vekey = {{ env = "TEST_VEKEY" }}
+"#,
+            db = self.db_path().display(),
+            endpoint = self.sim.endpoint(),
+            start = start.format("%Y-%m-%d %H:%M:%S"),
+        );
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+        cmd.arg("--config").arg(self.config_path()).args(args);
+        cmd.env("TEST_VEKEY", VEKEY).env_remove("ORDERSYNC_CONFIG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("binary runs")
+    }
+
+    pub fn db(&self) -> Connection {
+        Connection::open(self.db_path()).expect("open db")
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn assert_ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "{}", text(o));
+}
+
+/// Round-half-up of a decimal fen string, written independently of `ordersync::money`.
+pub fn expected_fen(s: &str) -> i64 {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let base: i64 = int.parse().expect("integer part");
+    let up = frac.chars().next().map_or(false, |c| c >= '5');
+    base + i64::from(up)
+}
+
+fn fmt(t: Option<NaiveDateTime>) -> Option<String> {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+/// The `orders` columns we expect for one simulator order.
+#[derive(Debug, PartialEq)]
+pub struct ExpectedOrder {
+    pub order_id: String,
+    pub status: String,
+    pub status_raw: String,
+    pub pay_amount: i64,
+    pub commission: i64,
+    pub paid_at: Option<String>,
+    pub updated_at: Option<String>,
+    pub refunded_at: Option<String>,
+    pub settled_at: Option<String>,
+    pub confirmed_at: Option<String>,
+    pub shop_id: String,
+    pub shop_name: String,
+    pub product_id: String,
+    pub product_name: String,
+    pub item_num: i64,
+}
+
+pub fn expected(o: &VeOrder) -> ExpectedOrder {
+    let status = match o.flow_point.as_str() {
+        "PAY_SUCC" => "paid",
+        "REFUND" => "refunded",
+        "SETTLE" => "settled",
+        "CONFIRM" => "completed",
+        _ => "unknown",
+    };
+    let real = expected_fen(&o.ads_real_commission);
+    ExpectedOrder {
+        order_id: o.order_id.clone(),
+        status: status.to_string(),
+        status_raw: o.flow_point.clone(),
+        pay_amount: o.total_pay_amount,
+        commission: if real != 0 {
+            real
+        } else {
+            expected_fen(&o.estimated_commission)
+        },
+        paid_at: fmt(Some(o.pay_success_time)),
+        updated_at: fmt(Some(o.update_time)),
+        refunded_at: fmt(o.refund_time),
+        settled_at: fmt(o.settle_time),
+        confirmed_at: fmt(o.confirm_time),
+        shop_id: o.shop_id.clone(),
+        shop_name: o.shop_name.clone(),
+        product_id: o.product_id.clone(),
+        product_name: o.product_name.clone(),
+        item_num: o.item_num,
+    }
+}
+
+pub fn stored_orders(conn: &Connection) -> Vec<ExpectedOrder> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT order_id, status, status_raw, pay_amount, commission, paid_at, updated_at, refunded_at, \
+             settled_at, confirmed_at, shop_id, shop_name, product_id, product_name, item_num \
+             FROM orders WHERE source = 'veapi' ORDER BY order_id",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| {
+        Ok(ExpectedOrder {
+            order_id: r.get(0)?,
+            status: r.get(1)?,
+            status_raw: r.get(2)?,
+            pay_amount: r.get(3)?,
+            commission: r.get(4)?,
+            paid_at: r.get(5)?,
+            updated_at: r.get(6)?,
+            refunded_at: r.get(7)?,
+            settled_at: r.get(8)?,
+            confirmed_at: r.get(9)?,
+            shop_id: r.get(10)?,
+            shop_name: r.get(11)?,
+            product_id: r.get(12)?,
+            product_name: r.get(13)?,
+            item_num: r.get(14)?,
+        })
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+/// The database holds exactly the simulator's orders, field by field, each with its one line.
+pub fn assert_equals_truth(h: &Harness) {
+    let conn = h.db();
+    let mut truth: Vec<ExpectedOrder> = h.sim.truth().iter().map(expected).collect();
+    truth.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    let stored = stored_orders(&conn);
+    assert_eq!(
+        stored.len(),
+        truth.len(),
+        "order count differs from ground truth"
+    );
+    for (s, t) in stored.iter().zip(&truth) {
+        assert_eq!(s, t);
+    }
+    let lines: i64 = scalar(
+        &conn,
+        "SELECT COUNT(*) FROM sub_orders WHERE source = 'veapi' AND sub_order_id = order_id",
+    );
+    assert_eq!(
+        lines,
+        truth.len() as i64,
+        "each veapi order has exactly one line"
+    );
+    let orphans: i64 = scalar(&conn, "SELECT COUNT(*) FROM sub_orders s LEFT JOIN orders o USING (source, order_id) WHERE o.order_id IS NULL");
+    assert_eq!(orphans, 0);
+    assert_eq!(
+        h.sim.violations(),
+        Vec::<String>::new(),
+        "simulator recorded rule violations"
+    );
+}
+
+pub fn scalar<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> T {
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// `orders` without `synced_at`, as text, for "nothing changed" comparisons.
+pub fn orders_snapshot(conn: &Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT source, order_id, pipeline, kind, status, status_raw, pay_amount, refund_amount, commission, \
+             created_at, paid_at, updated_at, refunded_at, settled_at, confirmed_at, shop_id, shop_name, product_id, \
+             product_name, item_num, raw, first_seen_at FROM orders ORDER BY source, order_id",
+        )
+        .expect("prepare");
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        let mut parts = Vec::with_capacity(n);
+        for i in 0..n {
+            let v: rusqlite::types::Value = r.get(i)?;
+            parts.push(format!("{v:?}"));
+        }
+        Ok(parts.join("|"))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+pub fn file_contains(path: &Path, needle: &str) -> bool {
+    match std::fs::read(path) {
+        Ok(bytes) => bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+        Err(_) => false,
+    }
+}

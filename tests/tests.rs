@@ -1,0 +1,7 @@
+//! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
+//! real SQLite files. One binary, a module per area.
+
+mod cli;
+mod common;
+mod crash;
+mod veapi;
