@@ -47,6 +47,8 @@ pub enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Daemon: every enabled pipeline on its cron schedule until SIGTERM/SIGINT
+    Run,
     /// One incremental pass of the named pipelines (default: all enabled), then exit
     Sync { pipelines: Vec<String> },
     /// Fetch a historical range; running the same command again continues where it stopped
@@ -161,6 +163,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run => {
+            let selected = select_with_auth(&config, &[])?;
+            if selected.is_empty() {
+                return Err(ConfigError::new(None, Some("enabled"), "is false for every pipeline: nothing to run").into());
+            }
+            let engine = open_engine(&db_path)?;
+            runtime.block_on(async {
+                let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+                signals(shutdown.clone(), Some(force.clone()));
+                crate::daemon::run(engine, selected, config.daemon.listen, shutdown, force, SHUTDOWN_DEADLINE).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sync { pipelines } => {
             let selected = select_with_auth(&config, &pipelines)?;
             let engine = open_engine(&db_path)?;
@@ -267,24 +282,36 @@ fn select_with_auth(
         .collect()
 }
 
-/// Cancels `token` on SIGINT or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
+/// How long `run` waits for pipelines to finish their page after SIGTERM: inside the unit's
+/// `TimeoutStopSec=30`.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Cancels `first` on the first SIGINT or SIGTERM, and `second` (if any) on the next one.
+fn signals(first: CancellationToken, second: Option<CancellationToken>) {
+    use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
         };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
         tracing::warn!("signal received: finishing the page in hand, then stopping");
-        token.cancel();
+        first.cancel();
+        if let Some(second) = second {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            second.cancel();
+        }
     });
+}
+
+fn cancel_on_signal(token: CancellationToken) {
+    signals(token, None);
 }
 
 async fn sync_all(engine: &Engine, selected: Vec<(Pipeline, Auth)>) -> Vec<RunReport> {
@@ -414,6 +441,7 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
                     &policy,
                     &Redactor::new(auth.values()),
                     &cancel,
+                    &mut Default::default(),
                     |s, b| sources::parse_page(p.source, s, b),
                 )
                 .await

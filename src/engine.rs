@@ -81,6 +81,8 @@ pub struct RunReport {
     pub watermark: Option<NaiveDateTime>,
     pub clamp: Option<Clamp>,
     pub error: Option<String>,
+    /// Failed attempts by upstream code (retried ones included).
+    pub upstream_errors: std::collections::BTreeMap<String, u64>,
     pub elapsed: std::time::Duration,
 }
 
@@ -118,6 +120,7 @@ impl Engine {
             watermark: None,
             clamp: None,
             error: None,
+            upstream_errors: Default::default(),
             elapsed: Default::default(),
         };
         let (name, scope2, cmd) = (p.name.clone(), scope.clone(), mode.command());
@@ -273,7 +276,7 @@ impl Engine {
                 let kind = p.source;
                 let fetched = self
                     .http
-                    .fetch(&request, &policy, &redactor, cancel, |status, body| {
+                    .fetch(&request, &policy, &redactor, cancel, &mut report.upstream_errors, |status, body| {
                         sources::parse_page(kind, status, body)
                     })
                     .await

@@ -6,6 +6,7 @@
 //! and jitter (the `backoff` crate), honouring `Retry-After`, up to `max_retries`. A fatal answer
 //! stops at once. Nothing it logs or returns contains a secret: URLs go through the [`Redactor`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use backoff::backoff::Backoff;
@@ -149,13 +150,15 @@ impl Http {
 
     /// Sends `req` until `parse` accepts an answer, a fatal error comes, retries run out, or
     /// `cancel` fires (only between attempts: a request in flight is not abandoned half-read).
-    /// The error carries how many requests were made.
+    /// The error carries how many requests were made; every failed attempt is tallied in `errors`
+    /// by upstream code.
     pub async fn fetch<T>(
         &self,
         req: &HttpRequest,
         policy: &RetryPolicy,
         redactor: &Redactor,
         cancel: &CancellationToken,
+        errors: &mut BTreeMap<String, u64>,
         parse: impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
     ) -> Result<Fetched<T>, (FetchError, u32)> {
         let mut backoff = backoff::ExponentialBackoff {
@@ -185,6 +188,7 @@ impl Http {
                 }
                 Err(e) => e.scrubbed(redactor),
             };
+            *errors.entry(err.code().to_string()).or_default() += 1;
             let wait = match &err {
                 UpstreamError::Fatal { .. } => {
                     tracing::debug!(url = %shown_url, error = %err, "fatal upstream answer");

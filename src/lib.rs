@@ -7,8 +7,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod money;
 pub mod planner;

@@ -214,8 +214,14 @@ pub fn stored_orders(conn: &Connection) -> Vec<ExpectedOrder> {
     .expect("rows")
 }
 
-/// The database holds exactly the simulator's orders, field by field, each with its one line.
+/// The database holds exactly the simulator's orders, field by field, each with its one line, and
+/// the simulator saw no request that broke a rule.
 pub fn assert_equals_truth(h: &Harness) {
+    assert_orders_equal_truth(h);
+    assert_eq!(h.sim.violations(), Vec::<String>::new(), "simulator recorded rule violations");
+}
+
+pub fn assert_orders_equal_truth(h: &Harness) {
     let conn = h.db();
     let mut truth: Vec<ExpectedOrder> = h.sim.truth().iter().map(expected).collect();
     truth.sort_by(|a, b| a.order_id.cmp(&b.order_id));

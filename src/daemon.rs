@@ -1,0 +1,288 @@
+//! `ordersync run`: every enabled pipeline on its cron schedule, until SIGTERM or SIGINT.
+//!
+//! One task per pipeline, all sharing one store writer and one HTTP client. A task sleeps until its
+//! next cron tick (Beijing time), runs the pipeline, and computes the next tick only afterwards, so
+//! a pipeline never runs twice at once: ticks that pass during a long run are skipped (and logged),
+//! not queued. A failed run just waits for the next tick; it never stops the other pipelines.
+//!
+//! Shutdown: the first signal cancels the token — no new runs start, runs in progress stop after the
+//! page in hand (committed or rolled back) — and the daemon waits up to a deadline shorter than the
+//! unit's `TimeoutStopSec`. A second signal stops waiting at once; the page transactions make that
+//! safe.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{FixedOffset, NaiveDateTime, TimeZone};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Auth, Pipeline, Schedule};
+use crate::engine::{Engine, Mode, RunReport};
+use crate::metrics;
+use crate::store::Outcome;
+use crate::timefmt;
+
+/// Beijing wall-clock time that advances with tokio's clock, so schedule logic runs unchanged under
+/// `tokio::time::pause()` in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    base_wall: NaiveDateTime,
+    base_instant: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn starting_at(wall: NaiveDateTime) -> Clock {
+        Clock { base_wall: wall, base_instant: tokio::time::Instant::now() }
+    }
+
+    pub fn system() -> Clock {
+        Clock::starting_at(timefmt::beijing_now())
+    }
+
+    pub fn now(&self) -> NaiveDateTime {
+        let elapsed = chrono::Duration::from_std(self.base_instant.elapsed()).unwrap_or_default();
+        self.base_wall + elapsed
+    }
+}
+
+fn beijing() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC offset"))
+}
+
+/// The first tick strictly after `after` (Beijing wall-clock).
+pub fn next_tick(schedule: &Schedule, after: NaiveDateTime) -> Option<NaiveDateTime> {
+    let tz = beijing();
+    let after = tz.from_local_datetime(&after).single()?;
+    schedule.cron.after(&after).next().map(|t| t.naive_local())
+}
+
+/// How many ticks fall in `(from, to]`: the ticks a run that ended at `to` made us skip.
+pub fn ticks_between(schedule: &Schedule, from: NaiveDateTime, to: NaiveDateTime) -> u64 {
+    let mut n = 0;
+    let mut t = from;
+    while let Some(next) = next_tick(schedule, t) {
+        if next > to || n >= 10_000 {
+            break;
+        }
+        n += 1;
+        t = next;
+    }
+    n
+}
+
+/// Runs `job` on every tick of `schedule` until `cancel` fires. Never overlaps two runs; ticks missed
+/// while a run goes on are reported to `on_skip` and dropped. Returns the number of runs.
+pub async fn schedule_loop<F, Fut>(
+    schedule: &Schedule,
+    clock: Clock,
+    cancel: &CancellationToken,
+    mut job: F,
+    mut on_skip: impl FnMut(u64),
+) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut runs = 0;
+    loop {
+        let now = clock.now();
+        let Some(tick) = next_tick(schedule, now) else { return runs };
+        let wait = (tick - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return runs,
+        }
+        if cancel.is_cancelled() {
+            return runs;
+        }
+        job().await;
+        runs += 1;
+        let skipped = ticks_between(schedule, tick, clock.now());
+        if skipped > 0 {
+            on_skip(skipped);
+        }
+    }
+}
+
+/// What the daemon knows that the database does not: upstream error codes seen since start.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub upstream_errors: BTreeMap<(String, String), u64>,
+    pub skipped_ticks: BTreeMap<String, u64>,
+}
+
+pub type Shared = Arc<Mutex<Live>>;
+
+fn status_line(r: &RunReport) -> String {
+    format!(
+        "{} {}: {} seen, {} changed, watermark {}",
+        r.pipeline,
+        r.outcome.as_str(),
+        r.rows_seen,
+        r.rows_changed,
+        r.watermark.map_or_else(|| "none".into(), timefmt::fmt_seconds)
+    )
+}
+
+/// The daemon. Returns when every pipeline task has stopped after `shutdown` fired, or when the
+/// deadline after it passes, or at once on `force`.
+pub async fn run(
+    engine: Engine,
+    pipelines: Vec<(Pipeline, Auth)>,
+    listen: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let live: Shared = Arc::default();
+    if let Some(addr) = listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?;
+        tracing::info!(%addr, "serving /metrics and /healthz");
+        let state = metrics::State { db_path: engine.store.path().to_path_buf(), live: live.clone() };
+        let stop = shutdown.clone();
+        tokio::spawn(async move { metrics::serve(listener, state, stop).await });
+    }
+    let clock = Clock::system();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (p, auth) in pipelines {
+        let (engine, cancel, live) = (engine.clone(), shutdown.clone(), live.clone());
+        tasks.spawn(async move {
+            tracing::info!(pipeline = %p.name, schedule = %p.schedule.text, "scheduled");
+            let name = p.name.clone();
+            let skip_live = live.clone();
+            schedule_loop(
+                &p.schedule,
+                clock,
+                &cancel,
+                || {
+                    let (engine, p, auth, cancel, live) = (engine.clone(), p.clone(), auth.clone(), cancel.clone(), live.clone());
+                    async move {
+                        let report = engine.run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {}).await;
+                        if let Ok(mut l) = live.lock() {
+                            for (code, n) in &report.upstream_errors {
+                                *l.upstream_errors.entry((p.name.clone(), code.clone())).or_default() += n;
+                            }
+                        }
+                        if report.outcome == Outcome::Failed {
+                            tracing::warn!(pipeline = %p.name, "run failed; next attempt on the next tick");
+                        }
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status_line(&report))]);
+                    }
+                },
+                |n| {
+                    tracing::warn!(pipeline = %name, skipped = n, "run outlasted its schedule; skipped ticks");
+                    if let Ok(mut l) = skip_live.lock() {
+                        *l.skipped_ticks.entry(name.clone()).or_default() += n;
+                    }
+                },
+            )
+            .await
+        });
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status("running")]);
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2));
+    let ping = async {
+        match watchdog {
+            Some(every) => loop {
+                tokio::time::sleep(every).await;
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            },
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = ping => {}
+    }
+    tracing::info!("shutting down: finishing the pages in hand");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    tokio::select! {
+        _ = drain => tracing::info!("all pipelines stopped"),
+        _ = tokio::time::sleep(deadline) => tracing::warn!("shutdown deadline passed; exiting with runs in progress (their pages roll back)"),
+        _ = force.cancelled() => tracing::warn!("second signal: exiting now (pages in flight roll back)"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timefmt::parse_user_time;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn t(s: &str) -> NaiveDateTime {
+        parse_user_time(s).unwrap()
+    }
+
+    #[test]
+    fn ticks_are_in_beijing_time() {
+        // 09:00 every day, Beijing: after 08:59:59 Beijing comes 09:00 the same Beijing day.
+        let s = Schedule::parse("0 9 * * *").unwrap();
+        assert_eq!(next_tick(&s, t("2024-03-01 08:59:59")), Some(t("2024-03-01 09:00:00")));
+        assert_eq!(next_tick(&s, t("2024-03-01 09:00:00")), Some(t("2024-03-02 09:00:00")));
+        let every10 = Schedule::parse("*/10 * * * *").unwrap();
+        assert_eq!(ticks_between(&every10, t("2024-03-01 09:00:00"), t("2024-03-01 09:35:00")), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_run_skips_ticks_and_never_overlaps() {
+        let schedule = Schedule::parse("*/10 * * * * *").unwrap(); // every 10 s
+        let clock = Clock::starting_at(t("2024-03-01 12:00:00"));
+        let cancel = CancellationToken::new();
+        let running = Arc::new(AtomicU32::new(0));
+        let max_running = Arc::new(AtomicU32::new(0));
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let skipped = Arc::new(Mutex::new(0u64));
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(125)).await;
+            stopper.cancel();
+        });
+        let (r, m, s) = (running.clone(), max_running.clone(), starts.clone());
+        let sk = skipped.clone();
+        let runs = schedule_loop(
+            &schedule,
+            clock,
+            &cancel,
+            move || {
+                let (r, m, s) = (r.clone(), m.clone(), s.clone());
+                async move {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    s.lock().unwrap().push(clock.now());
+                    // Each run takes 25 s: two of the 10 s ticks pass while it goes.
+                    tokio::time::sleep(Duration::from_secs(25)).await;
+                    r.fetch_sub(1, Ordering::SeqCst);
+                }
+            },
+            move |n| *sk.lock().unwrap() += n,
+        )
+        .await;
+        assert_eq!(max_running.load(Ordering::SeqCst), 1, "runs overlapped");
+        let starts = starts.lock().unwrap().clone();
+        // Runs start on ticks 12:00:10, :40, 01:10, 01:40 (each 25 s, the ticks in between skipped).
+        assert_eq!(
+            starts,
+            vec![t("2024-03-01 12:00:10"), t("2024-03-01 12:00:40"), t("2024-03-01 12:01:10"), t("2024-03-01 12:01:40")]
+        );
+        assert_eq!(runs, 4);
+        assert_eq!(*skipped.lock().unwrap(), 8, "two skipped ticks per run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_stops_a_waiting_loop_at_once() {
+        let schedule = Schedule::parse("0 0 1 1 *").unwrap(); // once a year
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let runs = schedule_loop(&schedule, Clock::starting_at(t("2024-03-01")), &cancel, || async {}, |_| {}).await;
+        assert_eq!(runs, 0);
+    }
+}

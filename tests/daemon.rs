@@ -1,0 +1,175 @@
+//! The daemon: `ordersync run` on a seconds-level schedule against the simulator, metrics that
+//! match the `runs` table, a failing pipeline that never stops the others, and SIGTERM → exit 0.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::Duration;
+use ordersync_sim::Faults;
+
+use crate::common::*;
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(StdDuration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// Parses Prometheus text exposition by the format's rules; panics on a malformed line.
+fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            assert!(matches!(words.first(), Some(&"HELP") | Some(&"TYPE")), "bad comment line {line:?}");
+            if words[0] == "TYPE" {
+                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&words[2]), "{line}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+                let labels = inner
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").unwrap_or_else(|| panic!("bad label: {line:?}"));
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (n.to_string(), labels)
+            }
+            None => (series.to_string(), Vec::new()),
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') && !name.starts_with(|c: char| c.is_ascii_digit()),
+            "bad metric name {name:?}"
+        );
+        out.push((name, labels, value));
+    }
+    out
+}
+
+fn metric(all: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    all.iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .map(|(_, _, v)| *v)
+}
+
+fn runs_with(h: &Harness, pipeline: &str, outcome: &str) -> i64 {
+    h.db()
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE pipeline = ?1 AND outcome = ?2",
+            [pipeline, outcome],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child, within: StdDuration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("daemon did not exit within {within:?} of SIGTERM");
+        }
+        std::thread::sleep(StdDuration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_syncs_on_schedule_serves_metrics_survives_a_failing_pipeline_and_stops_on_sigterm() {
+    let h = Harness::veapi(800, 60, Faults::default());
+    let port = free_port();
+    let start = (h.now - Duration::days(61)).format("%Y-%m-%d");
+    let config = format!(
+        r#"[database]
+path = "{db}"
+[daemon]
+listen = "127.0.0.1:{port}"
+[defaults]
+settle_lag = "1s"
+retry_initial = "5ms"
+max_retries = 1
+schedule = "*/2 * * * * *"
+start = "{start}"
+[[pipeline]]
+name = "ve"
+source = "veapi"
+endpoint = "{endpoint}"
+[pipeline.auth]
+vekey = {{ env = "TEST_VEKEY" }}
+[[pipeline]]
+name = "broken"
+source = "veapi"
+endpoint = "{endpoint}"
+[pipeline.auth]
+vekey = "not-the-key"
+"#,
+        db = h.db_path().display(),
+        endpoint = h.sim.endpoint(),
+    );
+    std::fs::write(h.config_path(), config).unwrap();
+    let mut child = h.command(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+
+    let deadline = Instant::now() + StdDuration::from_secs(60);
+    while runs_with(&h, "ve", "ok") < 2 || runs_with(&h, "broken", "failed") < 2 {
+        assert!(Instant::now() < deadline, "pipelines did not run twice on schedule");
+        assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
+        std::thread::sleep(StdDuration::from_millis(100));
+    }
+    let (status, health) = http_get(port, "/healthz").expect("healthz answers");
+    assert_eq!((status, health.trim()), (200, "ok"));
+
+    // Counters agree with the runs table (read before and after the scrape: runs may finish between).
+    let before = runs_with(&h, "ve", "ok");
+    let (status, body) = http_get(port, "/metrics").expect("metrics answers");
+    let after = runs_with(&h, "ve", "ok");
+    assert_eq!(status, 200);
+    let all = parse_metrics(&body);
+    let ok_runs = metric(&all, "ordersync_runs_total", &[("pipeline", "ve"), ("outcome", "ok")]).unwrap() as i64;
+    assert!(before <= ok_runs && ok_runs <= after, "{before} <= {ok_runs} <= {after}");
+    assert!(metric(&all, "ordersync_runs_total", &[("pipeline", "broken"), ("outcome", "failed")]).unwrap() >= 2.0);
+    assert!(metric(&all, "ordersync_upstream_errors_total", &[("pipeline", "broken"), ("code", "10001")]).unwrap() >= 2.0);
+    assert!(metric(&all, "ordersync_watermark_lag_seconds", &[("pipeline", "ve")]).unwrap() < 60.0);
+    assert!(metric(&all, "ordersync_requests_total", &[("pipeline", "ve")]).unwrap() >= 2.0);
+
+    sigterm(&child);
+    let code = wait_exit(&mut child, StdDuration::from_secs(25));
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains(VEKEY) && !stderr.contains("not-the-key"), "a secret reached the log");
+    let running: i64 = scalar(&h.db(), "SELECT COUNT(*) FROM runs WHERE outcome = 'running'");
+    assert_eq!(running, 0, "a run was left running");
+    assert_orders_equal_truth(&h);
+    // The only refused requests are the broken pipeline's wrong key.
+    let violations = h.sim.violations();
+    assert!(violations.iter().all(|v| v.contains("vekey")), "{violations:?}");
+}
