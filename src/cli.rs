@@ -166,13 +166,26 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run => {
             let selected = select_with_auth(&config, &[])?;
             if selected.is_empty() {
-                return Err(ConfigError::new(None, Some("enabled"), "is false for every pipeline: nothing to run").into());
+                return Err(ConfigError::new(
+                    None,
+                    Some("enabled"),
+                    "is false for every pipeline: nothing to run",
+                )
+                .into());
             }
             let engine = open_engine(&db_path)?;
             runtime.block_on(async {
                 let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
                 signals(shutdown.clone(), Some(force.clone()));
-                crate::daemon::run(engine, selected, config.daemon.listen, shutdown, force, SHUTDOWN_DEADLINE).await
+                crate::daemon::run(
+                    engine,
+                    selected,
+                    config.daemon.listen,
+                    shutdown,
+                    force,
+                    SHUTDOWN_DEADLINE,
+                )
+                .await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -290,7 +303,10 @@ const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20
 fn signals(first: CancellationToken, second: Option<CancellationToken>) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
@@ -442,7 +458,7 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
                     &Redactor::new(auth.values()),
                     &cancel,
                     &mut Default::default(),
-                    |s, b| sources::parse_page(p.source, s, b),
+                    |s, b| sources::parse_page(p.source, &query, s, b),
                 )
                 .await
                 .map(|_| ())

@@ -34,7 +34,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn starting_at(wall: NaiveDateTime) -> Clock {
-        Clock { base_wall: wall, base_instant: tokio::time::Instant::now() }
+        Clock {
+            base_wall: wall,
+            base_instant: tokio::time::Instant::now(),
+        }
     }
 
     pub fn system() -> Clock {
@@ -88,7 +91,9 @@ where
     let mut runs = 0;
     loop {
         let now = clock.now();
-        let Some(tick) = next_tick(schedule, now) else { return runs };
+        let Some(tick) = next_tick(schedule, now) else {
+            return runs;
+        };
         let wait = (tick - now).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -122,7 +127,8 @@ fn status_line(r: &RunReport) -> String {
         r.outcome.as_str(),
         r.rows_seen,
         r.rows_changed,
-        r.watermark.map_or_else(|| "none".into(), timefmt::fmt_seconds)
+        r.watermark
+            .map_or_else(|| "none".into(), timefmt::fmt_seconds)
     )
 }
 
@@ -142,7 +148,10 @@ pub async fn run(
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?;
         tracing::info!(%addr, "serving /metrics and /healthz");
-        let state = metrics::State { db_path: engine.store.path().to_path_buf(), live: live.clone() };
+        let state = metrics::State {
+            db_path: engine.store.path().to_path_buf(),
+            live: live.clone(),
+        };
         let stop = shutdown.clone();
         tokio::spawn(async move { metrics::serve(listener, state, stop).await });
     }
@@ -226,10 +235,19 @@ mod tests {
     fn ticks_are_in_beijing_time() {
         // 09:00 every day, Beijing: after 08:59:59 Beijing comes 09:00 the same Beijing day.
         let s = Schedule::parse("0 9 * * *").unwrap();
-        assert_eq!(next_tick(&s, t("2024-03-01 08:59:59")), Some(t("2024-03-01 09:00:00")));
-        assert_eq!(next_tick(&s, t("2024-03-01 09:00:00")), Some(t("2024-03-02 09:00:00")));
+        assert_eq!(
+            next_tick(&s, t("2024-03-01 08:59:59")),
+            Some(t("2024-03-01 09:00:00"))
+        );
+        assert_eq!(
+            next_tick(&s, t("2024-03-01 09:00:00")),
+            Some(t("2024-03-02 09:00:00"))
+        );
         let every10 = Schedule::parse("*/10 * * * *").unwrap();
-        assert_eq!(ticks_between(&every10, t("2024-03-01 09:00:00"), t("2024-03-01 09:35:00")), 3);
+        assert_eq!(
+            ticks_between(&every10, t("2024-03-01 09:00:00"), t("2024-03-01 09:35:00")),
+            3
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -271,7 +289,12 @@ mod tests {
         // Runs start on ticks 12:00:10, :40, 01:10, 01:40 (each 25 s, the ticks in between skipped).
         assert_eq!(
             starts,
-            vec![t("2024-03-01 12:00:10"), t("2024-03-01 12:00:40"), t("2024-03-01 12:01:10"), t("2024-03-01 12:01:40")]
+            vec![
+                t("2024-03-01 12:00:10"),
+                t("2024-03-01 12:00:40"),
+                t("2024-03-01 12:01:10"),
+                t("2024-03-01 12:01:40")
+            ]
         );
         assert_eq!(runs, 4);
         assert_eq!(*skipped.lock().unwrap(), 8, "two skipped ticks per run");
@@ -282,7 +305,14 @@ mod tests {
         let schedule = Schedule::parse("0 0 1 1 *").unwrap(); // once a year
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let runs = schedule_loop(&schedule, Clock::starting_at(t("2024-03-01")), &cancel, || async {}, |_| {}).await;
+        let runs = schedule_loop(
+            &schedule,
+            Clock::starting_at(t("2024-03-01")),
+            &cancel,
+            || async {},
+            |_| {},
+        )
+        .await;
         assert_eq!(runs, 0);
     }
 }

@@ -276,9 +276,14 @@ impl Engine {
                 let kind = p.source;
                 let fetched = self
                     .http
-                    .fetch(&request, &policy, &redactor, cancel, &mut report.upstream_errors, |status, body| {
-                        sources::parse_page(kind, status, body)
-                    })
+                    .fetch(
+                        &request,
+                        &policy,
+                        &redactor,
+                        cancel,
+                        &mut report.upstream_errors,
+                        |status, body| sources::parse_page(kind, &query, status, body),
+                    )
                     .await
                     .map_err(|(e, n)| match e {
                         FetchError::Cancelled => Stop::Cancelled(u64::from(n)),

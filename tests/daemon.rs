@@ -19,7 +19,11 @@ fn free_port() -> u16 {
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(StdDuration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
@@ -36,22 +40,36 @@ fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
         }
         if let Some(rest) = line.strip_prefix('#') {
             let words: Vec<&str> = rest.split_whitespace().collect();
-            assert!(matches!(words.first(), Some(&"HELP") | Some(&"TYPE")), "bad comment line {line:?}");
+            assert!(
+                matches!(words.first(), Some(&"HELP") | Some(&"TYPE")),
+                "bad comment line {line:?}"
+            );
             if words[0] == "TYPE" {
-                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&words[2]), "{line}");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&words[2]),
+                    "{line}"
+                );
             }
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line:?}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value: {line:?}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line:?}"));
         let (name, labels) = match series.split_once('{') {
             Some((n, rest)) => {
-                let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
+                let inner = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels: {line:?}"));
                 let labels = inner
                     .split("\",")
                     .filter(|p| !p.is_empty())
                     .map(|p| {
-                        let (k, v) = p.split_once("=\"").unwrap_or_else(|| panic!("bad label: {line:?}"));
+                        let (k, v) = p
+                            .split_once("=\"")
+                            .unwrap_or_else(|| panic!("bad label: {line:?}"));
                         (k.to_string(), v.trim_end_matches('"').to_string())
                     })
                     .collect();
@@ -60,7 +78,9 @@ fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
             None => (series.to_string(), Vec::new()),
         };
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') && !name.starts_with(|c: char| c.is_ascii_digit()),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                && !name.starts_with(|c: char| c.is_ascii_digit()),
             "bad metric name {name:?}"
         );
         out.push((name, labels, value));
@@ -68,9 +88,18 @@ fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
     out
 }
 
-fn metric(all: &[(String, Vec<(String, String)>, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+fn metric(
+    all: &[(String, Vec<(String, String)>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
     all.iter()
-        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
         .map(|(_, _, v)| *v)
 }
 
@@ -85,7 +114,10 @@ fn runs_with(h: &Harness, pipeline: &str, outcome: &str) -> i64 {
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -136,11 +168,18 @@ vekey = "not-the-key"
         endpoint = h.sim.endpoint(),
     );
     std::fs::write(h.config_path(), config).unwrap();
-    let mut child = h.command(&["run"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
 
     let deadline = Instant::now() + StdDuration::from_secs(60);
     while runs_with(&h, "ve", "ok") < 2 || runs_with(&h, "broken", "failed") < 2 {
-        assert!(Instant::now() < deadline, "pipelines did not run twice on schedule");
+        assert!(
+            Instant::now() < deadline,
+            "pipelines did not run twice on schedule"
+        );
         assert!(child.try_wait().unwrap().is_none(), "daemon exited early");
         std::thread::sleep(StdDuration::from_millis(100));
     }
@@ -153,23 +192,69 @@ vekey = "not-the-key"
     let after = runs_with(&h, "ve", "ok");
     assert_eq!(status, 200);
     let all = parse_metrics(&body);
-    let ok_runs = metric(&all, "ordersync_runs_total", &[("pipeline", "ve"), ("outcome", "ok")]).unwrap() as i64;
-    assert!(before <= ok_runs && ok_runs <= after, "{before} <= {ok_runs} <= {after}");
-    assert!(metric(&all, "ordersync_runs_total", &[("pipeline", "broken"), ("outcome", "failed")]).unwrap() >= 2.0);
-    assert!(metric(&all, "ordersync_upstream_errors_total", &[("pipeline", "broken"), ("code", "10001")]).unwrap() >= 2.0);
-    assert!(metric(&all, "ordersync_watermark_lag_seconds", &[("pipeline", "ve")]).unwrap() < 60.0);
+    let ok_runs = metric(
+        &all,
+        "ordersync_runs_total",
+        &[("pipeline", "ve"), ("outcome", "ok")],
+    )
+    .unwrap() as i64;
+    assert!(
+        before <= ok_runs && ok_runs <= after,
+        "{before} <= {ok_runs} <= {after}"
+    );
+    assert!(
+        metric(
+            &all,
+            "ordersync_runs_total",
+            &[("pipeline", "broken"), ("outcome", "failed")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(
+        metric(
+            &all,
+            "ordersync_upstream_errors_total",
+            &[("pipeline", "broken"), ("code", "10001")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(
+        metric(
+            &all,
+            "ordersync_watermark_lag_seconds",
+            &[("pipeline", "ve")]
+        )
+        .unwrap()
+            < 60.0
+    );
     assert!(metric(&all, "ordersync_requests_total", &[("pipeline", "ve")]).unwrap() >= 2.0);
 
     sigterm(&child);
     let code = wait_exit(&mut child, StdDuration::from_secs(25));
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(!stderr.contains(VEKEY) && !stderr.contains("not-the-key"), "a secret reached the log");
-    let running: i64 = scalar(&h.db(), "SELECT COUNT(*) FROM runs WHERE outcome = 'running'");
+    assert!(
+        !stderr.contains(VEKEY) && !stderr.contains("not-the-key"),
+        "a secret reached the log"
+    );
+    let running: i64 = scalar(
+        &h.db(),
+        "SELECT COUNT(*) FROM runs WHERE outcome = 'running'",
+    );
     assert_eq!(running, 0, "a run was left running");
     assert_orders_equal_truth(&h);
     // The only refused requests are the broken pipeline's wrong key.
     let violations = h.sim.violations();
-    assert!(violations.iter().all(|v| v.contains("vekey")), "{violations:?}");
+    assert!(
+        violations.iter().all(|v| v.contains("vekey")),
+        "{violations:?}"
+    );
 }

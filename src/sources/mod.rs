@@ -5,6 +5,7 @@
 //! rate-limited or fatal. Paging loops, windows, retries, checkpoints and transactions live in
 //! `engine`, `planner`, `http` and `store`, written once for all of them.
 
+pub mod miaoyouquan;
 pub mod veapi;
 
 use std::collections::HashSet;
@@ -99,7 +100,7 @@ impl SourceKind {
     fn option_keys(self) -> &'static [&'static str] {
         match self {
             SourceKind::Veapi => veapi::OPTION_KEYS,
-            SourceKind::Miaoyouquan => &["time_type", "order_type", "distribution_type"],
+            SourceKind::Miaoyouquan => miaoyouquan::OPTION_KEYS,
             SourceKind::Unidesk => &["prod_type"],
             SourceKind::Damaijia => &["pii"],
             SourceKind::Sxt => &["select_status"],
@@ -117,6 +118,7 @@ impl SourceKind {
     pub fn window_rules(self) -> WindowRules {
         match self {
             SourceKind::Veapi => veapi::window_rules(),
+            SourceKind::Miaoyouquan => miaoyouquan::window_rules(),
             _ => WindowRules::default(),
         }
     }
@@ -144,6 +146,7 @@ impl FromStr for SourceKind {
 #[derive(Debug, Clone)]
 pub enum SourceOptions {
     Veapi(veapi::Options),
+    Miaoyouquan(miaoyouquan::Options),
     /// A source this build does not fetch yet: its keys were checked by name only.
     NotYetImplemented,
 }
@@ -153,7 +156,62 @@ impl SourceOptions {
     pub fn parse(kind: SourceKind, table: &toml::Table) -> Result<SourceOptions, (String, String)> {
         match kind {
             SourceKind::Veapi => veapi::Options::parse(table).map(SourceOptions::Veapi),
+            SourceKind::Miaoyouquan => {
+                miaoyouquan::Options::parse(table).map(SourceOptions::Miaoyouquan)
+            }
             _ => Ok(SourceOptions::NotYetImplemented),
+        }
+    }
+}
+
+/// What a window's times refer to, for the APIs that can query either (veapi, miaoyouquan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeType {
+    Pay,
+    Update,
+}
+
+impl TimeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeType::Pay => "pay",
+            TimeType::Update => "update",
+        }
+    }
+
+    /// The `time_type` option (default `update`: live syncs follow updates).
+    pub fn option(table: &toml::Table) -> Result<TimeType, (String, String)> {
+        match table.get("time_type") {
+            None => Ok(TimeType::Update),
+            Some(toml::Value::String(s)) if s == "update" => Ok(TimeType::Update),
+            Some(toml::Value::String(s)) if s == "pay" => Ok(TimeType::Pay),
+            Some(other) => Err((
+                "time_type".into(),
+                format!("must be \"pay\" or \"update\", got {other}"),
+            )),
+        }
+    }
+
+    /// Live syncs use the configured type; backfills always ask by payment time.
+    pub fn for_axis(self, axis: Axis) -> TimeType {
+        match axis {
+            Axis::Live => self,
+            Axis::Backfill => TimeType::Pay,
+        }
+    }
+}
+
+/// The Douyin affiliate `flow_point` vocabulary shared by veapi and miaoyouquan.
+pub fn flow_point_status(kind: SourceKind, flow_point: &str) -> crate::model::Status {
+    use crate::model::Status;
+    match flow_point {
+        "PAY_SUCC" => Status::Paid,
+        "REFUND" => Status::Refunded,
+        "SETTLE" => Status::Settled,
+        "CONFIRM" => Status::Completed,
+        other => {
+            note_unknown_status(kind, other);
+            Status::Unknown
         }
     }
 }
@@ -187,6 +245,7 @@ pub struct Page {
 pub fn first_cursor(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Veapi => veapi::FIRST_CURSOR,
+        SourceKind::Miaoyouquan => miaoyouquan::FIRST_CURSOR,
         _ => "",
     }
 }
@@ -194,14 +253,24 @@ pub fn first_cursor(kind: SourceKind) -> &'static str {
 pub fn build_request(kind: SourceKind, q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
     match (kind, q.options) {
         (SourceKind::Veapi, SourceOptions::Veapi(opts)) => veapi::build_request(q, opts),
+        (SourceKind::Miaoyouquan, SourceOptions::Miaoyouquan(opts)) => {
+            miaoyouquan::build_request(q, opts)
+        }
         _ => Err(not_implemented(kind)),
     }
 }
 
-/// Parses one HTTP answer (already known not to be a 5xx or 429) into a page or an upstream error.
-pub fn parse_page(kind: SourceKind, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+/// Parses one HTTP answer (already known not to be a 5xx or 429) to the request built from `q`
+/// into a page or an upstream error.
+pub fn parse_page(
+    kind: SourceKind,
+    q: &PageQuery<'_>,
+    status: u16,
+    body: &[u8],
+) -> Result<Page, UpstreamError> {
     match kind {
         SourceKind::Veapi => veapi::parse_page(status, body),
+        SourceKind::Miaoyouquan => miaoyouquan::parse_page(q, status, body),
         _ => Err(not_implemented(kind)),
     }
 }

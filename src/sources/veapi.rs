@@ -15,9 +15,9 @@ use reqwest::Method;
 use serde_json::Value;
 use url::Url;
 
-use super::{Axis, Page, PageQuery};
+use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
-use crate::model::{Kind, OrderRow, Status, SubOrderRow};
+use crate::model::{Kind, OrderRow, SubOrderRow};
 use crate::planner::WindowRules;
 use crate::sources::{self, SourceKind};
 use crate::timefmt;
@@ -42,21 +42,6 @@ pub fn window_rules() -> WindowRules {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeType {
-    Pay,
-    Update,
-}
-
-impl TimeType {
-    fn as_str(self) -> &'static str {
-        match self {
-            TimeType::Pay => "pay",
-            TimeType::Update => "update",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The time live syncs query by; backfills always query by payment time.
@@ -66,17 +51,7 @@ pub struct Options {
 
 impl Options {
     pub fn parse(table: &toml::Table) -> Result<Options, (String, String)> {
-        let time_type = match table.get("time_type") {
-            None => TimeType::Update,
-            Some(toml::Value::String(s)) if s == "update" => TimeType::Update,
-            Some(toml::Value::String(s)) if s == "pay" => TimeType::Pay,
-            Some(other) => {
-                return Err((
-                    "time_type".into(),
-                    format!("must be \"pay\" or \"update\", got {other}"),
-                ))
-            }
-        };
+        let time_type = TimeType::option(table)?;
         let order_type = match table.get("order_type") {
             None => 0,
             Some(toml::Value::Integer(n)) if (0..=3).contains(n) => *n as u8,
@@ -101,10 +76,7 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
         .auth
         .get("vekey")
         .ok_or_else(|| UpstreamError::fatal("config", "auth.vekey is not set"))?;
-    let time_type = match q.axis {
-        Axis::Live => opts.time_type,
-        Axis::Backfill => TimeType::Pay,
-    };
+    let time_type = opts.time_type.for_axis(q.axis);
     // The API's bounds are inclusive whole seconds.
     let last_second = q.window.end - Duration::seconds(1);
     url.query_pairs_mut()
@@ -189,19 +161,6 @@ fn classify(code: &str, msg: &str) -> UpstreamError {
     }
 }
 
-fn status_of(flow_point: &str) -> Status {
-    match flow_point {
-        "PAY_SUCC" => Status::Paid,
-        "REFUND" => Status::Refunded,
-        "SETTLE" => Status::Settled,
-        "CONFIRM" => Status::Completed,
-        other => {
-            sources::note_unknown_status(SourceKind::Veapi, other);
-            Status::Unknown
-        }
-    }
-}
-
 /// One upstream row → one affiliate order with its single sub-order line.
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
     let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
@@ -213,7 +172,7 @@ pub fn normalise(row: &Value) -> Result<OrderRow, String> {
         raw.clone(),
     );
     o.status_raw = sources::text(row, "flow_point").unwrap_or_default();
-    o.status = status_of(&o.status_raw);
+    o.status = sources::flow_point_status(SourceKind::Veapi, &o.status_raw);
     o.pay_amount = sources::fen(row, "total_pay_amount")?;
     // Settled orders carry the real commission; until then, the estimate.
     let real = sources::fen(row, "ads_real_commission")?.filter(|c| *c != 0);
@@ -248,6 +207,7 @@ pub fn normalise(row: &Value) -> Result<OrderRow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Status;
 
     const SAMPLE: &str = include_str!("../../tests/fixtures/veapi/sample_page.json");
 
@@ -353,6 +313,7 @@ mod tests {
             start: timefmt::parse_user_time("2024-01-01").unwrap(),
             end: timefmt::parse_user_time("2024-01-02").unwrap(),
         };
+        use crate::sources::Axis;
         let q = PageQuery {
             endpoint: DEFAULT_ENDPOINT,
             auth: &auth,

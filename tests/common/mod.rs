@@ -218,7 +218,11 @@ pub fn stored_orders(conn: &Connection) -> Vec<ExpectedOrder> {
 /// the simulator saw no request that broke a rule.
 pub fn assert_equals_truth(h: &Harness) {
     assert_orders_equal_truth(h);
-    assert_eq!(h.sim.violations(), Vec::<String>::new(), "simulator recorded rule violations");
+    assert_eq!(
+        h.sim.violations(),
+        Vec::<String>::new(),
+        "simulator recorded rule violations"
+    );
 }
 
 pub fn assert_orders_equal_truth(h: &Harness) {

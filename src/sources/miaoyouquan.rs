@@ -1,0 +1,327 @@
+//! 喵有券 Douyin distribution orders: affiliate orders, cursor paging, start no earlier than 90 days ago.
+//!
+//! Quirks this module owns (see `shared/seeds/001_*.txt`): the start of a query may not be older than
+//! 90 days (the planner clamps, and says so); times are `YYYY-MM-DD HH:MM:SS` strings or `null`;
+//! amounts are fen as JSON numbers; ids may be JSON numbers (kept exactly, never through a float);
+//! `data.cursor` is the next page's index, and a page shorter than `size` is the last. Status codes
+//! come as the body `code` or the HTTP status: 200 ok, -1 "data fetch failed" (transient), 429 rate
+//! limited, 401 IP not whitelisted / 403 missing parameter / 405 wrong method (fatal), anything else
+//! fatal with its code.
+
+use chrono::Duration;
+use reqwest::Method;
+use serde_json::Value;
+use url::Url;
+
+use super::{Page, PageQuery, TimeType};
+use crate::http::{Body, HttpRequest, UpstreamError};
+use crate::model::{Kind, OrderRow, SubOrderRow};
+use crate::planner::WindowRules;
+use crate::sources::{self, SourceKind};
+use crate::timefmt;
+
+pub const MAX_PAGE_SIZE: u32 = 200;
+pub const FIRST_CURSOR: &str = "0";
+pub const OPTION_KEYS: &[&str] = &["time_type", "distribution_type", "pid", "query_order_type"];
+
+pub fn window_rules() -> WindowRules {
+    WindowRules {
+        horizon: Some(Duration::days(90)),
+        // Not documented, but a day per window keeps each query small and the checkpoint moving.
+        max_span: Some(Duration::days(1)),
+        same_day: false,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub time_type: TimeType,
+    pub distribution_type: Option<String>,
+    pub pid: Option<String>,
+    pub query_order_type: Option<u8>,
+}
+
+impl Options {
+    pub fn parse(table: &toml::Table) -> Result<Options, (String, String)> {
+        let time_type = TimeType::option(table)?;
+        let distribution_type =
+            match table.get("distribution_type") {
+                None => None,
+                Some(toml::Value::String(s))
+                    if ["Live", "ProductDetail", "ActivityMaterial"].contains(&s.as_str()) =>
+                {
+                    Some(s.clone())
+                }
+                Some(other) => return Err((
+                    "distribution_type".into(),
+                    format!(
+                        "must be \"Live\", \"ProductDetail\" or \"ActivityMaterial\", got {other}"
+                    ),
+                )),
+            };
+        let pid = match table.get("pid") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(other) => return Err(("pid".into(), format!("must be a string, got {other}"))),
+        };
+        let query_order_type = match table.get("query_order_type") {
+            None => None,
+            Some(toml::Value::Integer(n)) if (0..=1).contains(n) => Some(*n as u8),
+            Some(other) => {
+                return Err((
+                    "query_order_type".into(),
+                    format!("must be 0 or 1, got {other}"),
+                ))
+            }
+        };
+        Ok(Options {
+            time_type,
+            distribution_type,
+            pid,
+            query_order_type,
+        })
+    }
+}
+
+pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, UpstreamError> {
+    let mut url = Url::parse(q.endpoint)
+        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
+    let secret = |key: &str| {
+        q.auth
+            .get(key)
+            .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
+    };
+    let last_second = (q.window.end - Duration::seconds(1)).max(q.window.start);
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs
+            .append_pair("apkey", secret("apkey")?.expose())
+            .append_pair("dou_key", secret("dou_key")?.expose())
+            .append_pair("size", &q.page_size.to_string())
+            .append_pair("cursor", q.cursor)
+            .append_pair("start_time", &timefmt::fmt_seconds(q.window.start))
+            .append_pair("end_time", &timefmt::fmt_seconds(last_second))
+            .append_pair("time_type", opts.time_type.for_axis(q.axis).as_str());
+        if let Some(d) = &opts.distribution_type {
+            pairs.append_pair("distribution_type", d);
+        }
+        if let Some(pid) = &opts.pid {
+            pairs.append_pair("pid", pid);
+        }
+        if let Some(t) = opts.query_order_type {
+            pairs.append_pair("query_order_type", &t.to_string());
+        }
+    }
+    Ok(HttpRequest {
+        method: Method::GET,
+        url,
+        headers: Vec::new(),
+        body: Body::Empty,
+    })
+}
+
+fn classify(code: i64, msg: &str) -> UpstreamError {
+    let code_s = code.to_string();
+    match code {
+        -1 => UpstreamError::transient(code_s, msg),
+        429 => UpstreamError::RateLimited {
+            code: code_s,
+            message: msg.into(),
+            retry_after: None,
+        },
+        _ => UpstreamError::fatal(code_s, msg),
+    }
+}
+
+pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        // An error status with a non-JSON body still carries the documented code.
+        Err(_) if status != 200 => {
+            return Err(classify(i64::from(status), "non-JSON error answer"))
+        }
+        Err(e) => {
+            return Err(UpstreamError::transient(
+                "malformed",
+                format!("body is not JSON ({e})"),
+            ))
+        }
+    };
+    let msg = sources::text(&v, "msg").unwrap_or_default();
+    let code = match sources::int(&v, "code") {
+        Ok(Some(c)) => c,
+        Ok(None) if status != 200 => i64::from(status),
+        Ok(None) => return Err(UpstreamError::transient("malformed", "body has no `code`")),
+        Err(e) => return Err(UpstreamError::transient("malformed", e)),
+    };
+    if code != 200 {
+        return Err(classify(code, &msg));
+    }
+    if status != 200 {
+        return Err(classify(i64::from(status), &msg));
+    }
+    let data = v.get("data").unwrap_or(&Value::Null);
+    let rows = match data.get("orders") {
+        Some(Value::Array(rows)) => rows.as_slice(),
+        Some(Value::Null) | None => &[],
+        Some(_) => {
+            return Err(UpstreamError::transient(
+                "malformed",
+                "`data.orders` is not a list",
+            ))
+        }
+    };
+    let cursor = sources::text(data, "cursor").unwrap_or_default();
+    let orders = rows
+        .iter()
+        .map(normalise)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+    let last = orders.len() < q.page_size as usize || cursor.is_empty() || cursor == FIRST_CURSOR;
+    Ok(Page {
+        orders,
+        next_cursor: (!last).then_some(cursor),
+    })
+}
+
+pub fn normalise(row: &Value) -> Result<OrderRow, String> {
+    let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
+    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
+    let mut o = OrderRow::new(
+        SourceKind::Miaoyouquan,
+        order_id.clone(),
+        Kind::Affiliate,
+        raw.clone(),
+    );
+    o.status_raw = sources::text(row, "flow_point").unwrap_or_default();
+    o.status = sources::flow_point_status(SourceKind::Miaoyouquan, &o.status_raw);
+    o.pay_amount = sources::fen(row, "total_pay_amount")?;
+    let real = sources::fen(row, "ads_real_commission")?.filter(|c| *c != 0);
+    o.commission = match real {
+        Some(c) => Some(c),
+        None => sources::fen(row, "ads_estimated_commission")?,
+    };
+    o.paid_at = sources::time(row, "pay_success_time")?;
+    o.updated_at = sources::time(row, "update_time")?;
+    o.refunded_at = sources::time(row, "refund_time")?;
+    o.settled_at = sources::time(row, "settle_time")?;
+    o.confirmed_at = sources::time(row, "confirm_time")?;
+    o.shop_id = sources::id(row, "shop_id")?;
+    o.shop_name = sources::text(row, "shop_name");
+    o.product_id = sources::id(row, "product_id")?;
+    o.product_name = sources::text(row, "product_name");
+    o.item_num = sources::int(row, "item_num")?;
+    o.sub_orders.push(SubOrderRow {
+        sub_order_id: order_id,
+        sku_id: None,
+        product_id: o.product_id.clone(),
+        product_name: o.product_name.clone(),
+        item_num: o.item_num,
+        pay_amount: o.pay_amount,
+        status: o.status,
+        status_raw: o.status_raw.clone(),
+        raw,
+    });
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Auth;
+    use crate::model::Status;
+    use crate::sources::{Axis, SourceOptions};
+
+    const SAMPLE: &str = include_str!("../../tests/fixtures/miaoyouquan/sample_page.json");
+
+    fn with_query<R>(size: u32, f: impl FnOnce(&PageQuery<'_>) -> R) -> R {
+        let auth = Auth::default();
+        let options = SourceOptions::Miaoyouquan(Options::parse(&toml::Table::new()).unwrap());
+        let w = crate::planner::Window {
+            start: timefmt::parse_user_time("2023-07-31").unwrap(),
+            end: timefmt::parse_user_time("2023-08-01").unwrap(),
+        };
+        let q = PageQuery {
+            endpoint: "http://127.0.0.1:1/orders",
+            auth: &auth,
+            options: &options,
+            window: w,
+            cursor: "0",
+            page_size: size,
+            axis: Axis::Live,
+        };
+        f(&q)
+    }
+
+    #[test]
+    fn the_documented_sample_normalises_exactly() {
+        let page = with_query(20, |q| parse_page(q, 200, SAMPLE.as_bytes())).unwrap();
+        assert_eq!(
+            page.next_cursor, None,
+            "one row of a page of 20 is the last page"
+        );
+        let o = &page.orders[0];
+        assert_eq!(o.status, Status::Refunded);
+        assert_eq!(o.pay_amount, Some(390));
+        assert_eq!(o.commission, Some(213));
+        assert_eq!(
+            o.paid_at.map(timefmt::fmt_seconds).as_deref(),
+            Some("2023-07-31 17:34:19")
+        );
+        assert_eq!(
+            o.refunded_at.map(timefmt::fmt_seconds).as_deref(),
+            Some("2023-07-31 17:35:18")
+        );
+        assert_eq!(o.settled_at, None);
+        assert_eq!(o.confirmed_at, None);
+        assert_eq!(o.shop_id.as_deref(), Some("6800000"));
+        assert_eq!(o.sub_orders.len(), 1);
+        let full = with_query(1, |q| parse_page(q, 200, SAMPLE.as_bytes())).unwrap();
+        assert_eq!(
+            full.next_cursor.as_deref(),
+            Some("xx"),
+            "a full page has a next page"
+        );
+    }
+
+    #[test]
+    fn codes_from_body_or_http_status_are_classified() {
+        let check = |status: u16, body: &str| {
+            with_query(20, |q| parse_page(q, status, body.as_bytes())).unwrap_err()
+        };
+        assert!(
+            matches!(check(200, r#"{"code":-1,"msg":"数据获取失败"}"#), UpstreamError::Transient { code, .. } if code == "-1")
+        );
+        assert!(matches!(
+            check(200, r#"{"code":429,"msg":"访问次数超限"}"#),
+            UpstreamError::RateLimited { .. }
+        ));
+        for (code, what) in [
+            (401, "IP没有添加白名单"),
+            (403, "关键参数丢失"),
+            (405, "请求方式不对"),
+            (500100, "?"),
+        ] {
+            let body = format!(r#"{{"code":{code},"msg":"{what}"}}"#);
+            assert!(
+                matches!(check(200, &body), UpstreamError::Fatal { code: c, .. } if c == code.to_string()),
+                "{code}"
+            );
+        }
+        assert!(
+            matches!(check(401, "<html>forbidden</html>"), UpstreamError::Fatal { code, .. } if code == "401")
+        );
+        assert!(matches!(check(429, ""), UpstreamError::RateLimited { .. }));
+        assert!(matches!(
+            check(200, r#"{"code":200,"data":{"orders":[{"order_id""#),
+            UpstreamError::Transient { .. }
+        ));
+    }
+
+    #[test]
+    fn a_64_bit_numeric_order_id_stays_exact() {
+        let body = SAMPLE.replace("\"order_id\": \"xx\"", "\"order_id\": 6928535482621498461");
+        let page = with_query(20, |q| parse_page(q, 200, body.as_bytes())).unwrap();
+        assert_eq!(page.orders[0].order_id, "6928535482621498461");
+    }
+}
