@@ -32,7 +32,10 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Parses Prometheus text exposition by the format's rules; panics on a malformed line.
-fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// One sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.is_empty() {
@@ -88,11 +91,7 @@ fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
     out
 }
 
-fn metric(
-    all: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn metric(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     all.iter()
         .find(|(n, l, _)| {
             n == name

@@ -1,0 +1,320 @@
+//! Fault injection shared by every simulator: what can go wrong between ordersync and an upstream.
+//!
+//! [`Faults`] says how often each fault happens; a [`FaultInjector`] draws, per request, from a
+//! ChaCha RNG seeded with `Faults::seed`, so a given sequence of requests meets the same faults
+//! every time, and counts what it injected. Exactly one of the answer-replacing faults (5xx, 429,
+//! body-level rate limit, truncated body, malformed body) applies at most per request, chosen by one
+//! draw against the cumulative probabilities in that order; only when none applies does a second
+//! draw decide whether the (real) answer is slow. A faulted answer is never a rule violation.
+//!
+//! What each fault sends:
+//! - [`Fault::ServerError`]: HTTP 502 or 503 (even odds), `text/html` nginx-style error page.
+//! - [`Fault::TooManyRequests`]: HTTP 429, header `Retry-After: <retry_after_secs>`, `text/html` body.
+//! - [`Fault::BodyRateLimit`]: HTTP 200 with the source's own rate-limit JSON (the simulator supplies it).
+//! - [`Fault::Truncated`]: HTTP 200, the real JSON answer cut to its first half (at a byte, possibly
+//!   inside a UTF-8 sequence), `Content-Length` equal to the bytes actually sent.
+//! - [`Fault::Malformed`]: HTTP 200, `text/html` body `<html>upstream error</html>`.
+//! - [`Fault::Slow`]: the real answer, after sleeping `slow_ms`.
+
+use std::sync::Mutex;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::http;
+
+/// How often each fault happens, as probabilities per request (0 = never, 1 = always).
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// HTTP 502/503 with an HTML body.
+    pub p_5xx: f64,
+    /// HTTP 429 with `Retry-After: retry_after_secs`.
+    pub p_429: f64,
+    pub retry_after_secs: u64,
+    /// HTTP 200 with the source's body-level rate-limit code.
+    pub p_body_rate_limit: f64,
+    /// HTTP 200, the real JSON body cut off in the middle.
+    pub p_truncated: f64,
+    /// HTTP 200, a body that is not JSON.
+    pub p_malformed: f64,
+    /// Sleep `slow_ms` before giving the real answer.
+    pub p_slow: f64,
+    pub slow_ms: u64,
+    /// Seeds the injector's RNG.
+    pub seed: u64,
+}
+
+/// One injected fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this 5xx status and an HTML page.
+    ServerError(u16),
+    /// Answer 429 with this `Retry-After`.
+    TooManyRequests { retry_after_secs: u64 },
+    /// Answer 200 with the source's rate-limit body.
+    BodyRateLimit,
+    /// Answer with the real body cut in half.
+    Truncated,
+    /// Answer 200 with a non-JSON body.
+    Malformed,
+    /// Sleep this many milliseconds, then answer for real.
+    Slow { ms: u64 },
+}
+
+/// How many faults of each kind were injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub server_error: u64,
+    pub too_many_requests: u64,
+    pub body_rate_limit: u64,
+    pub truncated: u64,
+    pub malformed: u64,
+    pub slow: u64,
+}
+
+impl FaultCounts {
+    pub fn total(&self) -> u64 {
+        self.server_error
+            + self.too_many_requests
+            + self.body_rate_limit
+            + self.truncated
+            + self.malformed
+            + self.slow
+    }
+
+    fn count(&mut self, fault: Fault) {
+        let slot = match fault {
+            Fault::ServerError(_) => &mut self.server_error,
+            Fault::TooManyRequests { .. } => &mut self.too_many_requests,
+            Fault::BodyRateLimit => &mut self.body_rate_limit,
+            Fault::Truncated => &mut self.truncated,
+            Fault::Malformed => &mut self.malformed,
+            Fault::Slow { .. } => &mut self.slow,
+        };
+        *slot += 1;
+    }
+}
+
+/// Decides per request which fault, if any, applies; thread-safe, deterministic per request sequence.
+pub struct FaultInjector {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    faults: Faults,
+    rng: ChaCha8Rng,
+    counts: FaultCounts,
+}
+
+impl FaultInjector {
+    pub fn new(faults: Faults) -> FaultInjector {
+        FaultInjector {
+            inner: Mutex::new(Inner {
+                rng: ChaCha8Rng::seed_from_u64(faults.seed),
+                faults,
+                counts: FaultCounts::default(),
+            }),
+        }
+    }
+
+    /// Replaces the probabilities and reseeds the RNG with `faults.seed`; counts are kept.
+    pub fn set(&self, faults: Faults) {
+        let mut inner = self.lock();
+        inner.rng = ChaCha8Rng::seed_from_u64(faults.seed);
+        inner.faults = faults;
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.lock().faults.clone()
+    }
+
+    /// The fault for the next request, if any (counted).
+    pub fn decide(&self) -> Option<Fault> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let f = &inner.faults;
+        let draw: f64 = inner.rng.gen();
+        let mut edge = 0.0;
+        let mut fault = None;
+        for (p, candidate) in [
+            (f.p_5xx, Kind::ServerError),
+            (f.p_429, Kind::TooManyRequests),
+            (f.p_body_rate_limit, Kind::BodyRateLimit),
+            (f.p_truncated, Kind::Truncated),
+            (f.p_malformed, Kind::Malformed),
+        ] {
+            edge += probability(p);
+            if draw < edge {
+                fault = Some(candidate);
+                break;
+            }
+        }
+        let fault = match fault {
+            Some(Kind::ServerError) => Some(Fault::ServerError(if inner.rng.gen_bool(0.5) {
+                502
+            } else {
+                503
+            })),
+            Some(Kind::TooManyRequests) => Some(Fault::TooManyRequests {
+                retry_after_secs: f.retry_after_secs,
+            }),
+            Some(Kind::BodyRateLimit) => Some(Fault::BodyRateLimit),
+            Some(Kind::Truncated) => Some(Fault::Truncated),
+            Some(Kind::Malformed) => Some(Fault::Malformed),
+            None => {
+                let slow: f64 = inner.rng.gen();
+                (slow < probability(f.p_slow)).then_some(Fault::Slow { ms: f.slow_ms })
+            }
+        };
+        if let Some(fault) = fault {
+            inner.counts.count(fault);
+        }
+        fault
+    }
+
+    pub fn counts(&self) -> FaultCounts {
+        self.lock().counts
+    }
+
+    /// All faults injected so far.
+    pub fn total(&self) -> u64 {
+        self.counts().total()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    ServerError,
+    TooManyRequests,
+    BodyRateLimit,
+    Truncated,
+    Malformed,
+}
+
+/// A probability clamped to [0, 1]; NaN counts as 0.
+fn probability(p: f64) -> f64 {
+    if p.is_nan() {
+        0.0
+    } else {
+        p.clamp(0.0, 1.0)
+    }
+}
+
+/// The answer for a fault that replaces the real one (5xx, 429, body-level rate limit, malformed);
+/// `None` for [`Fault::Truncated`] and [`Fault::Slow`], which need the real answer first.
+/// `rate_limit_body` is the source's own rate-limit JSON.
+pub fn canned(fault: Fault, rate_limit_body: &[u8]) -> Option<Response> {
+    match fault {
+        Fault::ServerError(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let reason = status.canonical_reason().unwrap_or("Server Error");
+            let page = format!(
+                "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+                code = status.as_u16()
+            );
+            Some(http::with_type(status, "text/html", page.into_bytes()))
+        }
+        Fault::TooManyRequests { retry_after_secs } => {
+            let mut resp = http::with_type(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/html",
+                b"<html><body><h1>429 Too Many Requests</h1></body></html>".to_vec(),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            Some(resp)
+        }
+        Fault::BodyRateLimit => Some(http::json(rate_limit_body.to_vec())),
+        Fault::Malformed => Some(http::with_type(
+            StatusCode::OK,
+            "text/html",
+            b"<html>upstream error</html>".to_vec(),
+        )),
+        Fault::Truncated | Fault::Slow { .. } => None,
+    }
+}
+
+/// The real JSON answer cut to its first half (HTTP 200, `Content-Length` = bytes sent).
+pub fn truncated(mut body: Vec<u8>) -> Response {
+    body.truncate(body.len() / 2);
+    http::json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(faults: Faults, n: usize) -> Vec<Option<Fault>> {
+        let inj = FaultInjector::new(faults);
+        (0..n).map(|_| inj.decide()).collect()
+    }
+
+    #[test]
+    fn no_faults_by_default() {
+        let inj = FaultInjector::new(Faults::default());
+        assert!((0..1000).all(|_| inj.decide().is_none()));
+        assert_eq!(inj.total(), 0);
+    }
+
+    #[test]
+    fn same_seed_same_faults_and_rates_roughly_right() {
+        let faults = Faults {
+            p_5xx: 0.1,
+            p_429: 0.1,
+            retry_after_secs: 7,
+            p_truncated: 0.1,
+            p_slow: 0.5,
+            slow_ms: 3,
+            seed: 11,
+            ..Faults::default()
+        };
+        let a = draws(faults.clone(), 5000);
+        assert_eq!(a, draws(faults.clone(), 5000));
+        let inj = FaultInjector::new(faults);
+        for _ in 0..5000 {
+            inj.decide();
+        }
+        let c = inj.counts();
+        for (n, expected) in [
+            (c.server_error, 500.0),
+            (c.too_many_requests, 500.0),
+            (c.truncated, 500.0),
+            (c.slow, 0.5 * 3500.0),
+        ] {
+            assert!((n as f64 - expected).abs() < expected * 0.2, "{c:?}");
+        }
+        assert_eq!(c.body_rate_limit + c.malformed, 0);
+        assert_eq!(c.total(), inj.total());
+        assert!(a.contains(&Some(Fault::TooManyRequests {
+            retry_after_secs: 7
+        })));
+        assert!(a.contains(&Some(Fault::ServerError(502))));
+        assert!(a.contains(&Some(Fault::ServerError(503))));
+    }
+
+    #[test]
+    fn certain_fault_always_applies_and_nonsense_probabilities_are_clamped() {
+        let always = Faults {
+            p_malformed: 1.0,
+            ..Faults::default()
+        };
+        assert!(draws(always, 100)
+            .iter()
+            .all(|f| *f == Some(Fault::Malformed)));
+        let nonsense = Faults {
+            p_5xx: f64::NAN,
+            p_429: -3.0,
+            p_truncated: 7.0,
+            ..Faults::default()
+        };
+        assert!(draws(nonsense, 100)
+            .iter()
+            .all(|f| *f == Some(Fault::Truncated)));
+    }
+}

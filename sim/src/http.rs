@@ -1,0 +1,97 @@
+//! The HTTP plumbing every simulator shares: bind-then-serve on the current runtime, request
+//! parameters from the query string and a form body, and JSON answers.
+//!
+//! Invariant: the listener is bound before [`serve`] returns, so a client started afterwards never
+//! races the server; dropping the [`Server`] stops it.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio::task::JoinHandle;
+
+/// A running server task; aborted on drop.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` now, then serves `router` on a task of the current tokio runtime.
+pub(crate) async fn serve(router: Router, addr: SocketAddr) -> std::io::Result<Server> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        // Serving only ends when the task is aborted or the listener fails; either way we stop.
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(Server { addr, task })
+}
+
+/// A request's parameters: the query string, then (for a form POST) the body; a later value of
+/// the same name wins, as in PHP. Decoding is lossy, never failing.
+#[derive(Debug, Default)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub(crate) fn new(query: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Params {
+        let mut pairs: Vec<(String, String)> =
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/x-www-form-urlencoded"));
+        if is_form {
+            pairs.extend(
+                form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())),
+            );
+        }
+        Params(pairs)
+    }
+
+    /// The last value of `name`, if any.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of `name`, treating an empty value as absent (as PHP's `empty()` would).
+    pub(crate) fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `k=v&…` for a violation line, leaving out the parameters named in `hide` (secrets).
+    pub(crate) fn echo(&self, hide: &[&str]) -> String {
+        self.0
+            .iter()
+            .filter(|(k, _)| !hide.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+/// An HTTP 200 answer with a JSON body.
+pub(crate) fn json(body: Vec<u8>) -> Response {
+    with_type(StatusCode::OK, "application/json; charset=utf-8", body)
+}
+
+/// An answer with the given status, content type and body (Content-Length set from the body).
+pub(crate) fn with_type(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

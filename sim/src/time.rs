@@ -1,0 +1,75 @@
+//! Beijing wall-clock time ↔ unix seconds, as the simulated APIs speak it.
+//!
+//! A `NaiveDateTime` here is always Beijing time (UTC+8, no DST); its instant is that wall clock
+//! minus eight hours read as UTC. Every conversion is total: unreadable text gives `None`, never a panic.
+
+use chrono::{NaiveDateTime, Timelike};
+
+/// Beijing is UTC+8 all year.
+pub(crate) const BEIJING_OFFSET: i64 = 8 * 3600;
+
+/// The `YYYY-MM-DD HH:MM:SS` wall-clock format the APIs accept.
+pub(crate) const WALL_CLOCK: &str = "%Y-%m-%d %H:%M:%S";
+
+/// Drops any fraction of a second.
+pub(crate) fn truncate(t: NaiveDateTime) -> NaiveDateTime {
+    t.with_nanosecond(0).unwrap_or(t)
+}
+
+/// The unix seconds of a Beijing wall-clock time.
+pub(crate) fn to_unix(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp() - BEIJING_OFFSET
+}
+
+/// The Beijing wall-clock time of unix seconds, if representable.
+#[cfg(test)]
+pub(crate) fn from_unix(secs: i64) -> Option<NaiveDateTime> {
+    chrono::DateTime::from_timestamp(secs.checked_add(BEIJING_OFFSET)?, 0).map(|t| t.naive_utc())
+}
+
+/// Renders a time the way veapi does: 10-digit unix seconds, `"0"` for none.
+pub(crate) fn unix_text(t: Option<NaiveDateTime>) -> String {
+    t.map_or_else(|| "0".to_string(), |t| to_unix(t).to_string())
+}
+
+/// Reads a request time: Beijing `YYYY-MM-DD HH:MM:SS` or 10-digit unix seconds, as unix seconds.
+pub(crate) fn parse_request_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.len() == 10 && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok();
+    }
+    NaiveDateTime::parse_from_str(text, WALL_CLOCK)
+        .ok()
+        .map(to_unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_request_formats_name_the_same_instant() {
+        let wall = parse_request_time("2024-04-05 17:21:35");
+        assert_eq!(wall, Some(1_712_308_895));
+        assert_eq!(parse_request_time("1712308895"), wall);
+        assert_eq!(from_unix(1_712_308_895).map(to_unix), Some(1_712_308_895));
+    }
+
+    #[test]
+    fn other_shapes_are_refused() {
+        for bad in [
+            "",
+            "171230889",
+            "17123088950",
+            "1712308895000",
+            "2024-04-05",
+            "2024-04-05T17:21:35",
+            "2024-04-05 17:21:35.000",
+            "2024-13-05 17:21:35",
+            "yesterday",
+            "-712308895",
+        ] {
+            assert_eq!(parse_request_time(bad), None, "{bad:?}");
+        }
+    }
+}
