@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Auth, Pipeline, Schedule};
 use crate::engine::{Engine, Mode, RunReport};
 use crate::metrics;
+use crate::notify;
 use crate::store::Outcome;
 use crate::timefmt;
 
@@ -179,7 +180,7 @@ pub async fn run(
                         if report.outcome == Outcome::Failed {
                             tracing::warn!(pipeline = %p.name, "run failed; next attempt on the next tick");
                         }
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status_line(&report))]);
+                        notify::status(&status_line(&report));
                     }
                 },
                 |n| {
@@ -192,16 +193,14 @@ pub async fn run(
             .await
         });
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status("running")]);
-    let mut watchdog_usec = 0;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
-        .then(|| Duration::from_micros(watchdog_usec / 2));
+    notify::send("READY=1");
+    notify::status("running");
+    let watchdog = notify::watchdog_interval();
     let ping = async {
         match watchdog {
             Some(every) => loop {
                 tokio::time::sleep(every).await;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                notify::send("WATCHDOG=1");
             },
             None => std::future::pending::<()>().await,
         }
@@ -211,7 +210,7 @@ pub async fn run(
         _ = ping => {}
     }
     tracing::info!("shutting down: finishing the pages in hand");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    notify::send("STOPPING=1");
     let drain = async { while tasks.join_next().await.is_some() {} };
     tokio::select! {
         _ = drain => tracing::info!("all pipelines stopped"),

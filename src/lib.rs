@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod money;
+pub mod notify;
 pub mod planner;
 pub mod redact;
 pub mod secret;

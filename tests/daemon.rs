@@ -112,6 +112,18 @@ fn runs_with(h: &Harness, pipeline: &str, outcome: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Kills the daemon if the test ends early (a failed assertion must not leave it running).
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn sigterm(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -167,11 +179,46 @@ vekey = "not-the-key"
         endpoint = h.sim.endpoint(),
     );
     std::fs::write(h.config_path(), config).unwrap();
-    let mut child = h
+    // A real notify socket, as systemd gives a Type=notify unit, with a 0.4 s watchdog.
+    let notify_path = h.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(StdDuration::from_millis(200)))
+        .unwrap();
+    let child = h
         .command(&["run"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut reaper = Reaper(child);
+    let child = &mut reaper.0;
+    // Drain stderr as it comes, so a full pipe can never stall the daemon's logging.
+    let mut child_stderr = child.stderr.take().unwrap();
+    let log_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = child_stderr.read_to_string(&mut text);
+        text
+    });
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let collected = messages.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match notify.recv(&mut buf) {
+                Ok(n) => collected
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string()),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return,
+            }
+        }
+    });
 
     let deadline = Instant::now() + StdDuration::from_secs(60);
     while runs_with(&h, "ve", "ok") < 2 || runs_with(&h, "broken", "failed") < 2 {
@@ -230,15 +277,25 @@ vekey = "not-the-key"
     );
     assert!(metric(&all, "ordersync_requests_total", &[("pipeline", "ve")]).unwrap() >= 2.0);
 
-    sigterm(&child);
-    let code = wait_exit(&mut child, StdDuration::from_secs(25));
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    // systemd heard READY=1, a one-line STATUS= after runs, and watchdog pings.
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    loop {
+        let got = messages.lock().unwrap().clone();
+        let ready = got.iter().any(|m| m.lines().any(|l| l == "READY=1"));
+        let status = got
+            .iter()
+            .any(|m| m.starts_with("STATUS=ve ok:") && m.trim_end().lines().count() == 1);
+        let watchdog = got.iter().any(|m| m.lines().any(|l| l == "WATCHDOG=1"));
+        if ready && status && watchdog {
+            break;
+        }
+        assert!(Instant::now() < deadline, "notify messages: {got:?}");
+        std::thread::sleep(StdDuration::from_millis(50));
+    }
+
+    sigterm(child);
+    let code = wait_exit(child, StdDuration::from_secs(25));
+    let stderr = log_reader.join().unwrap();
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         !stderr.contains(VEKEY) && !stderr.contains("not-the-key"),

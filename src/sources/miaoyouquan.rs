@@ -44,21 +44,22 @@ pub struct Options {
 impl Options {
     pub fn parse(table: &toml::Table) -> Result<Options, (String, String)> {
         let time_type = TimeType::option(table)?;
-        let distribution_type =
-            match table.get("distribution_type") {
-                None => None,
-                Some(toml::Value::String(s))
-                    if ["Live", "ProductDetail", "ActivityMaterial"].contains(&s.as_str()) =>
-                {
-                    Some(s.clone())
-                }
-                Some(other) => return Err((
+        let distribution_type = match table.get("distribution_type") {
+            None => None,
+            Some(toml::Value::String(s))
+                if ["Live", "ProductDetail", "ActivityMaterial"].contains(&s.as_str()) =>
+            {
+                Some(s.clone())
+            }
+            Some(other) => {
+                return Err((
                     "distribution_type".into(),
                     format!(
                         "must be \"Live\", \"ProductDetail\" or \"ActivityMaterial\", got {other}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let pid = match table.get("pid") {
             None => None,
             Some(toml::Value::String(s)) => Some(s.clone()),
