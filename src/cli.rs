@@ -368,14 +368,6 @@ async fn backfill(engine: &Engine, p: &Pipeline, auth: &Auth, mode: Mode) -> Run
     });
     let mut rows = 0u64;
     let mut on_event = |e: &RunEvent| {
-        if let RunEvent::Planned { clamp: Some(c), .. } = e {
-            eprintln!(
-                "ordersync: pipeline `{}`: --from {} is older than upstream keeps; starting at {}",
-                p.name,
-                timefmt::fmt_seconds(c.requested),
-                timefmt::fmt_seconds(c.effective)
-            );
-        }
         let Some(bar) = &bar else { return };
         match e {
             RunEvent::Planned { windows, .. } => bar.set_length(*windows as u64),
@@ -399,6 +391,14 @@ async fn backfill(engine: &Engine, p: &Pipeline, auth: &Auth, mode: Mode) -> Run
 }
 
 fn print_report(r: &RunReport) {
+    if let Some(c) = &r.clamp {
+        eprintln!(
+            "ordersync: pipeline `{}`: {} is older than upstream keeps (90 days); fetched from {} instead",
+            r.pipeline,
+            timefmt::fmt_seconds(c.requested),
+            timefmt::fmt_seconds(c.effective)
+        );
+    }
     println!(
         "{} [{}]: {}, {} rows seen, {} changed, {} requests, {} windows, watermark {}, {:.1}s",
         r.pipeline,

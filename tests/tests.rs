@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod crash;
 mod daemon;
+mod miaoyouquan;
 mod systemd;
 mod veapi;

@@ -3,14 +3,22 @@
 //! [`Faults`] says how often each fault happens; a [`FaultInjector`] draws, per request, from a
 //! ChaCha RNG seeded with `Faults::seed`, so a given sequence of requests meets the same faults
 //! every time, and counts what it injected. Exactly one of the answer-replacing faults (5xx, 429,
-//! body-level rate limit, truncated body, malformed body) applies at most per request, chosen by one
-//! draw against the cumulative probabilities in that order; only when none applies does a second
-//! draw decide whether the (real) answer is slow. A faulted answer is never a rule violation.
+//! body-level rate limit, body-level transient error, truncated body, malformed body) applies at
+//! most per request, chosen by one draw against the cumulative probabilities in that order; only
+//! when none applies does a second draw decide whether the (real) answer is slow. A faulted answer
+//! is never a rule violation.
 //!
-//! What each fault sends:
+//! The body-level transient error exists only for sources that document such a code (miaoyouquan's
+//! `-1`), so its probability is not a field of [`Faults`] (whose literals are written out in full by
+//! ordersync's tests) but set per injector with [`FaultInjector::set_body_transient`]; it stays 0
+//! for the others, whose sequence of faults is therefore exactly what it was before it existed.
+//!
+//! What each fault sends (the source's own words come from its [`SourceBodies`]):
 //! - [`Fault::ServerError`]: HTTP 502 or 503 (even odds), `text/html` nginx-style error page.
-//! - [`Fault::TooManyRequests`]: HTTP 429, header `Retry-After: <retry_after_secs>`, `text/html` body.
+//! - [`Fault::TooManyRequests`]: HTTP 429, header `Retry-After: <retry_after_secs>`, and the source's
+//!   JSON for it if it has one, else a `text/html` body.
 //! - [`Fault::BodyRateLimit`]: HTTP 200 with the source's own rate-limit JSON (the simulator supplies it).
+//! - [`Fault::BodyTransient`]: HTTP 200 with the source's own "failed, try again" JSON.
 //! - [`Fault::Truncated`]: HTTP 200, the real JSON answer cut to its first half (at a byte, possibly
 //!   inside a UTF-8 sequence), `Content-Length` equal to the bytes actually sent.
 //! - [`Fault::Malformed`]: HTTP 200, `text/html` body `<html>upstream error</html>`.
@@ -55,6 +63,8 @@ pub enum Fault {
     TooManyRequests { retry_after_secs: u64 },
     /// Answer 200 with the source's rate-limit body.
     BodyRateLimit,
+    /// Answer 200 with the source's transient-error body.
+    BodyTransient,
     /// Answer with the real body cut in half.
     Truncated,
     /// Answer 200 with a non-JSON body.
@@ -69,6 +79,7 @@ pub struct FaultCounts {
     pub server_error: u64,
     pub too_many_requests: u64,
     pub body_rate_limit: u64,
+    pub body_transient: u64,
     pub truncated: u64,
     pub malformed: u64,
     pub slow: u64,
@@ -79,6 +90,7 @@ impl FaultCounts {
         self.server_error
             + self.too_many_requests
             + self.body_rate_limit
+            + self.body_transient
             + self.truncated
             + self.malformed
             + self.slow
@@ -89,6 +101,7 @@ impl FaultCounts {
             Fault::ServerError(_) => &mut self.server_error,
             Fault::TooManyRequests { .. } => &mut self.too_many_requests,
             Fault::BodyRateLimit => &mut self.body_rate_limit,
+            Fault::BodyTransient => &mut self.body_transient,
             Fault::Truncated => &mut self.truncated,
             Fault::Malformed => &mut self.malformed,
             Fault::Slow { .. } => &mut self.slow,
@@ -104,6 +117,8 @@ pub struct FaultInjector {
 
 struct Inner {
     faults: Faults,
+    /// Probability of [`Fault::BodyTransient`]; 0 unless the source set it.
+    p_body_transient: f64,
     rng: ChaCha8Rng,
     counts: FaultCounts,
 }
@@ -114,12 +129,14 @@ impl FaultInjector {
             inner: Mutex::new(Inner {
                 rng: ChaCha8Rng::seed_from_u64(faults.seed),
                 faults,
+                p_body_transient: 0.0,
                 counts: FaultCounts::default(),
             }),
         }
     }
 
-    /// Replaces the probabilities and reseeds the RNG with `faults.seed`; counts are kept.
+    /// Replaces the probabilities and reseeds the RNG with `faults.seed`; counts and the
+    /// body-transient probability are kept.
     pub fn set(&self, faults: Faults) {
         let mut inner = self.lock();
         inner.rng = ChaCha8Rng::seed_from_u64(faults.seed);
@@ -128,6 +145,16 @@ impl FaultInjector {
 
     pub fn faults(&self) -> Faults {
         self.lock().faults.clone()
+    }
+
+    /// Sets the probability of [`Fault::BodyTransient`] (only for a source that has such a code);
+    /// the RNG is not reseeded.
+    pub fn set_body_transient(&self, p: f64) {
+        self.lock().p_body_transient = p;
+    }
+
+    pub fn body_transient(&self) -> f64 {
+        self.lock().p_body_transient
     }
 
     /// The fault for the next request, if any (counted).
@@ -142,6 +169,7 @@ impl FaultInjector {
             (f.p_5xx, Kind::ServerError),
             (f.p_429, Kind::TooManyRequests),
             (f.p_body_rate_limit, Kind::BodyRateLimit),
+            (inner.p_body_transient, Kind::BodyTransient),
             (f.p_truncated, Kind::Truncated),
             (f.p_malformed, Kind::Malformed),
         ] {
@@ -161,6 +189,7 @@ impl FaultInjector {
                 retry_after_secs: f.retry_after_secs,
             }),
             Some(Kind::BodyRateLimit) => Some(Fault::BodyRateLimit),
+            Some(Kind::BodyTransient) => Some(Fault::BodyTransient),
             Some(Kind::Truncated) => Some(Fault::Truncated),
             Some(Kind::Malformed) => Some(Fault::Malformed),
             None => {
@@ -193,6 +222,7 @@ enum Kind {
     ServerError,
     TooManyRequests,
     BodyRateLimit,
+    BodyTransient,
     Truncated,
     Malformed,
 }
@@ -206,10 +236,33 @@ fn probability(p: f64) -> f64 {
     }
 }
 
-/// The answer for a fault that replaces the real one (5xx, 429, body-level rate limit, malformed);
-/// `None` for [`Fault::Truncated`] and [`Fault::Slow`], which need the real answer first.
-/// `rate_limit_body` is the source's own rate-limit JSON.
-pub fn canned(fault: Fault, rate_limit_body: &[u8]) -> Option<Response> {
+/// What a source says, in its own JSON, for the faults that carry its words.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceBodies<'a> {
+    /// The body-level rate-limit answer, sent with HTTP 200.
+    pub rate_limit: &'a [u8],
+    /// The body-level transient-error answer, sent with HTTP 200; `None` for a source without one
+    /// (its injector never draws [`Fault::BodyTransient`]).
+    pub transient: Option<&'a [u8]>,
+    /// The body sent with HTTP 429; `None`: an HTML page.
+    pub too_many_requests: Option<&'a [u8]>,
+}
+
+impl<'a> SourceBodies<'a> {
+    /// A source whose only words are its rate-limit body (HTTP 429 then carries an HTML page).
+    pub fn rate_limit_only(rate_limit: &'a [u8]) -> SourceBodies<'a> {
+        SourceBodies {
+            rate_limit,
+            transient: None,
+            too_many_requests: None,
+        }
+    }
+}
+
+/// The answer for a fault that replaces the real one (5xx, 429, body-level rate limit or transient
+/// error, malformed); `None` for [`Fault::Truncated`] and [`Fault::Slow`], which need the real
+/// answer first, and for [`Fault::BodyTransient`] when the source has no transient body.
+pub fn canned(fault: Fault, bodies: &SourceBodies<'_>) -> Option<Response> {
     match fault {
         Fault::ServerError(status) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -221,16 +274,20 @@ pub fn canned(fault: Fault, rate_limit_body: &[u8]) -> Option<Response> {
             Some(http::with_type(status, "text/html", page.into_bytes()))
         }
         Fault::TooManyRequests { retry_after_secs } => {
-            let mut resp = http::with_type(
-                StatusCode::TOO_MANY_REQUESTS,
-                "text/html",
-                b"<html><body><h1>429 Too Many Requests</h1></body></html>".to_vec(),
-            );
+            let mut resp = match bodies.too_many_requests {
+                Some(body) => http::json_with_status(StatusCode::TOO_MANY_REQUESTS, body.to_vec()),
+                None => http::with_type(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "text/html",
+                    b"<html><body><h1>429 Too Many Requests</h1></body></html>".to_vec(),
+                ),
+            };
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             Some(resp)
         }
-        Fault::BodyRateLimit => Some(http::json(rate_limit_body.to_vec())),
+        Fault::BodyRateLimit => Some(http::json(bodies.rate_limit.to_vec())),
+        Fault::BodyTransient => bodies.transient.map(|body| http::json(body.to_vec())),
         Fault::Malformed => Some(http::with_type(
             StatusCode::OK,
             "text/html",
@@ -289,7 +346,7 @@ mod tests {
         ] {
             assert!((n as f64 - expected).abs() < expected * 0.2, "{c:?}");
         }
-        assert_eq!(c.body_rate_limit + c.malformed, 0);
+        assert_eq!(c.body_rate_limit + c.body_transient + c.malformed, 0);
         assert_eq!(c.total(), inj.total());
         assert!(a.contains(&Some(Fault::TooManyRequests {
             retry_after_secs: 7
@@ -316,5 +373,34 @@ mod tests {
         assert!(draws(nonsense, 100)
             .iter()
             .all(|f| *f == Some(Fault::Truncated)));
+    }
+
+    #[test]
+    fn body_transient_takes_its_slot_and_leaves_other_sequences_alone() {
+        let faults = Faults {
+            p_5xx: 0.2,
+            p_truncated: 0.2,
+            seed: 3,
+            ..Faults::default()
+        };
+        let plain = draws(faults.clone(), 2000);
+        let inj = FaultInjector::new(faults.clone());
+        inj.set_body_transient(0.0);
+        assert_eq!((0..2000).map(|_| inj.decide()).collect::<Vec<_>>(), plain);
+
+        let inj = FaultInjector::new(faults);
+        inj.set_body_transient(0.3);
+        for _ in 0..2000 {
+            inj.decide();
+        }
+        let c = inj.counts();
+        assert!(c.body_transient.abs_diff(600) < 120, "{c:?}");
+        assert!(c.server_error.abs_diff(400) < 80, "{c:?}");
+        assert_eq!(c.total(), c.server_error + c.body_transient + c.truncated);
+        inj.set(Faults::default());
+        assert_eq!(inj.body_transient(), 0.3, "kept across set()");
+        let always = FaultInjector::new(Faults::default());
+        always.set_body_transient(1.0);
+        assert!((0..50).all(|_| always.decide() == Some(Fault::BodyTransient)));
     }
 }

@@ -85,7 +85,12 @@ impl Params {
 
 /// An HTTP 200 answer with a JSON body.
 pub(crate) fn json(body: Vec<u8>) -> Response {
-    with_type(StatusCode::OK, "application/json; charset=utf-8", body)
+    json_with_status(StatusCode::OK, body)
+}
+
+/// An answer with the given status and a JSON body.
+pub(crate) fn json_with_status(status: StatusCode, body: Vec<u8>) -> Response {
+    with_type(status, "application/json; charset=utf-8", body)
 }
 
 /// An answer with the given status, content type and body (Content-Length set from the body).

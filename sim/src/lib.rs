@@ -9,11 +9,24 @@
 
 pub mod faults;
 mod http;
+mod keyset;
+pub mod miaoyouquan;
+mod names;
 mod time;
 pub mod veapi;
 
 pub use faults::Faults;
-pub use veapi::{Mutation, VeOrder, VeapiSim, VeapiSimConfig};
+pub use miaoyouquan::{MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder};
+pub use veapi::{VeOrder, VeapiSim, VeapiSimConfig};
+
+/// A change made by a simulator's `mutate`: `from` → `to` flow point. A commission revision without
+/// a status change is reported with `from == to`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mutation {
+    pub order_id: String,
+    pub from: String,
+    pub to: String,
+}
 
 /// Now, as Beijing wall-clock time (UTC + 8 h), truncated to whole seconds.
 pub fn beijing_now() -> chrono::NaiveDateTime {

@@ -32,6 +32,28 @@ pub(crate) fn unix_text(t: Option<NaiveDateTime>) -> String {
     t.map_or_else(|| "0".to_string(), |t| to_unix(t).to_string())
 }
 
+/// Renders a time the way miaoyouquan does: `YYYY-MM-DD HH:MM:SS`, `None` (JSON `null`) for none.
+pub(crate) fn wall_text(t: Option<NaiveDateTime>) -> Option<String> {
+    t.map(|t| t.format(WALL_CLOCK).to_string())
+}
+
+/// Reads a request time that must be exactly `YYYY-MM-DD HH:MM:SS` (zero-padded, 19 characters;
+/// surrounding blanks ignored), as Beijing wall clock.
+pub(crate) fn parse_wall_clock(text: &str) -> Option<NaiveDateTime> {
+    let text = text.trim();
+    let shaped = text.len() == 19
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+    if !shaped {
+        return None;
+    }
+    NaiveDateTime::parse_from_str(text, WALL_CLOCK).ok()
+}
+
 /// Reads a request time: Beijing `YYYY-MM-DD HH:MM:SS` or 10-digit unix seconds, as unix seconds.
 pub(crate) fn parse_request_time(text: &str) -> Option<i64> {
     let text = text.trim();
@@ -53,6 +75,32 @@ mod tests {
         assert_eq!(wall, Some(1_712_308_895));
         assert_eq!(parse_request_time("1712308895"), wall);
         assert_eq!(from_unix(1_712_308_895).map(to_unix), Some(1_712_308_895));
+    }
+
+    #[test]
+    fn wall_clock_only_means_exactly_that_shape() {
+        let t = parse_wall_clock(" 2024-04-05 17:21:35 ");
+        assert_eq!(t.map(to_unix), Some(1_712_308_895));
+        assert_eq!(
+            wall_text(t).as_deref(),
+            Some("2024-04-05 17:21:35"),
+            "round trip"
+        );
+        assert_eq!(wall_text(None), None);
+        for bad in [
+            "",
+            "1712308895",
+            "2024-4-5 17:21:35",
+            "2024-04-05 7:21:35",
+            "2024-04-05T17:21:35",
+            "2024/04/05 17:21:35",
+            "2024-04-05 17:21:35.000",
+            "2024-02-30 17:21:35",
+            "2024-04-05 24:00:00",
+            "２０２４-04-05 17:21:35",
+        ] {
+            assert_eq!(parse_wall_clock(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -710,6 +710,7 @@ async fn faults_answer_as_documented_and_are_not_violations() {
             server_error: 20,
             too_many_requests: 1,
             body_rate_limit: 1,
+            body_transient: 0,
             truncated: 1,
             malformed: 1,
             slow: 1,

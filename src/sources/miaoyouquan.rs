@@ -15,7 +15,7 @@ use url::Url;
 
 use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
-use crate::model::{Kind, OrderRow, SubOrderRow};
+use crate::model::OrderRow;
 use crate::planner::WindowRules;
 use crate::sources::{self, SourceKind};
 use crate::timefmt;
@@ -27,8 +27,8 @@ pub const OPTION_KEYS: &[&str] = &["time_type", "distribution_type", "pid", "que
 pub fn window_rules() -> WindowRules {
     WindowRules {
         horizon: Some(Duration::days(90)),
-        // Not documented, but a day per window keeps each query small and the checkpoint moving.
-        max_span: Some(Duration::days(1)),
+        // Implied by the horizon, and refused by upstream beyond it.
+        max_span: Some(Duration::days(90)),
         same_day: false,
     }
 }
@@ -186,44 +186,7 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
 }
 
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
-    let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
-    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
-    let mut o = OrderRow::new(
-        SourceKind::Miaoyouquan,
-        order_id.clone(),
-        Kind::Affiliate,
-        raw.clone(),
-    );
-    o.status_raw = sources::text(row, "flow_point").unwrap_or_default();
-    o.status = sources::flow_point_status(SourceKind::Miaoyouquan, &o.status_raw);
-    o.pay_amount = sources::fen(row, "total_pay_amount")?;
-    let real = sources::fen(row, "ads_real_commission")?.filter(|c| *c != 0);
-    o.commission = match real {
-        Some(c) => Some(c),
-        None => sources::fen(row, "ads_estimated_commission")?,
-    };
-    o.paid_at = sources::time(row, "pay_success_time")?;
-    o.updated_at = sources::time(row, "update_time")?;
-    o.refunded_at = sources::time(row, "refund_time")?;
-    o.settled_at = sources::time(row, "settle_time")?;
-    o.confirmed_at = sources::time(row, "confirm_time")?;
-    o.shop_id = sources::id(row, "shop_id")?;
-    o.shop_name = sources::text(row, "shop_name");
-    o.product_id = sources::id(row, "product_id")?;
-    o.product_name = sources::text(row, "product_name");
-    o.item_num = sources::int(row, "item_num")?;
-    o.sub_orders.push(SubOrderRow {
-        sub_order_id: order_id,
-        sku_id: None,
-        product_id: o.product_id.clone(),
-        product_name: o.product_name.clone(),
-        item_num: o.item_num,
-        pay_amount: o.pay_amount,
-        status: o.status,
-        status_raw: o.status_raw.clone(),
-        raw,
-    });
-    Ok(o)
+    sources::affiliate_order(SourceKind::Miaoyouquan, row, "ads_estimated_commission")
 }
 
 #[cfg(test)]

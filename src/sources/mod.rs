@@ -53,7 +53,7 @@ impl SourceKind {
 
     /// Whether this build can sync the source (the others are configurable but not yet fetched).
     pub fn implemented(self) -> bool {
-        matches!(self, SourceKind::Veapi)
+        matches!(self, SourceKind::Veapi | SourceKind::Miaoyouquan)
     }
 
     pub fn default_endpoint(self) -> Option<&'static str> {
@@ -70,7 +70,7 @@ impl SourceKind {
     pub fn max_page_size(self) -> u32 {
         match self {
             SourceKind::Veapi => veapi::MAX_PAGE_SIZE,
-            SourceKind::Miaoyouquan => 200,
+            SourceKind::Miaoyouquan => miaoyouquan::MAX_PAGE_SIZE,
             SourceKind::Unidesk => 100,
             SourceKind::Damaijia => 100,
             SourceKind::Sxt => 1,
@@ -214,6 +214,49 @@ pub fn flow_point_status(kind: SourceKind, flow_point: &str) -> crate::model::St
             Status::Unknown
         }
     }
+}
+
+/// One Douyin affiliate order row (veapi, miaoyouquan: the same fields under the same names, but
+/// for the commission estimate) → an `affiliate` order with its single line.
+pub fn affiliate_order(
+    kind: SourceKind,
+    row: &Value,
+    estimated_commission_key: &str,
+) -> Result<OrderRow, String> {
+    use crate::model::{Kind, SubOrderRow};
+    let order_id = id(row, "order_id")?.ok_or("row has no order_id")?;
+    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
+    let mut o = OrderRow::new(kind, order_id.clone(), Kind::Affiliate, raw.clone());
+    o.status_raw = text(row, "flow_point").unwrap_or_default();
+    o.status = flow_point_status(kind, &o.status_raw);
+    o.pay_amount = fen(row, "total_pay_amount")?;
+    // Settled orders carry the real commission; until then, the estimate.
+    o.commission = match fen(row, "ads_real_commission")?.filter(|c| *c != 0) {
+        Some(c) => Some(c),
+        None => fen(row, estimated_commission_key)?,
+    };
+    o.paid_at = time(row, "pay_success_time")?;
+    o.updated_at = time(row, "update_time")?;
+    o.refunded_at = time(row, "refund_time")?;
+    o.settled_at = time(row, "settle_time")?;
+    o.confirmed_at = time(row, "confirm_time")?;
+    o.shop_id = id(row, "shop_id")?;
+    o.shop_name = text(row, "shop_name");
+    o.product_id = id(row, "product_id")?;
+    o.product_name = text(row, "product_name");
+    o.item_num = int(row, "item_num")?;
+    o.sub_orders.push(SubOrderRow {
+        sub_order_id: order_id,
+        sku_id: None,
+        product_id: o.product_id.clone(),
+        product_name: o.product_name.clone(),
+        item_num: o.item_num,
+        pay_amount: o.pay_amount,
+        status: o.status,
+        status_raw: o.status_raw.clone(),
+        raw,
+    });
+    Ok(o)
 }
 
 /// Which time a window is about: live syncs follow updates, backfills follow payment.

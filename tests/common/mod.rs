@@ -183,14 +183,18 @@ pub fn expected(o: &VeOrder) -> ExpectedOrder {
 }
 
 pub fn stored_orders(conn: &Connection) -> Vec<ExpectedOrder> {
+    stored_orders_of(conn, "veapi")
+}
+
+pub fn stored_orders_of(conn: &Connection, source: &str) -> Vec<ExpectedOrder> {
     let mut stmt = conn
         .prepare(
             "SELECT order_id, status, status_raw, pay_amount, commission, paid_at, updated_at, refunded_at, \
              settled_at, confirmed_at, shop_id, shop_name, product_id, product_name, item_num \
-             FROM orders WHERE source = 'veapi' ORDER BY order_id",
+             FROM orders WHERE source = ?1 ORDER BY order_id",
         )
         .expect("prepare");
-    stmt.query_map([], |r| {
+    stmt.query_map([source], |r| {
         Ok(ExpectedOrder {
             order_id: r.get(0)?,
             status: r.get(1)?,

@@ -7,12 +7,38 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ordersync_sim::{Faults, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{Faults, MiaoyouquanSim, MiaoyouquanSimConfig, VeapiSim, VeapiSimConfig};
 
 const USAGE: &str =
-    "usage: ordersync-sim veapi [--orders N] [--days D] [--seed S] [--vekey K] [--port P]
-       [--p-5xx F] [--p-429 F] [--retry-after SECS] [--p-rate-limit F] [--p-truncated F]
-       [--p-malformed F] [--p-slow F] [--slow-ms MS] [--fault-seed S]";
+    "usage: ordersync-sim veapi [--orders N] [--days D] [--seed S] [--vekey K] [--port P] [FAULTS]
+       ordersync-sim miaoyouquan [--orders N] [--days D] [--seed S] [--apkey K] [--dou-key K]
+                                 [--port P] [FAULTS] [--p-transient F]
+FAULTS: [--p-5xx F] [--p-429 F] [--retry-after SECS] [--p-rate-limit F] [--p-truncated F]
+        [--p-malformed F] [--p-slow F] [--slow-ms MS] [--fault-seed S]
+--p-transient (miaoyouquan only): how often to answer the body code -1 数据获取失败";
+
+/// Which simulator to run, configured.
+enum Sim {
+    Veapi(VeapiSimConfig),
+    /// The config and the body-transient probability.
+    Miaoyouquan(MiaoyouquanSimConfig, f64),
+}
+
+/// A simulator that is listening.
+enum Running {
+    Veapi(VeapiSim),
+    Miaoyouquan(MiaoyouquanSim),
+}
+
+impl Running {
+    /// `<source> <endpoint URL>`.
+    fn banner(&self) -> String {
+        match self {
+            Running::Veapi(sim) => format!("veapi {}", sim.endpoint()),
+            Running::Miaoyouquan(sim) => format!("miaoyouquan {}", sim.endpoint()),
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,7 +46,7 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    let (cfg, port) = match parse(&args) {
+    let (sim, port) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(msg) => {
             eprintln!("ordersync-sim: {msg}\n{USAGE}");
@@ -39,15 +65,24 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let sim = match VeapiSim::start_at(cfg, addr).await {
-            Ok(sim) => sim,
+        let started = match sim {
+            Sim::Veapi(cfg) => VeapiSim::start_at(cfg, addr).await.map(Running::Veapi),
+            Sim::Miaoyouquan(cfg, p_transient) => {
+                MiaoyouquanSim::start_at(cfg, addr).await.map(|sim| {
+                    sim.set_body_transient(p_transient);
+                    Running::Miaoyouquan(sim)
+                })
+            }
+        };
+        let running = match started {
+            Ok(running) => running,
             Err(e) => {
                 eprintln!("ordersync-sim: cannot listen on {addr}: {e}");
                 return ExitCode::FAILURE;
             }
         };
         let mut out = std::io::stdout().lock();
-        if writeln!(out, "veapi {}", sim.endpoint())
+        if writeln!(out, "{}", running.banner())
             .and_then(|()| out.flush())
             .is_err()
         {
@@ -58,15 +93,16 @@ fn main() -> ExitCode {
     })
 }
 
-/// The veapi config and port from the command line.
-fn parse(args: &[String]) -> Result<(VeapiSimConfig, u16), String> {
+/// The simulator, its config and the port from the command line.
+fn parse(args: &[String]) -> Result<(Sim, u16), String> {
+    const KNOWN: &str = "known: veapi, miaoyouquan";
     let mut it = args.iter();
-    match it.next().map(String::as_str) {
-        Some("veapi") => {}
-        Some(other) => return Err(format!("unknown simulator `{other}` (known: veapi)")),
-        None => return Err("which simulator? (known: veapi)".to_string()),
-    }
-    let mut cfg = VeapiSimConfig::default();
+    let mut sim = match it.next().map(String::as_str) {
+        Some("veapi") => Sim::Veapi(VeapiSimConfig::default()),
+        Some("miaoyouquan") => Sim::Miaoyouquan(MiaoyouquanSimConfig::default(), 0.0),
+        Some(other) => return Err(format!("unknown simulator `{other}` ({KNOWN})")),
+        None => return Err(format!("which simulator? ({KNOWN})")),
+    };
     let mut faults = Faults::default();
     let mut port = 0u16;
     while let Some(flag) = it.next() {
@@ -74,26 +110,43 @@ fn parse(args: &[String]) -> Result<(VeapiSimConfig, u16), String> {
             .next()
             .ok_or_else(|| format!("`{flag}` needs a value"))?
             .as_str();
-        match flag.as_str() {
-            "--orders" => cfg.orders = number(flag, value)?,
-            "--days" => cfg.days = number(flag, value)?,
-            "--seed" => cfg.seed = number(flag, value)?,
-            "--vekey" => cfg.vekey = value.to_string(),
-            "--port" => port = number(flag, value)?,
-            "--p-5xx" => faults.p_5xx = probability(flag, value)?,
-            "--p-429" => faults.p_429 = probability(flag, value)?,
-            "--retry-after" => faults.retry_after_secs = number(flag, value)?,
-            "--p-rate-limit" => faults.p_body_rate_limit = probability(flag, value)?,
-            "--p-truncated" => faults.p_truncated = probability(flag, value)?,
-            "--p-malformed" => faults.p_malformed = probability(flag, value)?,
-            "--p-slow" => faults.p_slow = probability(flag, value)?,
-            "--slow-ms" => faults.slow_ms = number(flag, value)?,
-            "--fault-seed" => faults.seed = number(flag, value)?,
-            other => return Err(format!("unknown option `{other}`")),
+        match (flag.as_str(), &mut sim) {
+            ("--orders", Sim::Veapi(cfg)) => cfg.orders = number(flag, value)?,
+            ("--orders", Sim::Miaoyouquan(cfg, _)) => cfg.orders = number(flag, value)?,
+            ("--days", Sim::Veapi(cfg)) => cfg.days = number(flag, value)?,
+            ("--days", Sim::Miaoyouquan(cfg, _)) => cfg.days = number(flag, value)?,
+            ("--seed", Sim::Veapi(cfg)) => cfg.seed = number(flag, value)?,
+            ("--seed", Sim::Miaoyouquan(cfg, _)) => cfg.seed = number(flag, value)?,
+            ("--vekey", Sim::Veapi(cfg)) => cfg.vekey = value.to_string(),
+            ("--apkey", Sim::Miaoyouquan(cfg, _)) => cfg.apkey = value.to_string(),
+            ("--dou-key", Sim::Miaoyouquan(cfg, _)) => cfg.dou_key = value.to_string(),
+            ("--p-transient", Sim::Miaoyouquan(_, p)) => *p = probability(flag, value)?,
+            (flag, _) => common_flag(flag, value, &mut faults, &mut port)?,
         }
     }
-    cfg.faults = faults;
-    Ok((cfg, port))
+    match &mut sim {
+        Sim::Veapi(cfg) => cfg.faults = faults,
+        Sim::Miaoyouquan(cfg, _) => cfg.faults = faults,
+    }
+    Ok((sim, port))
+}
+
+/// A flag every simulator takes: the port and the shared fault probabilities.
+fn common_flag(flag: &str, value: &str, faults: &mut Faults, port: &mut u16) -> Result<(), String> {
+    match flag {
+        "--port" => *port = number(flag, value)?,
+        "--p-5xx" => faults.p_5xx = probability(flag, value)?,
+        "--p-429" => faults.p_429 = probability(flag, value)?,
+        "--retry-after" => faults.retry_after_secs = number(flag, value)?,
+        "--p-rate-limit" => faults.p_body_rate_limit = probability(flag, value)?,
+        "--p-truncated" => faults.p_truncated = probability(flag, value)?,
+        "--p-malformed" => faults.p_malformed = probability(flag, value)?,
+        "--p-slow" => faults.p_slow = probability(flag, value)?,
+        "--slow-ms" => faults.slow_ms = number(flag, value)?,
+        "--fault-seed" => faults.seed = number(flag, value)?,
+        other => return Err(format!("unknown option `{other}` for this simulator")),
+    }
+    Ok(())
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {

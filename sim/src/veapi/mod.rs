@@ -8,7 +8,6 @@
 //! violations. Paging is keyset-based (see `query`), so a cursor stays valid and loses nothing
 //! while orders change between pages. Every request that reaches the server is counted.
 
-mod names;
 mod query;
 mod world;
 
@@ -26,10 +25,12 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::faults::{self, Fault, FaultInjector, Faults};
+use crate::faults::{self, Fault, FaultInjector, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
 use query::{Refusal, Request, Scope};
 use world::{Row, World};
+
+pub use crate::Mutation;
 
 /// The path the API serves.
 pub const PATH: &str = "/douke/csj_ordersearch";
@@ -128,15 +129,6 @@ pub struct VeOrder {
     pub settle_time: Option<NaiveDateTime>,
     pub confirm_time: Option<NaiveDateTime>,
     pub update_time: NaiveDateTime,
-}
-
-/// A change made by [`VeapiSim::mutate`]: `from` → `to` flow point. A commission revision without a
-/// status change is reported with `from == to`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Mutation {
-    pub order_id: String,
-    pub from: String,
-    pub to: String,
 }
 
 /// A running veapi simulator; stops when dropped.
@@ -292,7 +284,7 @@ async fn handle(
     let fault = shared.injector.decide();
     if let Some(fault) = fault {
         let limited = error_body(codes::RATE_LIMITED, codes::RATE_LIMITED_MSG);
-        if let Some(resp) = faults::canned(fault, &limited) {
+        if let Some(resp) = faults::canned(fault, &SourceBodies::rate_limit_only(&limited)) {
             return resp;
         }
     }

@@ -3,41 +3,22 @@
 //!
 //! [`parse`] either returns a [`Request`] the world can answer or a [`Refusal`] carrying the body
 //! code, the Chinese `msg` upstream-style, and an English reason for the violation log. It never
-//! panics on any input. The cursor is 30 ASCII digits: one digit for the time type (1 pay,
-//! 2 update), the last row's time as 10-digit unix seconds, and its 19-digit order id; the next page
-//! starts strictly after that key. A cursor is accepted only if this simulator issued it, for the
+//! panics on any input. The cursor is the shared keyset cursor ([`crate::keyset`]); the next page
+//! starts strictly after its key. A cursor is accepted only if this simulator issued it, for the
 //! same time type, order type and window.
 
 use std::collections::HashMap;
 
 use super::codes;
 use crate::http::Params;
+pub(crate) use crate::keyset::{decode, encode, Key, TimeType};
 use crate::time::parse_request_time;
-
-/// A position in the paging order: (unix seconds of the queried time, order id).
-pub(crate) type Key = (i64, u64);
 
 /// The longest window, inclusive of both ends: 90 days exactly.
 pub(crate) const MAX_SPAN_SECS: i64 = 90 * 86_400;
 pub(crate) const MAX_SIZE: i64 = 50;
 pub(crate) const DEFAULT_SIZE: usize = 20;
 pub(crate) const MAX_ORDER_IDS: usize = 10;
-const CURSOR_LEN: usize = 1 + 10 + 19;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum TimeType {
-    Pay,
-    Update,
-}
-
-impl TimeType {
-    fn digit(self) -> char {
-        match self {
-            TimeType::Pay => '1',
-            TimeType::Update => '2',
-        }
-    }
-}
 
 /// What a cursor is bound to: a query with the same scope may continue from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -220,26 +201,6 @@ fn time_param(params: &Params, name: &str) -> Result<i64, Refusal> {
     })
 }
 
-/// The cursor continuing after `key` in `time_type` order.
-pub(crate) fn encode(time_type: TimeType, key: Key) -> String {
-    format!("{}{:010}{:019}", time_type.digit(), key.0, key.1)
-}
-
-/// The time type and key inside a cursor, if it has the shape [`encode`] gives.
-pub(crate) fn decode(text: &str) -> Option<(TimeType, Key)> {
-    if text.len() != CURSOR_LEN || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let time_type = match text.get(..1)? {
-        "1" => TimeType::Pay,
-        "2" => TimeType::Update,
-        _ => return None,
-    };
-    let secs = text.get(1..11)?.parse().ok()?;
-    let id = text.get(11..)?.parse().ok()?;
-    Some((time_type, (secs, id)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,17 +217,6 @@ mod tests {
 
     const OK_WINDOW: &str =
         "vekey=k&start_time=2024-01-01+00%3A00%3A00&end_time=2024-03-31+00%3A00%3A00";
-
-    #[test]
-    fn cursor_round_trips() {
-        let key = (1_712_311_295, 6_928_535_482_621_498_461);
-        let text = encode(TimeType::Update, key);
-        assert_eq!(text.len(), 30);
-        assert_eq!(decode(&text), Some((TimeType::Update, key)));
-        for bad in ["", "0x", "3171231129569285354826214984610", "1abc"] {
-            assert_eq!(decode(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn defaults_apply() {

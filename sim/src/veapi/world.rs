@@ -8,7 +8,6 @@
 //! identically.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
 
 use chrono::{Duration, NaiveDateTime};
 use rand::seq::index;
@@ -16,10 +15,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::names;
 use super::query::{Key, TimeType, Window};
-use super::{Mutation, VeOrder, VeapiSimConfig};
+use super::{VeOrder, VeapiSimConfig};
 use crate::time::{to_unix, truncate, unix_text};
+use crate::{keyset, names, Mutation};
 
 const PAY_SUCC: &str = "PAY_SUCC";
 const CONFIRM: &str = "CONFIRM";
@@ -142,29 +141,10 @@ impl World {
             TimeType::Pay => &self.by_pay,
             TimeType::Update => &self.by_update,
         };
-        let upper = (s.end, u64::MAX);
-        let lower = match w.after {
-            // A key at or past the end leaves nothing (and would make an invalid range).
-            Some(k) if k >= upper => return (Vec::new(), None),
-            Some(k) => Bound::Excluded(k),
-            None if s.start > s.end => return (Vec::new(), None),
-            None => Bound::Included((s.start, 0)),
-        };
-        let mut hits = index
-            .range((lower, Bound::Included(upper)))
-            .filter_map(|key| {
-                let order = self.by_id.get(&key.1).map(|&i| &self.orders[i])?;
-                matches_type(order, s.order_type).then_some((*key, order))
-            })
-            .take(w.size + 1);
-        let page: Vec<(Key, &VeOrder)> = hits.by_ref().take(w.size).collect();
-        let more = hits.next().is_some();
-        let next = if more {
-            page.last().map(|(k, _)| *k)
-        } else {
-            None
-        };
-        (page.into_iter().map(|(_, o)| o).collect(), next)
+        keyset::page(index, s.start, s.end, w.after, w.size, |id| {
+            let order = self.by_id.get(&id).map(|&i| &self.orders[i])?;
+            matches_type(order, s.order_type).then_some(order)
+        })
     }
 
     /// The orders among `ids` that exist, in the order asked (each once).

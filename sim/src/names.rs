@@ -1,5 +1,5 @@
-//! Text for generated veapi orders: Chinese product, shop and streamer names, a few with ASCII
-//! quotes or emoji so that escaping and UTF-8 handling are exercised.
+//! Text for generated orders, shared by the simulators: Chinese product, shop and streamer names, a
+//! few with ASCII quotes or emoji so that escaping and UTF-8 handling are exercised.
 //!
 //! Everything here is a pure function of the RNG it is given, so worlds stay deterministic.
 
