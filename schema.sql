@@ -151,3 +151,11 @@ SELECT
     s.status_raw
 FROM sub_orders AS s
 JOIN orders AS o ON o.source = s.source AND o.order_id = s.order_id;
+
+-- migration: 2
+
+-- Lines of orders that arrive line by line (unidesk SKU sub-orders): what the order's totals are
+-- summed from, and the line's own upstream time so that an older copy of a line never wins.
+ALTER TABLE sub_orders ADD COLUMN refund_amount INTEGER;
+ALTER TABLE sub_orders ADD COLUMN commission INTEGER;
+ALTER TABLE sub_orders ADD COLUMN updated_at TEXT;

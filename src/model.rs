@@ -69,6 +69,46 @@ impl Status {
             Status::Unknown => "unknown",
         }
     }
+
+    /// How far along a sale is, for choosing one status for an order whose lines differ:
+    /// refunded and closed lines rank lowest (the order is refunded only when all its lines are).
+    pub fn progress(self) -> u8 {
+        match self {
+            Status::Refunded | Status::Closed | Status::Unknown => 0,
+            Status::Pending => 1,
+            Status::Presale => 2,
+            Status::Paid => 3,
+            Status::Shipped => 4,
+            Status::Completed => 5,
+            Status::Settled => 6,
+            _ => 1,
+        }
+    }
+
+    pub fn parse(text: &str) -> Status {
+        const ALL: [Status; 17] = [
+            Status::Pending,
+            Status::Paid,
+            Status::Presale,
+            Status::Shipped,
+            Status::Completed,
+            Status::Settled,
+            Status::Refunded,
+            Status::Closed,
+            Status::AdUnpaid,
+            Status::AdCreating,
+            Status::AdReviewing,
+            Status::AdRejected,
+            Status::AdDelivering,
+            Status::AdTerminated,
+            Status::AdCompleted,
+            Status::AdEnded,
+            Status::Unknown,
+        ];
+        ALL.into_iter()
+            .find(|s| s.as_str() == text)
+            .unwrap_or(Status::Unknown)
+    }
 }
 
 /// One order as the store receives it. `raw` is the upstream JSON row (PII already masked by the
@@ -100,6 +140,10 @@ pub struct OrderRow {
     pub ad_roi: Option<String>,
     pub raw: String,
     pub sub_orders: Vec<SubOrderRow>,
+    /// The row carries only some of the order's lines (unidesk sends SKU sub-orders, and one main
+    /// order's lines may arrive on different pages or windows). The store then keeps each line on
+    /// its own and derives the order's money, status, update time and `raw` from all stored lines.
+    pub partial: bool,
 }
 
 impl OrderRow {
@@ -131,6 +175,7 @@ impl OrderRow {
             ad_roi: None,
             raw,
             sub_orders: Vec::new(),
+            partial: false,
         }
     }
 }
@@ -146,4 +191,8 @@ pub struct SubOrderRow {
     pub status: Status,
     pub status_raw: String,
     pub raw: String,
+    /// Only for lines of a `partial` order: what the order's totals are summed from.
+    pub refund_amount: Option<i64>,
+    pub commission: Option<i64>,
+    pub updated_at: Option<NaiveDateTime>,
 }

@@ -6,6 +6,7 @@
 //! `engine`, `planner`, `http` and `store`, written once for all of them.
 
 pub mod miaoyouquan;
+pub mod unidesk;
 pub mod veapi;
 
 use std::collections::HashSet;
@@ -53,13 +54,16 @@ impl SourceKind {
 
     /// Whether this build can sync the source (the others are configurable but not yet fetched).
     pub fn implemented(self) -> bool {
-        matches!(self, SourceKind::Veapi | SourceKind::Miaoyouquan)
+        matches!(
+            self,
+            SourceKind::Veapi | SourceKind::Miaoyouquan | SourceKind::Unidesk
+        )
     }
 
     pub fn default_endpoint(self) -> Option<&'static str> {
         match self {
             SourceKind::Veapi => Some(veapi::DEFAULT_ENDPOINT),
-            SourceKind::Unidesk => Some("https://eco.taobao.com/router/rest"),
+            SourceKind::Unidesk => Some(unidesk::DEFAULT_ENDPOINT),
             SourceKind::Damaijia => {
                 Some("http://www.damaijia168.com/vv/external/requestDyErp/order-searchList")
             }
@@ -101,7 +105,7 @@ impl SourceKind {
         match self {
             SourceKind::Veapi => veapi::OPTION_KEYS,
             SourceKind::Miaoyouquan => miaoyouquan::OPTION_KEYS,
-            SourceKind::Unidesk => &["prod_type"],
+            SourceKind::Unidesk => unidesk::OPTION_KEYS,
             SourceKind::Damaijia => &["pii"],
             SourceKind::Sxt => &["select_status"],
         }
@@ -119,6 +123,7 @@ impl SourceKind {
         match self {
             SourceKind::Veapi => veapi::window_rules(),
             SourceKind::Miaoyouquan => miaoyouquan::window_rules(),
+            SourceKind::Unidesk => unidesk::window_rules(),
             _ => WindowRules::default(),
         }
     }
@@ -147,6 +152,7 @@ impl FromStr for SourceKind {
 pub enum SourceOptions {
     Veapi(veapi::Options),
     Miaoyouquan(miaoyouquan::Options),
+    Unidesk(unidesk::Options),
     /// A source this build does not fetch yet: its keys were checked by name only.
     NotYetImplemented,
 }
@@ -159,6 +165,7 @@ impl SourceOptions {
             SourceKind::Miaoyouquan => {
                 miaoyouquan::Options::parse(table).map(SourceOptions::Miaoyouquan)
             }
+            SourceKind::Unidesk => unidesk::Options::parse(table).map(SourceOptions::Unidesk),
             _ => Ok(SourceOptions::NotYetImplemented),
         }
     }
@@ -255,6 +262,9 @@ pub fn affiliate_order(
         status: o.status,
         status_raw: o.status_raw.clone(),
         raw,
+        refund_amount: None,
+        commission: None,
+        updated_at: None,
     });
     Ok(o)
 }
@@ -299,6 +309,7 @@ pub fn build_request(kind: SourceKind, q: &PageQuery<'_>) -> Result<HttpRequest,
         (SourceKind::Miaoyouquan, SourceOptions::Miaoyouquan(opts)) => {
             miaoyouquan::build_request(q, opts)
         }
+        (SourceKind::Unidesk, SourceOptions::Unidesk(opts)) => unidesk::build_request(q, opts),
         _ => Err(not_implemented(kind)),
     }
 }
@@ -314,6 +325,7 @@ pub fn parse_page(
     match kind {
         SourceKind::Veapi => veapi::parse_page(status, body),
         SourceKind::Miaoyouquan => miaoyouquan::parse_page(q, status, body),
+        SourceKind::Unidesk => unidesk::parse_page(status, body),
         _ => Err(not_implemented(kind)),
     }
 }
