@@ -130,7 +130,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Status { json } => {
-            let conn = store::open_connection(&db_path)?;
+            let mut conn = store::open_connection(&db_path)?;
+            // A killed process's run shows (and is recorded) as `abandoned`, not `running`; best
+            // effort, so that a read-only database still has a status.
+            let _ = store::mark_abandoned_runs(&mut conn);
             let all = status::collect(&conn, &config)?;
             if json {
                 println!(
@@ -192,8 +195,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Sync { pipelines } => {
             let selected = select_with_auth(&config, &pipelines)?;
             let engine = open_engine(&db_path)?;
+            let expected = selected.len();
             let reports = runtime.block_on(sync_all(&engine, selected));
-            let mut ok = true;
+            // A pipeline whose task ended without a report (it panicked) is a failure too.
+            let mut ok = reports.len() == expected;
             for r in &reports {
                 print_report(r);
                 ok &= r.outcome == Outcome::Ok;

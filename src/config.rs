@@ -40,12 +40,22 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.pipeline, &self.key) {
-            (Some(p), Some(k)) => write!(f, "pipeline `{p}`: key `{k}` {}", self.message),
-            (Some(p), None) => write!(f, "pipeline `{p}`: {}", self.message),
-            (None, Some(k)) => write!(f, "key `{k}` {}", self.message),
-            (None, None) => f.write_str(&self.message),
+        let text = match (&self.pipeline, &self.key) {
+            (Some(p), Some(k)) => format!("pipeline `{p}`: key `{k}` {}", self.message),
+            (Some(p), None) => format!("pipeline `{p}`: {}", self.message),
+            (None, Some(k)) => format!("key `{k}` {}", self.message),
+            (None, None) => self.message.clone(),
+        };
+        // One line whatever the file holds: a newline in a quoted key or name, or a multi-line
+        // string value quoted back, is shown escaped.
+        for c in text.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -288,6 +298,9 @@ struct RawDaemon {
     listen: Option<String>,
 }
 
+/// The longest duration a pipeline key may have: a hundred years.
+const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// The general keys every pipeline has; anything else is a source option, checked by the source.
 const GENERAL_KEYS: &[&str] = &[
     "name",
@@ -454,12 +467,13 @@ fn check_pipeline(
     };
     let duration = |key: &str, default: &str| -> Result<Duration, ConfigError> {
         let text = string(key)?.unwrap_or_else(|| default.to_string());
-        timefmt::parse_duration(&text).ok_or_else(|| {
-            err(
-                key,
-                format!("must be a duration like \"30s\", \"10m\" or \"2h\", got {text:?}"),
-            )
-        })
+        // Bounded, so that `now − settle_lag` and `watermark − lookback` cannot overflow a date.
+        timefmt::parse_duration(&text)
+            .filter(|d| *d <= MAX_DURATION)
+            .ok_or_else(|| {
+                let what = "must be a duration like \"30s\", \"10m\" or \"2h\" (at most 36500d)";
+                err(key, format!("{what}, got {text:?}"))
+            })
     };
     let integer = |key: &str| -> Result<Option<i64>, ConfigError> {
         match get(key) {

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use chrono::{Duration, NaiveDateTime};
+use chrono::{Duration, NaiveDateTime, Timelike};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Pipeline};
@@ -131,7 +131,11 @@ impl Engine {
         {
             Ok(id) => id,
             Err(e) => {
-                report.error = Some(e.to_string());
+                // Every error names its pipeline (`Busy` already does).
+                report.error = Some(match e {
+                    store::StoreError::Busy { .. } => e.to_string(),
+                    e => format!("pipeline `{}`: {e}", p.name),
+                });
                 report.elapsed = started.elapsed();
                 return report;
             }
@@ -185,6 +189,10 @@ impl Engine {
     ) -> Result<(), Stop> {
         let now = timefmt::beijing_now();
         let settled_until = now - chrono_of(p.settle_lag);
+        // On a whole second: an upstream with inclusive whole-second bounds (veapi) is asked up to
+        // the second before a window's end, so a window ending mid-second would be marked finished
+        // for part of a second nobody asked for.
+        let settled_until = settled_until.with_nanosecond(0).unwrap_or(settled_until);
         let range = match mode {
             Mode::Live => None,
             Mode::Backfill { from, to } => {
@@ -196,7 +204,7 @@ impl Engine {
             .store
             .call(move |c| store::ensure_track(c, &name, &scope, range))
             .await
-            .map_err(|e| Stop::Failed(e.to_string(), 0))?;
+            .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
         report.watermark = track.watermark;
 
         let mut todo: Vec<(Window, String)> = Vec::new();

@@ -69,9 +69,13 @@ impl Redactor {
         self.scrub(shown.as_str())
     }
 
-    /// The text with every secret value replaced by `***`.
+    /// The text with every secret value replaced by `***`, on one line (upstream messages may carry
+    /// newlines; an error is one sentence).
     pub fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        let mut out: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         for s in &self.secrets {
             if out.contains(s.expose()) {
                 out = out.replace(s.expose(), "***");
@@ -100,5 +104,6 @@ mod tests {
             "{shown}"
         );
         assert_eq!(r.scrub("bad key V123M56!"), "bad key ***!");
+        assert_eq!(r.scrub("two\nlines\r"), "two lines ");
     }
 }

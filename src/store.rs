@@ -159,7 +159,7 @@ fn pid_alive(pid: i64) -> bool {
 }
 
 /// Runs left `running` by a process that no longer exists (killed, crashed) become `abandoned`.
-fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
+pub fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
     let me = i64::from(std::process::id());
     let stale: Vec<(i64, i64)> = conn
         .prepare("SELECT id, pid FROM runs WHERE outcome = 'running'")?
@@ -453,11 +453,12 @@ fn upsert_order(
     let status_changed = match &stored {
         None => true,
         Some((stored_updated, stored_raw, stored_pipeline, stored_status)) => {
-            // Never regress: an older copy (overlapping window, lookback) loses to the stored one.
-            if let (Some(new), Some(old)) = (&updated_at, stored_updated) {
-                if new < old {
-                    return Ok(false);
-                }
+            // Never regress: an older copy (overlapping window, lookback) loses to the stored one,
+            // and so does a copy that lost its update time (it cannot be shown to be newer).
+            match (&updated_at, stored_updated) {
+                (Some(new), Some(old)) if new < old => return Ok(false),
+                (None, Some(_)) => return Ok(false),
+                _ => {}
             }
             if stored_raw == &o.raw && stored_pipeline == pipeline {
                 return Ok(false);

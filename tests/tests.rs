@@ -6,5 +6,6 @@ mod common;
 mod crash;
 mod daemon;
 mod miaoyouquan;
+mod reliability;
 mod systemd;
 mod veapi;

@@ -289,3 +289,61 @@ pub fn file_contains(path: &Path, needle: &str) -> bool {
         Err(_) => false,
     }
 }
+
+// ---- added for tests/reliability.rs -------------------------------------------------------------
+
+impl Harness {
+    /// As [`Harness::veapi`], with the world's seed and the key the simulator accepts chosen by the
+    /// caller (the binary still gets `TEST_VEKEY = VEKEY` from [`Harness::command`]; override it on
+    /// the returned `Command` when `vekey` differs).
+    pub fn veapi_with(seed: u64, vekey: &str, orders: usize, days: i64, faults: Faults) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let now = beijing_now();
+        let cfg = VeapiSimConfig {
+            seed,
+            vekey: vekey.to_string(),
+            orders,
+            days,
+            now,
+            faults,
+        };
+        let sim = rt.block_on(VeapiSim::start(cfg)).expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let h = Harness {
+            rt,
+            sim,
+            dir,
+            now,
+            days,
+        };
+        h.write_config("");
+        h
+    }
+}
+
+/// Lines of a failed command's stderr that are its error sentences (`ordersync: …`), as opposed to
+/// log lines.
+pub fn error_sentences(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("ordersync: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// No panic message, backtrace or Rust debug dump reached the user.
+pub fn assert_no_panic(o: &Output) {
+    let all = text(o);
+    for bad in [
+        "panicked",
+        "stack backtrace",
+        "RUST_BACKTRACE",
+        "SqliteFailure",
+    ] {
+        assert!(!all.contains(bad), "`{bad}` in the output:\n{all}");
+    }
+}
