@@ -8,4 +8,5 @@ mod daemon;
 mod miaoyouquan;
 mod reliability;
 mod systemd;
+mod unidesk;
 mod veapi;

@@ -72,6 +72,15 @@ impl Params {
         self.get(name).filter(|v| !v.trim().is_empty())
     }
 
+    /// Every parameter name once, sorted by its bytes, with its last value (what [`Params::get`]
+    /// gives): what a TOP signature is computed over.
+    pub(crate) fn sorted(&self) -> std::collections::BTreeMap<&str, &str> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     /// `k=v&…` for a violation line, leaving out the parameters named in `hide` (secrets).
     pub(crate) fn echo(&self, hide: &[&str]) -> String {
         self.0

@@ -6,6 +6,8 @@
 //! behind the cursor is seen again later, never skipped). The cursor text is 30 ASCII digits: one
 //! digit for the time type (1 pay, 2 update), the key's time as 10-digit unix seconds, and its
 //! 19-digit order id. It is never `"0"` or empty, which the APIs use for "first page" and "no more".
+//! [`page_by`] is the same scan over any key order, for a source whose index key is not `Key`
+//! (it encodes its own cursor).
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
@@ -62,19 +64,35 @@ pub(crate) fn page<'a, T>(
     size: usize,
     pick: impl Fn(u64) -> Option<&'a T>,
 ) -> (Vec<&'a T>, Option<Key>) {
-    let upper = (end, u64::MAX);
+    page_by(index, (start, 0), (end, u64::MAX), after, size, |key| {
+        pick(key.1)
+    })
+}
+
+/// [`page`] for any key order (unidesk pages by `(unix ms, order id, sub-order id)`): up to `size`
+/// items of `index` between the keys `first` and `last` (both inclusive), strictly after `after`
+/// when given, that `pick` returns for a key (`None` skips it), and the key of the last one if
+/// more follow. A key `after` before `first` counts as no key.
+pub(crate) fn page_by<'a, K: Ord + Copy, T>(
+    index: &BTreeSet<K>,
+    first: K,
+    last: K,
+    after: Option<K>,
+    size: usize,
+    pick: impl Fn(&K) -> Option<&'a T>,
+) -> (Vec<&'a T>, Option<K>) {
     let lower = match after {
         // A key at or past the end leaves nothing (and would make an invalid range).
-        Some(k) if k >= upper => return (Vec::new(), None),
-        Some(k) => Bound::Excluded(k),
-        None if start > end => return (Vec::new(), None),
-        None => Bound::Included((start, 0)),
+        Some(k) if k >= last => return (Vec::new(), None),
+        Some(k) if k >= first => Bound::Excluded(k),
+        _ if first > last => return (Vec::new(), None),
+        _ => Bound::Included(first),
     };
     let mut hits = index
-        .range((lower, Bound::Included(upper)))
-        .filter_map(|key| pick(key.1).map(|item| (*key, item)))
+        .range((lower, Bound::Included(last)))
+        .filter_map(|key| pick(key).map(|item| (*key, item)))
         .take(size + 1);
-    let page: Vec<(Key, &T)> = hits.by_ref().take(size).collect();
+    let page: Vec<(K, &T)> = hits.by_ref().take(size).collect();
     let more = hits.next().is_some();
     let next = if more {
         page.last().map(|(k, _)| *k)
@@ -113,5 +131,30 @@ mod tests {
         assert!(page(&index, 100, 104, Some((104, u64::MAX)), 3, pick)
             .0
             .is_empty());
+    }
+
+    #[test]
+    fn any_key_order_pages_the_same_way() {
+        let index: BTreeSet<(i64, u64, u64)> =
+            (0..9u64).map(|i| (10 + i as i64 / 3, i / 2, i)).collect();
+        let items: Vec<u64> = (0..9).collect();
+        let pick = |k: &(i64, u64, u64)| items.get(k.2 as usize);
+        let (first, next) = page_by(&index, (10, 0, 0), (12, u64::MAX, u64::MAX), None, 4, pick);
+        assert_eq!(first, [&0, &1, &2, &3]);
+        assert_eq!(next, Some((11, 1, 3)));
+        let (rest, next) = page_by(&index, (10, 0, 0), (12, u64::MAX, u64::MAX), next, 5, pick);
+        assert_eq!(rest, [&4, &5, &6, &7, &8]);
+        assert_eq!(next, None);
+        let (none, _) = page_by(&index, (11, 0, 0), (10, 0, 0), None, 4, pick);
+        assert!(none.is_empty(), "an empty range");
+        let (clamped, _) = page_by(
+            &index,
+            (11, 0, 0),
+            (11, u64::MAX, u64::MAX),
+            Some((0, 0, 0)),
+            9,
+            pick,
+        );
+        assert_eq!(clamped, [&3, &4, &5], "a key before the window starts it");
     }
 }

@@ -13,10 +13,12 @@ mod keyset;
 pub mod miaoyouquan;
 mod names;
 mod time;
+pub mod unidesk;
 pub mod veapi;
 
 pub use faults::Faults;
 pub use miaoyouquan::{MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder};
+pub use unidesk::{UdSubOrder, UnideskSim, UnideskSimConfig};
 pub use veapi::{VeOrder, VeapiSim, VeapiSimConfig};
 
 /// A change made by a simulator's `mutate`: `from` → `to` flow point. A commission revision without

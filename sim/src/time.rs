@@ -11,6 +11,9 @@ pub(crate) const BEIJING_OFFSET: i64 = 8 * 3600;
 /// The `YYYY-MM-DD HH:MM:SS` wall-clock format the APIs accept.
 pub(crate) const WALL_CLOCK: &str = "%Y-%m-%d %H:%M:%S";
 
+/// The `YYYY-MM-DD HH:MM:SS.mmm` wall-clock format with milliseconds (unidesk's query window).
+pub(crate) const WALL_CLOCK_MILLIS: &str = "%Y-%m-%d %H:%M:%S%.3f";
+
 /// Drops any fraction of a second.
 pub(crate) fn truncate(t: NaiveDateTime) -> NaiveDateTime {
     t.with_nanosecond(0).unwrap_or(t)
@@ -19,6 +22,11 @@ pub(crate) fn truncate(t: NaiveDateTime) -> NaiveDateTime {
 /// The unix seconds of a Beijing wall-clock time.
 pub(crate) fn to_unix(t: NaiveDateTime) -> i64 {
     t.and_utc().timestamp() - BEIJING_OFFSET
+}
+
+/// The unix milliseconds of a Beijing wall-clock time (any fraction below a millisecond dropped).
+pub(crate) fn to_unix_millis(t: NaiveDateTime) -> i64 {
+    t.and_utc().timestamp_millis() - BEIJING_OFFSET * 1000
 }
 
 /// The Beijing wall-clock time of unix seconds, if representable.
@@ -35,6 +43,26 @@ pub(crate) fn unix_text(t: Option<NaiveDateTime>) -> String {
 /// Renders a time the way miaoyouquan does: `YYYY-MM-DD HH:MM:SS`, `None` (JSON `null`) for none.
 pub(crate) fn wall_text(t: Option<NaiveDateTime>) -> Option<String> {
     t.map(|t| t.format(WALL_CLOCK).to_string())
+}
+
+/// Renders a time as `YYYY-MM-DD HH:MM:SS.mmm` (exactly three millisecond digits).
+pub(crate) fn millis_text(t: NaiveDateTime) -> String {
+    t.format(WALL_CLOCK_MILLIS).to_string()
+}
+
+/// Reads a request time that must be exactly `YYYY-MM-DD HH:MM:SS.mmm` (zero-padded, exactly three
+/// millisecond digits, 23 characters; surrounding blanks ignored), as Beijing wall clock.
+pub(crate) fn parse_wall_clock_millis(text: &str) -> Option<NaiveDateTime> {
+    let text = text.trim();
+    let (seconds, millis) = (text.get(..19)?, text.get(19..)?);
+    let shaped = millis.len() == 4
+        && millis.starts_with('.')
+        && millis.bytes().skip(1).all(|b| b.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    let millis: i64 = millis.get(1..)?.parse().ok()?;
+    parse_wall_clock(seconds).map(|t| t + chrono::Duration::milliseconds(millis))
 }
 
 /// Reads a request time that must be exactly `YYYY-MM-DD HH:MM:SS` (zero-padded, 19 characters;
@@ -100,6 +128,39 @@ mod tests {
             "２０２４-04-05 17:21:35",
         ] {
             assert_eq!(parse_wall_clock(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn millisecond_wall_clock_means_exactly_three_digits() {
+        let t = parse_wall_clock_millis("2024-09-01 00:00:05.200");
+        assert_eq!(t.map(to_unix_millis), Some(1_725_120_005_200));
+        assert_eq!(
+            t.map(millis_text).as_deref(),
+            Some("2024-09-01 00:00:05.200")
+        );
+        let last = parse_wall_clock_millis(" 2024-09-01 23:59:59.999 ");
+        assert_eq!(
+            last.map(millis_text).as_deref(),
+            Some("2024-09-01 23:59:59.999")
+        );
+        for bad in [
+            "",
+            "2024-09-01 00:00:05",
+            "2024-09-01 00:00:05.",
+            "2024-09-01 00:00:05.2",
+            "2024-09-01 00:00:05.20",
+            "2024-09-01 00:00:05.2000",
+            "2024-09-01 00:00:05,200",
+            "2024-09-01 00:00:05.-20",
+            "2024-09-01 00:00:05.+20",
+            "2024-09-01T00:00:05.200",
+            "2024-9-01 00:00:05.200",
+            "2024-02-30 00:00:05.200",
+            "2024-09-01 00:00:05.２００",
+            "1725120005200",
+        ] {
+            assert_eq!(parse_wall_clock_millis(bad), None, "{bad:?}");
         }
     }
 

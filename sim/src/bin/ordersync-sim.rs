@@ -7,27 +7,37 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ordersync_sim::{Faults, MiaoyouquanSim, MiaoyouquanSimConfig, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{
+    Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig, VeapiSim,
+    VeapiSimConfig,
+};
 
 const USAGE: &str =
     "usage: ordersync-sim veapi [--orders N] [--days D] [--seed S] [--vekey K] [--port P] [FAULTS]
        ordersync-sim miaoyouquan [--orders N] [--days D] [--seed S] [--apkey K] [--dou-key K]
                                  [--port P] [FAULTS] [--p-transient F]
+       ordersync-sim unidesk [--orders N] [--days D] [--seed S] [--app-key K] [--app-secret S]
+                             [--session S] [--port P] [FAULTS] [--p-isp F]
 FAULTS: [--p-5xx F] [--p-429 F] [--retry-after SECS] [--p-rate-limit F] [--p-truncated F]
         [--p-malformed F] [--p-slow F] [--slow-ms MS] [--fault-seed S]
---p-transient (miaoyouquan only): how often to answer the body code -1 数据获取失败";
+--p-transient (miaoyouquan only): how often to answer the body code -1 数据获取失败
+--p-isp (unidesk only): how often to answer TOP code 15 isp.remote-service-error
+--session \"\" (unidesk): accept requests without a session";
 
 /// Which simulator to run, configured.
 enum Sim {
     Veapi(VeapiSimConfig),
     /// The config and the body-transient probability.
     Miaoyouquan(MiaoyouquanSimConfig, f64),
+    /// The config and the `isp` error probability.
+    Unidesk(UnideskSimConfig, f64),
 }
 
 /// A simulator that is listening.
 enum Running {
     Veapi(VeapiSim),
     Miaoyouquan(MiaoyouquanSim),
+    Unidesk(UnideskSim),
 }
 
 impl Running {
@@ -36,6 +46,7 @@ impl Running {
         match self {
             Running::Veapi(sim) => format!("veapi {}", sim.endpoint()),
             Running::Miaoyouquan(sim) => format!("miaoyouquan {}", sim.endpoint()),
+            Running::Unidesk(sim) => format!("unidesk {}", sim.endpoint()),
         }
     }
 }
@@ -73,6 +84,10 @@ fn main() -> ExitCode {
                     Running::Miaoyouquan(sim)
                 })
             }
+            Sim::Unidesk(cfg, p_isp) => UnideskSim::start_at(cfg, addr).await.map(|sim| {
+                sim.set_isp_error(p_isp);
+                Running::Unidesk(sim)
+            }),
         };
         let running = match started {
             Ok(running) => running,
@@ -95,11 +110,12 @@ fn main() -> ExitCode {
 
 /// The simulator, its config and the port from the command line.
 fn parse(args: &[String]) -> Result<(Sim, u16), String> {
-    const KNOWN: &str = "known: veapi, miaoyouquan";
+    const KNOWN: &str = "known: veapi, miaoyouquan, unidesk";
     let mut it = args.iter();
     let mut sim = match it.next().map(String::as_str) {
         Some("veapi") => Sim::Veapi(VeapiSimConfig::default()),
         Some("miaoyouquan") => Sim::Miaoyouquan(MiaoyouquanSimConfig::default(), 0.0),
+        Some("unidesk") => Sim::Unidesk(UnideskSimConfig::default(), 0.0),
         Some(other) => return Err(format!("unknown simulator `{other}` ({KNOWN})")),
         None => return Err(format!("which simulator? ({KNOWN})")),
     };
@@ -113,20 +129,30 @@ fn parse(args: &[String]) -> Result<(Sim, u16), String> {
         match (flag.as_str(), &mut sim) {
             ("--orders", Sim::Veapi(cfg)) => cfg.orders = number(flag, value)?,
             ("--orders", Sim::Miaoyouquan(cfg, _)) => cfg.orders = number(flag, value)?,
+            ("--orders", Sim::Unidesk(cfg, _)) => cfg.orders = number(flag, value)?,
             ("--days", Sim::Veapi(cfg)) => cfg.days = number(flag, value)?,
             ("--days", Sim::Miaoyouquan(cfg, _)) => cfg.days = number(flag, value)?,
+            ("--days", Sim::Unidesk(cfg, _)) => cfg.days = number(flag, value)?,
             ("--seed", Sim::Veapi(cfg)) => cfg.seed = number(flag, value)?,
             ("--seed", Sim::Miaoyouquan(cfg, _)) => cfg.seed = number(flag, value)?,
+            ("--seed", Sim::Unidesk(cfg, _)) => cfg.seed = number(flag, value)?,
             ("--vekey", Sim::Veapi(cfg)) => cfg.vekey = value.to_string(),
             ("--apkey", Sim::Miaoyouquan(cfg, _)) => cfg.apkey = value.to_string(),
             ("--dou-key", Sim::Miaoyouquan(cfg, _)) => cfg.dou_key = value.to_string(),
             ("--p-transient", Sim::Miaoyouquan(_, p)) => *p = probability(flag, value)?,
+            ("--app-key", Sim::Unidesk(cfg, _)) => cfg.app_key = value.to_string(),
+            ("--app-secret", Sim::Unidesk(cfg, _)) => cfg.app_secret = value.to_string(),
+            ("--session", Sim::Unidesk(cfg, _)) => {
+                cfg.session = (!value.is_empty()).then(|| value.to_string())
+            }
+            ("--p-isp", Sim::Unidesk(_, p)) => *p = probability(flag, value)?,
             (flag, _) => common_flag(flag, value, &mut faults, &mut port)?,
         }
     }
     match &mut sim {
         Sim::Veapi(cfg) => cfg.faults = faults,
         Sim::Miaoyouquan(cfg, _) => cfg.faults = faults,
+        Sim::Unidesk(cfg, _) => cfg.faults = faults,
     }
     Ok((sim, port))
 }
