@@ -258,3 +258,69 @@ fn wrong_app_secret_fails_naming_the_top_code_while_veapi_finishes() {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
 }
+
+#[test]
+fn sync_runs_veapi_miaoyouquan_and_unidesk_concurrently() {
+    use ordersync_sim::{MiaoyouquanSim, MiaoyouquanSimConfig};
+    // Every answer a little slow, so that runs that were not concurrent could not overlap.
+    let slow = Faults {
+        p_slow: 1.0,
+        slow_ms: 15,
+        seed: 6,
+        ..Faults::default()
+    };
+    let u = unidesk(600, 10, slow.clone());
+    u.h.sim.set_faults(slow.clone());
+    let myq =
+        u.h.rt
+            .block_on(MiaoyouquanSim::start(MiaoyouquanSimConfig {
+                seed: 12,
+                apkey: "SeCrEt-apkey-3".into(),
+                dou_key: "SeCrEt-doukey-3".into(),
+                orders: 3000,
+                days: 80,
+                now: u.h.now,
+                faults: slow,
+            }))
+            .unwrap();
+    let mut config = std::fs::read_to_string(u.h.config_path()).unwrap();
+    config.push_str(&format!(
+        "[[pipeline]]\nname = \"myq\"\nsource = \"miaoyouquan\"\nendpoint = \"{}\"\nstart = \"{}\"\npage_size = 100\n\
+         [pipeline.auth]\napkey = \"SeCrEt-apkey-3\"\ndou_key = \"SeCrEt-doukey-3\"\n",
+        myq.endpoint(),
+        (u.h.now - Duration::days(85)).format("%Y-%m-%d")
+    ));
+    std::fs::write(u.h.config_path(), config).unwrap();
+    let out = u.run(&["sync"]);
+    assert_ok(&out);
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert_lines_equal_truth(&u);
+    assert_equals_truth(&u.h);
+    assert_eq!(
+        scalar::<i64>(
+            &u.h.db(),
+            "SELECT COUNT(*) FROM orders WHERE source = 'miaoyouquan'"
+        ),
+        3000
+    );
+    // Concurrent: every run started before any of them finished.
+    let (last_start, first_end): (String, String) =
+        u.h.db()
+            .query_row(
+                "SELECT MAX(started_at), MIN(finished_at) FROM runs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+    assert!(
+        last_start < first_end,
+        "runs were sequential: last start {last_start}, first end {first_end}"
+    );
+    assert_eq!(
+        scalar::<i64>(
+            &u.h.db(),
+            "SELECT COUNT(DISTINCT pipeline) FROM runs WHERE outcome = 'ok'"
+        ),
+        3
+    );
+}
