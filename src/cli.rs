@@ -375,7 +375,7 @@ async fn backfill(engine: &Engine, p: &Pipeline, auth: &Auth, mode: Mode) -> Run
     let mut on_event = |e: &RunEvent| {
         let Some(bar) = &bar else { return };
         match e {
-            RunEvent::Planned { windows, .. } => bar.set_length(*windows as u64),
+            RunEvent::Planned { windows } => bar.set_length(*windows as u64),
             RunEvent::Page { window, rows: n } => {
                 rows += n;
                 bar.set_message(format!(

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{FixedOffset, NaiveDateTime, TimeZone};
+use chrono::{NaiveDateTime, TimeZone};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Pipeline, Schedule};
@@ -51,13 +51,9 @@ impl Clock {
     }
 }
 
-fn beijing() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC offset"))
-}
-
 /// The first tick strictly after `after` (Beijing wall-clock).
 pub fn next_tick(schedule: &Schedule, after: NaiveDateTime) -> Option<NaiveDateTime> {
-    let tz = beijing();
+    let tz = timefmt::beijing_offset();
     let after = tz.from_local_datetime(&after).single()?;
     schedule.cron.after(&after).next().map(|t| t.naive_local())
 }

@@ -56,17 +56,9 @@ impl Mode {
 /// Progress as a run goes, for a progress bar or a log.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    Planned {
-        windows: usize,
-        clamp: Option<Clamp>,
-    },
-    Page {
-        window: Window,
-        rows: u64,
-    },
-    WindowDone {
-        window: Window,
-    },
+    Planned { windows: usize },
+    Page { window: Window, rows: u64 },
+    WindowDone { window: Window },
 }
 
 #[derive(Debug, Clone)]
@@ -251,7 +243,6 @@ impl Engine {
         todo.extend(plan.windows.into_iter().map(|w| (w, first.to_string())));
         on_event(&RunEvent::Planned {
             windows: todo.len(),
-            clamp: plan.clamped,
         });
 
         let redactor = Redactor::new(auth.values());

@@ -4,12 +4,18 @@
 //! arithmetic on them is exact). Stored as TEXT `YYYY-MM-DD HH:MM:SS`; window bounds keep
 //! milliseconds. Upstream "no time" markers (`"0"`, `0`, `""`, `null`) become `None`.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, Offset, Utc};
 use serde_json::Value;
 
 pub const SECONDS: &str = "%Y-%m-%d %H:%M:%S";
 pub const MILLIS: &str = "%Y-%m-%d %H:%M:%S%.3f";
 const BEIJING_OFFSET_SECS: i64 = 8 * 3600;
+
+/// Beijing's fixed UTC offset, for APIs (the cron crate) that want a time zone.
+pub fn beijing_offset() -> FixedOffset {
+    // In range by construction; UTC is the impossible fallback, not a panic.
+    FixedOffset::east_opt(BEIJING_OFFSET_SECS as i32).unwrap_or_else(|| Utc.fix())
+}
 
 /// Now, as Beijing wall-clock time, truncated to the millisecond.
 pub fn beijing_now() -> NaiveDateTime {

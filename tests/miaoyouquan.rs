@@ -75,17 +75,9 @@ impl Both {
 }
 
 fn expected_myq(o: &MyqOrder) -> ExpectedOrder {
-    let fmt = |t: Option<NaiveDateTime>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
     ExpectedOrder {
         order_id: o.order_id.clone(),
-        status: match o.flow_point.as_str() {
-            "PAY_SUCC" => "paid",
-            "REFUND" => "refunded",
-            "SETTLE" => "settled",
-            "CONFIRM" => "completed",
-            _ => "unknown",
-        }
-        .into(),
+        status: flow_point_status(&o.flow_point),
         status_raw: o.flow_point.clone(),
         pay_amount: o.total_pay_amount,
         commission: if o.ads_real_commission != 0 {

@@ -126,7 +126,19 @@ pub fn expected_fen(s: &str) -> i64 {
     base + i64::from(up)
 }
 
-fn fmt(t: Option<NaiveDateTime>) -> Option<String> {
+/// The contract's mapping of the Douyin affiliate `flow_point`, written out independently.
+pub fn flow_point_status(flow_point: &str) -> String {
+    match flow_point {
+        "PAY_SUCC" => "paid",
+        "REFUND" => "refunded",
+        "SETTLE" => "settled",
+        "CONFIRM" => "completed",
+        _ => "unknown",
+    }
+    .to_string()
+}
+
+pub fn fmt(t: Option<NaiveDateTime>) -> Option<String> {
     t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
 }
 
@@ -151,17 +163,10 @@ pub struct ExpectedOrder {
 }
 
 pub fn expected(o: &VeOrder) -> ExpectedOrder {
-    let status = match o.flow_point.as_str() {
-        "PAY_SUCC" => "paid",
-        "REFUND" => "refunded",
-        "SETTLE" => "settled",
-        "CONFIRM" => "completed",
-        _ => "unknown",
-    };
     let real = expected_fen(&o.ads_real_commission);
     ExpectedOrder {
         order_id: o.order_id.clone(),
-        status: status.to_string(),
+        status: flow_point_status(&o.flow_point),
         status_raw: o.flow_point.clone(),
         pay_amount: o.total_pay_amount,
         commission: if real != 0 {
