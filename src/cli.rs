@@ -237,6 +237,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             let mut selected = select_with_auth(&config, std::slice::from_ref(&pipeline))?;
             let (p, auth) = selected.remove(0);
+            if p.source.is_snapshot() {
+                return Err(ConfigError::new(
+                    Some(&p.name),
+                    None,
+                    format!(
+                        "`{}` answers a full snapshot of every order with no time filter, so there is no history to backfill; `ordersync sync {}` fetches everything",
+                        p.source, p.name
+                    ),
+                )
+                .into());
+            }
             let engine = open_engine(&db_path)?;
             let report = runtime.block_on(backfill(
                 &engine,
@@ -284,19 +295,7 @@ fn select_with_auth(
     config
         .select(names)?
         .into_iter()
-        .map(|p| {
-            if !p.source.implemented() {
-                return Err(ConfigError::new(
-                    Some(&p.name),
-                    Some("source"),
-                    format!(
-                        "`{}` is not supported by this build yet; set enabled = false",
-                        p.source
-                    ),
-                ));
-            }
-            Ok((p.clone(), p.resolve_auth()?))
-        })
+        .map(|p| Ok((p.clone(), p.resolve_auth()?)))
         .collect()
 }
 
@@ -448,6 +447,7 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
             cursor: sources::first_cursor(p.source),
             page_size: 1,
             axis: Axis::Live,
+            start: p.start,
         };
         let policy = RetryPolicy {
             max_retries: 1,

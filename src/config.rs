@@ -151,6 +151,17 @@ impl Auth {
     }
 }
 
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Auth {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
+        Auth(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), Secret::new(v)))
+                .collect(),
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,

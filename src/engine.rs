@@ -180,7 +180,13 @@ impl Engine {
         on_event: &mut (dyn FnMut(&RunEvent) + Send),
     ) -> Result<(), Stop> {
         let now = timefmt::beijing_now();
-        let settled_until = now - chrono_of(p.settle_lag);
+        // A snapshot has no time filter to settle: it is complete as of the moment it is taken.
+        let settle_lag = if p.source.is_snapshot() {
+            Duration::zero()
+        } else {
+            chrono_of(p.settle_lag)
+        };
+        let settled_until = now - settle_lag;
         // On a whole second: an upstream with inclusive whole-second bounds (veapi) is asked up to
         // the second before a window's end, so a window ending mid-second would be marked finished
         // for part of a second nobody asked for.
@@ -202,7 +208,7 @@ impl Engine {
         let mut todo: Vec<(Window, String)> = Vec::new();
         let resume_end = track.in_progress.as_ref().map(|(w, _)| w.end);
         if let Some((w, cursor)) = track.in_progress {
-            todo.push((w, cursor));
+            todo.push((w, sources::resume_cursor(p.source, &cursor)));
         }
         let span = match mode {
             Mode::Live => {
@@ -269,6 +275,7 @@ impl Engine {
                     cursor: &cursor,
                     page_size: p.page_size,
                     axis,
+                    start: p.start,
                 };
                 let request = sources::build_request(p.source, &query)
                     .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;

@@ -232,6 +232,12 @@ impl Http {
             .request(req.method.clone(), req.url.clone())
             .timeout(timeout);
         for (name, value) in &req.headers {
+            // Our headers carry credentials (damaijia's token): marked sensitive, so neither
+            // reqwest's nor hyper's debug output ever prints them.
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                UpstreamError::fatal("config", format!("the {name} header is not valid text"))
+            })?;
+            value.set_sensitive(true);
             builder = builder.header(*name, value);
         }
         if let Body::Json(v) = &req.body {

@@ -1112,6 +1112,7 @@ fn fuzz_miaoyouquan_pages_never_panic() {
                 cursor: "0",
                 page_size: size,
                 axis: Axis::Live,
+                start: window.start,
             };
             match miaoyouquan::parse_page(&q, status, &bytes) {
                 Ok(page) => {

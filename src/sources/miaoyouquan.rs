@@ -213,6 +213,7 @@ mod tests {
             cursor: "0",
             page_size: size,
             axis: Axis::Live,
+            start: w.start,
         };
         f(&q)
     }

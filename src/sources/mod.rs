@@ -5,7 +5,9 @@
 //! rate-limited or fatal. Paging loops, windows, retries, checkpoints and transactions live in
 //! `engine`, `planner`, `http` and `store`, written once for all of them.
 
+pub mod damaijia;
 pub mod miaoyouquan;
+pub mod sxt;
 pub mod unidesk;
 pub mod veapi;
 
@@ -52,22 +54,19 @@ impl SourceKind {
         }
     }
 
-    /// Whether this build can sync the source (the others are configurable but not yet fetched).
-    pub fn implemented(self) -> bool {
-        matches!(
-            self,
-            SourceKind::Veapi | SourceKind::Miaoyouquan | SourceKind::Unidesk
-        )
+    /// Whether one call answers every order (no paging, no time filter): a run is then one request,
+    /// and the watermark is the time of the snapshot.
+    pub fn is_snapshot(self) -> bool {
+        self == SourceKind::Sxt
     }
 
     pub fn default_endpoint(self) -> Option<&'static str> {
         match self {
             SourceKind::Veapi => Some(veapi::DEFAULT_ENDPOINT),
             SourceKind::Unidesk => Some(unidesk::DEFAULT_ENDPOINT),
-            SourceKind::Damaijia => {
-                Some("http://www.damaijia168.com/vv/external/requestDyErp/order-searchList")
-            }
-            _ => None,
+            SourceKind::Damaijia => Some(damaijia::DEFAULT_ENDPOINT),
+            // The document gives only the path.
+            SourceKind::Sxt | SourceKind::Miaoyouquan => None,
         }
     }
 
@@ -76,7 +75,7 @@ impl SourceKind {
             SourceKind::Veapi => veapi::MAX_PAGE_SIZE,
             SourceKind::Miaoyouquan => miaoyouquan::MAX_PAGE_SIZE,
             SourceKind::Unidesk => 100,
-            SourceKind::Damaijia => 100,
+            SourceKind::Damaijia => damaijia::MAX_PAGE_SIZE,
             SourceKind::Sxt => 1,
         }
     }
@@ -106,8 +105,8 @@ impl SourceKind {
             SourceKind::Veapi => veapi::OPTION_KEYS,
             SourceKind::Miaoyouquan => miaoyouquan::OPTION_KEYS,
             SourceKind::Unidesk => unidesk::OPTION_KEYS,
-            SourceKind::Damaijia => &["pii"],
-            SourceKind::Sxt => &["select_status"],
+            SourceKind::Damaijia => damaijia::OPTION_KEYS,
+            SourceKind::Sxt => sxt::OPTION_KEYS,
         }
     }
 
@@ -153,8 +152,8 @@ pub enum SourceOptions {
     Veapi(veapi::Options),
     Miaoyouquan(miaoyouquan::Options),
     Unidesk(unidesk::Options),
-    /// A source this build does not fetch yet: its keys were checked by name only.
-    NotYetImplemented,
+    Damaijia(damaijia::Options),
+    Sxt(sxt::Options),
 }
 
 impl SourceOptions {
@@ -166,7 +165,8 @@ impl SourceOptions {
                 miaoyouquan::Options::parse(table).map(SourceOptions::Miaoyouquan)
             }
             SourceKind::Unidesk => unidesk::Options::parse(table).map(SourceOptions::Unidesk),
-            _ => Ok(SourceOptions::NotYetImplemented),
+            SourceKind::Damaijia => damaijia::Options::parse(table).map(SourceOptions::Damaijia),
+            SourceKind::Sxt => sxt::Options::parse(table).map(SourceOptions::Sxt),
         }
     }
 }
@@ -285,6 +285,8 @@ pub struct PageQuery<'a> {
     pub cursor: &'a str,
     pub page_size: u32,
     pub axis: Axis,
+    /// The pipeline's `start` (damaijia needs a creation-time floor on every request).
+    pub start: NaiveDateTime,
 }
 
 /// One parsed page: its rows, and the cursor of the next page (`None` when the window is done).
@@ -303,6 +305,14 @@ pub fn first_cursor(kind: SourceKind) -> &'static str {
     }
 }
 
+/// The cursor a new run continues a window with, from the one its checkpoint saved.
+pub fn resume_cursor(kind: SourceKind, saved: &str) -> String {
+    match kind {
+        SourceKind::Damaijia => damaijia::resume_cursor(saved),
+        _ => saved.to_string(),
+    }
+}
+
 pub fn build_request(kind: SourceKind, q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
     match (kind, q.options) {
         (SourceKind::Veapi, SourceOptions::Veapi(opts)) => veapi::build_request(q, opts),
@@ -310,7 +320,12 @@ pub fn build_request(kind: SourceKind, q: &PageQuery<'_>) -> Result<HttpRequest,
             miaoyouquan::build_request(q, opts)
         }
         (SourceKind::Unidesk, SourceOptions::Unidesk(opts)) => unidesk::build_request(q, opts),
-        _ => Err(not_implemented(kind)),
+        (SourceKind::Damaijia, SourceOptions::Damaijia(_)) => damaijia::build_request(q),
+        (SourceKind::Sxt, SourceOptions::Sxt(opts)) => sxt::build_request(q, opts),
+        _ => Err(UpstreamError::fatal(
+            "config",
+            format!("options of another source given to `{kind}`"),
+        )),
     }
 }
 
@@ -326,14 +341,8 @@ pub fn parse_page(
         SourceKind::Veapi => veapi::parse_page(status, body),
         SourceKind::Miaoyouquan => miaoyouquan::parse_page(q, status, body),
         SourceKind::Unidesk => unidesk::parse_page(status, body),
-        _ => Err(not_implemented(kind)),
-    }
-}
-
-fn not_implemented(kind: SourceKind) -> UpstreamError {
-    UpstreamError::Fatal {
-        code: "unsupported".into(),
-        message: format!("source `{kind}` is not supported by this build yet"),
+        SourceKind::Damaijia => damaijia::parse_page(q, status, body),
+        SourceKind::Sxt => sxt::parse_page(status, body),
     }
 }
 

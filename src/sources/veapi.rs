@@ -284,6 +284,7 @@ mod tests {
             cursor: "0",
             page_size: 50,
             axis: Axis::Live,
+            start: w.start,
         };
         // No vekey configured: a clear fatal error, not a panic.
         assert!(build_request(&q, &opts).is_err());
