@@ -512,11 +512,13 @@ fn upsert_order(
     for s in &o.sub_orders {
         tx.prepare_cached(
             "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
-             pay_amount, status, status_raw, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             pay_amount, status, status_raw, raw, refund_amount, commission, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
              ON CONFLICT (source, order_id, sub_order_id) DO UPDATE SET sku_id = excluded.sku_id, \
              product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
              pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
-             raw = excluded.raw WHERE sub_orders.raw IS NOT excluded.raw",
+             raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
+             updated_at = excluded.updated_at WHERE sub_orders.raw IS NOT excluded.raw",
         )?
         .execute(params![
             source,
@@ -530,6 +532,9 @@ fn upsert_order(
             s.status.as_str(),
             s.status_raw,
             s.raw,
+            s.refund_amount,
+            s.commission,
+            opt_time(s.updated_at),
         ])?;
     }
     if status_changed {

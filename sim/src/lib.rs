@@ -7,11 +7,13 @@
 //! on request ([`Faults`]), and exposes its ground truth so a test can compare a database with it.
 //! All times are `chrono::NaiveDateTime` holding Beijing wall-clock time (UTC+8, no DST).
 
+pub mod damaijia;
 pub mod faults;
 mod http;
 mod keyset;
 pub mod miaoyouquan;
 mod names;
+pub mod sxt;
 mod time;
 pub mod unidesk;
 pub mod veapi;
