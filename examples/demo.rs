@@ -1,15 +1,20 @@
-//! The README's demo: the veapi simulator on loopback, a sync of 200 days of orders into
-//! `demo/ordersync.db`, upstream changes, a second sync, `ordersync status`, a SQL summary, and a
-//! comparison of the database with the simulator's ground truth. No credentials, no network.
+//! The README's demo: all five upstream simulators on loopback, one `sync` of every pipeline into
+//! `demo/ordersync.db`, upstream changes, a second sync, `ordersync status`, a SQL summary per source,
+//! and a comparison of the database with each simulator's ground truth. No credentials, no network.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
+use chrono::Duration;
 use clap::Parser;
-use ordersync_sim::{beijing_now, Faults, VeapiSim, VeapiSimConfig};
-
-const ORDERS: usize = 5000;
-const DAYS: i64 = 200;
+use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
+use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
+use ordersync_sim::{
+    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig,
+    VeapiSim, VeapiSimConfig,
+};
+use rusqlite::Connection;
 
 fn main() -> ExitCode {
     match demo() {
@@ -30,6 +35,25 @@ fn ordersync(args: &[&str]) -> anyhow::Result<ExitCode> {
     ordersync::cli::run(cli).map_err(|f| f.error)
 }
 
+/// A little of everything that goes wrong upstream: 3% 5xx, 2% 429.
+fn flaky(seed: u64) -> Faults {
+    Faults {
+        p_5xx: 0.03,
+        p_429: 0.02,
+        retry_after_secs: 0,
+        seed,
+        ..Faults::default()
+    }
+}
+
+struct Upstreams {
+    veapi: VeapiSim,
+    myq: MiaoyouquanSim,
+    unidesk: UnideskSim,
+    damaijia: DamaijiaSim,
+    sxt: SxtSim,
+}
+
 fn demo() -> anyhow::Result<ExitCode> {
     ordersync::cli::init_logging(ordersync::cli::LogFormat::Text);
     let dir = Path::new("demo");
@@ -39,34 +63,89 @@ fn demo() -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
 
-    // The simulator lives on its own runtime; ordersync builds its own, as the binary does.
+    // The simulators live on their own runtime; ordersync builds its own, as the binary does.
     let rt = tokio::runtime::Runtime::new()?;
     let now = beijing_now();
-    let sim = rt.block_on(VeapiSim::start(VeapiSimConfig {
-        seed: 7,
-        vekey: "demo-vekey".into(),
-        orders: ORDERS,
-        days: DAYS,
-        now,
-        faults: Faults {
-            p_5xx: 0.03,
-            p_429: 0.02,
-            retry_after_secs: 0,
-            seed: 7,
-            ..Faults::default()
-        },
-    }))?;
+    let up = rt.block_on(async {
+        anyhow::Ok(Upstreams {
+            veapi: VeapiSim::start(VeapiSimConfig {
+                seed: 7,
+                vekey: "demo-vekey".into(),
+                orders: 5000,
+                days: 200,
+                now,
+                faults: flaky(7),
+            })
+            .await?,
+            myq: MiaoyouquanSim::start(MiaoyouquanSimConfig {
+                seed: 7,
+                apkey: "demo-apkey".into(),
+                dou_key: "demo-dou-key".into(),
+                orders: 3000,
+                days: 80,
+                now,
+                faults: flaky(8),
+            })
+            .await?,
+            unidesk: UnideskSim::start(UnideskSimConfig {
+                seed: 7,
+                app_key: "demo-app-key".into(),
+                app_secret: "demo-app-secret".into(),
+                session: None,
+                orders: 800,
+                days: 14,
+                now,
+                faults: flaky(9),
+            })
+            .await?,
+            damaijia: DamaijiaSim::start(DamaijiaSimConfig {
+                seed: 7,
+                access_token: "demo-token".into(),
+                shop_id: "20358278".into(),
+                orders: 3000,
+                days: 60,
+                now,
+                faults: flaky(10),
+            })
+            .await?,
+            sxt: SxtSim::start(SxtSimConfig {
+                seed: 7,
+                user_id: "demo-user".into(),
+                dy_uid: "demo-dy-uid".into(),
+                orders: 300,
+                days: 60,
+                now,
+                faults: flaky(11),
+            })
+            .await?,
+        })
+    })?;
+    println!("five simulators on 127.0.0.1 (3% 5xx and 2% 429 injected into each):");
     println!(
-        "veapi simulator on {} with {ORDERS} orders over {DAYS} days (3% 5xx, 2% 429 injected)",
-        sim.endpoint()
+        "  veapi       {}  5000 orders over 200 days",
+        up.veapi.endpoint()
     );
+    println!(
+        "  miaoyouquan {}  3000 orders over 80 days",
+        up.myq.endpoint()
+    );
+    println!(
+        "  unidesk     {}  800 orders over 14 days",
+        up.unidesk.endpoint()
+    );
+    println!(
+        "  damaijia    {}  3000 shop orders over 60 days",
+        up.damaijia.endpoint()
+    );
+    println!("  sxt         {}  300 ad orders", up.sxt.endpoint());
 
     let config = dir.join("pipelines.toml");
-    let start = (now - chrono::Duration::days(DAYS + 1)).format("%Y-%m-%d");
+    let day = |d: i64| (now - Duration::days(d)).format("%Y-%m-%d").to_string();
     std::fs::write(
         &config,
         format!(
-            r#"# Written by the demo: one veapi pipeline against the local simulator.
+            r#"# Written by the demo: one pipeline per source against the local simulators.
+# Secrets are literals here, for the demo only: use {{ env = "NAME" }} or {{ file = "PATH" }} in production.
 [database]
 path = "{db}"
 
@@ -77,13 +156,57 @@ retry_initial = "20ms"
 [[pipeline]]
 name = "veapi-demo"
 source = "veapi"
-endpoint = "{endpoint}"
-start = "{start}"
+endpoint = "{ve}"
+start = "{ve_start}"
 [pipeline.auth]
-vekey = "demo-vekey"   # a literal, for the demo only: use {{ env = "VEAPI_KEY" }} in production
+vekey = "demo-vekey"
+
+[[pipeline]]
+name = "miaoyouquan-demo"
+source = "miaoyouquan"
+endpoint = "{myq}"
+start = "{myq_start}"
+[pipeline.auth]
+apkey = "demo-apkey"
+dou_key = "demo-dou-key"
+
+[[pipeline]]
+name = "unidesk-demo"
+source = "unidesk"
+endpoint = "{ud}"
+start = "{ud_start}"
+[pipeline.auth]
+app_key = "demo-app-key"
+app_secret = "demo-app-secret"
+
+[[pipeline]]
+name = "damaijia-demo"
+source = "damaijia"
+endpoint = "{dmj}"
+start = "{dmj_start}"
+[pipeline.auth]
+access_token = "demo-token"
+shop_id = "20358278"
+
+[[pipeline]]
+name = "sxt-demo"
+source = "sxt"
+endpoint = "{sxt}"
+start = "{dmj_start}"
+[pipeline.auth]
+user_id = "demo-user"
+dy_uid = "demo-dy-uid"
 "#,
             db = db.display(),
-            endpoint = sim.endpoint()
+            ve = up.veapi.endpoint(),
+            ve_start = day(201),
+            myq = up.myq.endpoint(),
+            myq_start = day(81),
+            ud = up.unidesk.endpoint(),
+            ud_start = day(15),
+            dmj = up.damaijia.endpoint(),
+            dmj_start = day(61),
+            sxt = up.sxt.endpoint(),
         ),
     )?;
     let cfg = config.to_string_lossy().to_string();
@@ -92,75 +215,152 @@ vekey = "demo-vekey"   # a literal, for the demo only: use {{ env = "VEAPI_KEY" 
     if ordersync(&["--config", &cfg, "sync"])? != ExitCode::SUCCESS {
         anyhow::bail!("the first sync failed");
     }
-    let changes = sim.mutate(100, beijing_now() - chrono::Duration::seconds(2));
-    let added = sim.add_orders(20, beijing_now() - chrono::Duration::seconds(2));
+    let at = beijing_now() - Duration::seconds(2);
+    let changed = up.veapi.mutate(100, at).len()
+        + up.myq.mutate(60, at).len()
+        + up.damaijia.mutate(60, at).len()
+        + up.sxt.mutate(30, at).len();
+    let added = up.veapi.add_orders(20, at).len() + up.damaijia.add_orders(10, at).len();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    println!(
-        "\nupstream: {} orders changed status, {} new orders",
-        changes.len(),
-        added.len()
-    );
+    println!("\nupstream: {changed} orders changed, {added} new orders");
     if ordersync(&["--config", &cfg, "sync"])? != ExitCode::SUCCESS {
         anyhow::bail!("the second sync failed");
     }
     ordersync(&["--config", &cfg, "status"])?;
 
-    let conn = rusqlite::Connection::open(&db)?;
-    println!("\n$ sqlite3 {} 'SELECT substr(day,1,7) AS month, SUM(orders), SUM(gmv), SUM(refunds), SUM(commission) FROM daily_summary GROUP BY month'", db.display());
-    println!(
-        "{:<8} {:>7} {:>14} {:>12} {:>14}",
-        "month", "orders", "gmv (yuan)", "refunds", "commission"
-    );
-    let mut stmt = conn.prepare(
-        "SELECT substr(day, 1, 7) AS month, SUM(orders), SUM(gmv), SUM(refunds), SUM(commission) \
-         FROM daily_summary GROUP BY month ORDER BY month",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
-    let yuan = |fen: i64| format!("{}.{:02}", fen / 100, fen % 100);
-    for row in rows {
-        let (month, orders, gmv, refunds, commission) = row?;
-        println!(
-            "{month:<8} {orders:>7} {:>14} {:>12} {:>14}",
-            yuan(gmv),
-            yuan(refunds),
-            yuan(commission)
-        );
-    }
-
-    // Ground truth: every simulator order is in the database with its current status and amount.
-    let truth = sim.truth();
-    let mut mismatches = 0;
-    for o in &truth {
-        let got: Option<(String, i64)> = conn
-            .query_row(
-                "SELECT status_raw, pay_amount FROM orders WHERE source = 'veapi' AND order_id = ?1",
-                [&o.order_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .ok();
-        if got != Some((o.flow_point.clone(), o.total_pay_amount)) {
-            mismatches += 1;
-        }
-    }
-    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))?;
-    println!(
-        "\nground truth: {} upstream orders, {stored} in the database, {mismatches} mismatches, {} rule violations, {} requests ({} faults injected and retried)",
-        truth.len(),
-        sim.violations().len(),
-        sim.requests(),
-        sim.faults_injected()
-    );
-    Ok(if mismatches == 0 && stored as usize == truth.len() {
+    let conn = Connection::open(&db)?;
+    summary(&conn, &db)?;
+    Ok(if compare(&conn, &up)? {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+fn summary(conn: &Connection, db: &Path) -> anyhow::Result<()> {
+    let sql = "SELECT source, SUM(orders), SUM(gmv), SUM(refunds), SUM(commission), SUM(ad_cost), SUM(ad_gmv) \
+               FROM daily_summary GROUP BY source ORDER BY source";
+    println!("\n$ sqlite3 {} '{sql}'", db.display());
+    println!(
+        "{:<12} {:>7} {:>14} {:>12} {:>12} {:>10} {:>10}",
+        "source", "orders", "gmv (yuan)", "refunds", "commission", "ad cost", "ad gmv"
+    );
+    let yuan = |fen: i64| format!("{}.{:02}", fen / 100, fen % 100);
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            [
+                r.get::<_, i64>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ],
+        ))
+    })?;
+    for row in rows {
+        let (source, orders, money) = row?;
+        println!(
+            "{source:<12} {orders:>7} {:>14} {:>12} {:>12} {:>10} {:>10}",
+            yuan(money[0]),
+            yuan(money[1]),
+            yuan(money[2]),
+            yuan(money[3]),
+            yuan(money[4])
+        );
+    }
+    Ok(())
+}
+
+/// Every upstream order is in the database with its current status and amount, and nothing else.
+fn compare(conn: &Connection, up: &Upstreams) -> anyhow::Result<bool> {
+    // source → (order_id → (status_raw, amount in fen))
+    let mut want: BTreeMap<&str, BTreeMap<String, (String, i64)>> = BTreeMap::new();
+    want.insert(
+        "veapi",
+        up.veapi
+            .truth()
+            .into_iter()
+            .map(|o| (o.order_id, (o.flow_point, o.total_pay_amount)))
+            .collect(),
+    );
+    want.insert(
+        "miaoyouquan",
+        up.myq
+            .truth()
+            .into_iter()
+            .map(|o| (o.order_id, (o.flow_point, o.total_pay_amount)))
+            .collect(),
+    );
+    let mut ud: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    for line in up.unidesk.truth() {
+        ud.entry(line.order_id).or_insert((String::new(), 0)).1 += line.pay_fee;
+    }
+    want.insert("unidesk", ud);
+    want.insert(
+        "damaijia",
+        up.damaijia
+            .truth()
+            .into_iter()
+            .map(|o| (o.order_id, (o.order_status.to_string(), o.pay_amount)))
+            .collect(),
+    );
+    want.insert(
+        "sxt",
+        up.sxt
+            .truth()
+            .into_iter()
+            .map(|o| (o.order_id, (o.state.to_string(), o.cost_fen)))
+            .collect(),
+    );
+    println!("\nground truth, per source:");
+    let mut all_equal = true;
+    for (source, orders) in &want {
+        let amount = if *source == "sxt" {
+            "ad_cost"
+        } else {
+            "pay_amount"
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT order_id, status_raw, {amount} FROM orders WHERE source = ?1"
+        ))?;
+        let stored: BTreeMap<String, (String, i64)> = stmt
+            .query_map([source], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+            .collect::<Result<_, _>>()?;
+        let mismatches = orders
+            .iter()
+            .filter(|(id, (status, fen))| match stored.get(*id) {
+                // unidesk's status is per line; its order total is what is compared.
+                Some((s, f)) => f != fen || (*source != "unidesk" && s != status),
+                None => true,
+            })
+            .count();
+        println!(
+            "  {source:<12} {:>5} upstream, {:>5} stored, {mismatches} mismatches",
+            orders.len(),
+            stored.len()
+        );
+        all_equal &= mismatches == 0 && stored.len() == orders.len();
+    }
+    let violations = up.veapi.violations().len()
+        + up.myq.violations().len()
+        + up.unidesk.violations().len()
+        + up.damaijia.violations().len()
+        + up.sxt.violations().len();
+    let requests = up.veapi.requests()
+        + up.myq.requests()
+        + up.unidesk.requests()
+        + up.damaijia.requests()
+        + up.sxt.requests();
+    let faults = up.veapi.faults_injected()
+        + up.myq.faults_injected()
+        + up.unidesk.faults_injected()
+        + up.damaijia.faults_injected()
+        + up.sxt.faults_injected();
+    println!(
+        "  {violations} rule violations, {requests} requests ({faults} faults injected and retried)"
+    );
+    Ok(all_equal && violations == 0)
 }

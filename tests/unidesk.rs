@@ -260,7 +260,9 @@ fn wrong_app_secret_fails_naming_the_top_code_while_veapi_finishes() {
 }
 
 #[test]
-fn sync_runs_veapi_miaoyouquan_and_unidesk_concurrently() {
+fn one_sync_runs_all_five_sources_concurrently() {
+    use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
+    use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
     use ordersync_sim::{MiaoyouquanSim, MiaoyouquanSimConfig};
     // Every answer a little slow, so that runs that were not concurrent could not overlap.
     let slow = Faults {
@@ -280,6 +282,30 @@ fn sync_runs_veapi_miaoyouquan_and_unidesk_concurrently() {
                 orders: 3000,
                 days: 80,
                 now: u.h.now,
+                faults: slow.clone(),
+            }))
+            .unwrap();
+    let dmj =
+        u.h.rt
+            .block_on(DamaijiaSim::start(DamaijiaSimConfig {
+                seed: 12,
+                access_token: "SeCrEt-token-3".into(),
+                shop_id: "777".into(),
+                orders: 700,
+                days: 20,
+                now: u.h.now,
+                faults: slow.clone(),
+            }))
+            .unwrap();
+    let sxt =
+        u.h.rt
+            .block_on(SxtSim::start(SxtSimConfig {
+                seed: 12,
+                user_id: "SeCrEt-user-3".into(),
+                dy_uid: "SeCrEt-dyuid-3".into(),
+                orders: 120,
+                days: 20,
+                now: u.h.now,
                 faults: slow,
             }))
             .unwrap();
@@ -289,6 +315,16 @@ fn sync_runs_veapi_miaoyouquan_and_unidesk_concurrently() {
          [pipeline.auth]\napkey = \"SeCrEt-apkey-3\"\ndou_key = \"SeCrEt-doukey-3\"\n",
         myq.endpoint(),
         (u.h.now - Duration::days(85)).format("%Y-%m-%d")
+    ));
+    config.push_str(&format!(
+        "[[pipeline]]\nname = \"dmj\"\nsource = \"damaijia\"\nendpoint = \"{}\"\nstart = \"{}\"\n\
+         [pipeline.auth]\naccess_token = \"SeCrEt-token-3\"\nshop_id = \"777\"\n\
+         [[pipeline]]\nname = \"ads\"\nsource = \"sxt\"\nendpoint = \"{}\"\nstart = \"{}\"\n\
+         [pipeline.auth]\nuser_id = \"SeCrEt-user-3\"\ndy_uid = \"SeCrEt-dyuid-3\"\n",
+        dmj.endpoint(),
+        (u.h.now - Duration::days(21)).format("%Y-%m-%d"),
+        sxt.endpoint(),
+        (u.h.now - Duration::days(21)).format("%Y-%m-%d"),
     ));
     std::fs::write(u.h.config_path(), config).unwrap();
     let out = u.run(&["sync"]);
@@ -302,6 +338,17 @@ fn sync_runs_veapi_miaoyouquan_and_unidesk_concurrently() {
             "SELECT COUNT(*) FROM orders WHERE source = 'miaoyouquan'"
         ),
         3000
+    );
+    let count = |source: &str| -> usize {
+        scalar::<i64>(
+            &u.h.db(),
+            &format!("SELECT COUNT(*) FROM orders WHERE source = '{source}'"),
+        ) as usize
+    };
+    assert_eq!(count("damaijia"), dmj.truth().len());
+    assert_eq!(count("sxt"), sxt.truth().len());
+    assert!(
+        dmj.violations().is_empty() && sxt.violations().is_empty() && myq.violations().is_empty()
     );
     // Concurrent: every run started before any of them finished.
     let (last_start, first_end): (String, String) =
@@ -321,6 +368,6 @@ fn sync_runs_veapi_miaoyouquan_and_unidesk_concurrently() {
             &u.h.db(),
             "SELECT COUNT(DISTINCT pipeline) FROM runs WHERE outcome = 'ok'"
         ),
-        3
+        5
     );
 }
