@@ -159,3 +159,121 @@ JOIN orders AS o ON o.source = s.source AND o.order_id = s.order_id;
 ALTER TABLE sub_orders ADD COLUMN refund_amount INTEGER;
 ALTER TABLE sub_orders ADD COLUMN commission INTEGER;
 ALTER TABLE sub_orders ADD COLUMN updated_at TEXT;
+
+-- migration: 3
+
+-- orders and sub_orders become rowid tables. WITHOUT ROWID stores each row, raw JSON included,
+-- inside the primary-key B-tree, so every new order was a random insert of a kilobyte-sized row:
+-- half-empty pages, page splits and writes all over the file. As rowid tables new rows append at
+-- the end and only the small (source, order_id) key index takes random inserts; the primary key,
+-- the upsert's ON CONFLICT target and the foreign key are unchanged.
+DROP VIEW daily_summary;
+DROP VIEW order_lines;
+
+CREATE TABLE orders_v3 (
+    source        TEXT NOT NULL,
+    order_id      TEXT NOT NULL,
+    pipeline      TEXT NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('sale', 'affiliate', 'ad')),
+    status        TEXT NOT NULL,
+    status_raw    TEXT,
+    pay_amount    INTEGER,
+    refund_amount INTEGER,
+    commission    INTEGER,
+    created_at    TEXT,
+    paid_at       TEXT,
+    updated_at    TEXT,
+    refunded_at   TEXT,
+    settled_at    TEXT,
+    confirmed_at  TEXT,
+    shop_id       TEXT,
+    shop_name     TEXT,
+    product_id    TEXT,
+    product_name  TEXT,
+    item_num      INTEGER,
+    ad_cost       INTEGER,
+    ad_plays      INTEGER,
+    ad_gmv        INTEGER,
+    ad_roi        TEXT,
+    raw           TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    synced_at     TEXT NOT NULL,
+    PRIMARY KEY (source, order_id)
+);
+
+INSERT INTO orders_v3 SELECT * FROM orders;
+
+CREATE TABLE sub_orders_v3 (
+    source       TEXT NOT NULL,
+    order_id     TEXT NOT NULL,
+    sub_order_id TEXT NOT NULL,
+    sku_id       TEXT,
+    product_id   TEXT,
+    product_name TEXT,
+    item_num     INTEGER,
+    pay_amount   INTEGER,
+    status       TEXT NOT NULL,
+    status_raw   TEXT,
+    raw          TEXT,  -- NULL when the line is the order itself: see orders.raw
+    refund_amount INTEGER,
+    commission    INTEGER,
+    updated_at    TEXT,
+    PRIMARY KEY (source, order_id, sub_order_id),
+    FOREIGN KEY (source, order_id) REFERENCES orders (source, order_id)
+);
+
+INSERT INTO sub_orders_v3 SELECT * FROM sub_orders;
+-- Single-line orders kept a second copy of the order's row on their line.
+UPDATE sub_orders_v3 SET raw = NULL
+WHERE sub_order_id = order_id
+  AND raw = (SELECT o.raw FROM orders AS o WHERE o.source = sub_orders_v3.source AND o.order_id = sub_orders_v3.order_id);
+
+DROP TABLE sub_orders;
+DROP TABLE orders;
+ALTER TABLE orders_v3 RENAME TO orders;
+ALTER TABLE sub_orders_v3 RENAME TO sub_orders;
+
+CREATE INDEX orders_by_paid_at ON orders (paid_at);
+CREATE INDEX orders_by_pipeline ON orders (pipeline, updated_at);
+
+-- One row per Beijing day (by paid_at, else created_at), source and pipeline. All money in fen.
+-- gmv and paid_orders leave out orders that were never paid (pending, closed, ad_unpaid).
+CREATE VIEW daily_summary AS
+SELECT
+    substr(COALESCE(paid_at, created_at), 1, 10) AS day,
+    source,
+    pipeline,
+    COUNT(*) AS orders,
+    SUM(status NOT IN ('pending', 'closed', 'ad_unpaid')) AS paid_orders,
+    SUM(CASE WHEN status NOT IN ('pending', 'closed', 'ad_unpaid') THEN COALESCE(pay_amount, 0) ELSE 0 END) AS gmv,
+    SUM(CASE
+            WHEN refund_amount IS NOT NULL THEN refund_amount
+            WHEN status = 'refunded' THEN COALESCE(pay_amount, 0)
+            ELSE 0
+        END) AS refunds,
+    SUM(COALESCE(commission, 0)) AS commission,
+    SUM(COALESCE(ad_cost, 0)) AS ad_cost,
+    SUM(COALESCE(ad_gmv, 0)) AS ad_gmv
+FROM orders
+GROUP BY day, source, pipeline;
+
+-- Each sub-order with its order's source, pipeline, status, paid_at and shop_name.
+CREATE VIEW order_lines AS
+SELECT
+    s.source,
+    s.order_id,
+    s.sub_order_id,
+    o.pipeline,
+    o.status AS order_status,
+    o.paid_at,
+    o.shop_name,
+    s.sku_id,
+    s.product_id,
+    s.product_name,
+    s.item_num,
+    s.pay_amount,
+    s.status,
+    s.status_raw
+FROM sub_orders AS s
+JOIN orders AS o ON o.source = s.source AND o.order_id = s.order_id;
+

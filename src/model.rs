@@ -190,6 +190,8 @@ pub struct SubOrderRow {
     pub pay_amount: Option<i64>,
     pub status: Status,
     pub status_raw: String,
+    /// The line's own upstream row; empty when the line *is* the order (one product per order:
+    /// veapi, miaoyouquan), stored as NULL rather than a second copy of `orders.raw`.
     pub raw: String,
     /// Only for lines of a `partial` order: what the order's totals are summed from.
     pub refund_amount: Option<i64>,

@@ -34,6 +34,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this ordersync understands ({known}); upgrade ordersync")]
     TooNew { found: i64, known: i64 },
+    #[error("database migration {version} failed: {problem}")]
+    Migration { version: i64, problem: String },
     #[error("pipeline `{pipeline}` ({scope}) is already running in process {pid}")]
     Busy {
         pipeline: String,
@@ -58,6 +60,15 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    // Every page commit rewrites the same hot index pages into the WAL; checkpointing every 32 MB
+    // of WAL instead of every 4 MB copies each of them back far less often. The WAL file is cut
+    // back to 64 MB after a checkpoint so it never stays large.
+    conn.pragma_update(None, "cache_size", -8000)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 30000)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(open_err)?;
     let mut conn = conn;
     migrate(&mut conn)?;
@@ -93,16 +104,33 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             known,
         });
     }
+    if current == known {
+        return Ok(());
+    }
+    // A migration may rebuild a table others refer to (SQLite's documented way: copy, drop,
+    // rename), which foreign-key enforcement would refuse half-way; the check runs at the end.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
     for (version, sql) in migrations() {
         if version <= current {
             continue;
         }
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        let broken: i64 =
+            tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })?;
+        if broken > 0 {
+            return Err(StoreError::Migration {
+                version,
+                problem: format!("{broken} rows would break a foreign key"),
+            });
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "database migrated");
     }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
 
@@ -345,7 +373,8 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
     let tx = conn.transaction()?;
     // A partial order's lines are written before the order row they belong to; the foreign key
     // is checked when the page commits.
-    tx.pragma_update(None, "defer_foreign_keys", "ON")?;
+    tx.prepare_cached("PRAGMA defer_foreign_keys = ON")?
+        .execute([])?;
     let mut stats = PageStats::default();
     for order in &page.orders {
         stats.seen += 1;
@@ -355,43 +384,43 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
     }
     let windows_done = match &page.progress {
         Progress::Next { window, cursor } => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE checkpoints SET window_start = ?3, window_end = ?4, cursor = ?5, updated_at = ?6 \
                  WHERE pipeline = ?1 AND scope = ?2",
-                params![
+            )?
+            .execute(params![
                     page.pipeline,
                     page.scope,
                     timefmt::fmt_millis(window.start),
                     timefmt::fmt_millis(window.end),
                     cursor,
                     now
-                ],
-            )?;
+                ])?;
             0
         }
         Progress::WindowDone { window } => {
             let end = timefmt::fmt_millis(window.end);
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < ?3 THEN ?3 ELSE watermark END, \
                  window_start = NULL, window_end = NULL, cursor = NULL, updated_at = ?4 \
                  WHERE pipeline = ?1 AND scope = ?2",
-                params![page.pipeline, page.scope, end, now],
-            )?;
+            )?
+            .execute(params![page.pipeline, page.scope, end, now])?;
             add_coverage(&tx, &page.pipeline, &page.scope, window)?;
             1
         }
     };
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
          requests = requests + ?4, windows_done = windows_done + ?5 WHERE id = ?1",
-        params![
-            page.run_id,
-            stats.seen as i64,
-            stats.changed as i64,
-            i64::from(page.requests),
-            windows_done
-        ],
-    )?;
+    )?
+    .execute(params![
+        page.run_id,
+        stats.seen as i64,
+        stats.changed as i64,
+        i64::from(page.requests),
+        windows_done
+    ])?;
     tx.commit()?;
     Ok(stats)
 }
@@ -414,17 +443,17 @@ fn add_coverage(
         })?
         .collect::<Result<_, _>>()?;
     for (s, e) in touching {
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2 AND range_start = ?3",
-            params![pipeline, scope, s],
-        )?;
+        )?
+        .execute(params![pipeline, scope, s])?;
         start = start.min(s);
         end = end.max(e);
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO coverage (pipeline, scope, range_start, range_end) VALUES (?1, ?2, ?3, ?4)",
-        params![pipeline, scope, start, end],
-    )?;
+    )?
+    .execute(params![pipeline, scope, start, end])?;
     Ok(())
 }
 
@@ -518,7 +547,8 @@ fn upsert_order(
              product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
              pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
              raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
-             updated_at = excluded.updated_at WHERE sub_orders.raw IS NOT excluded.raw",
+             updated_at = excluded.updated_at \
+             WHERE excluded.raw IS NULL OR sub_orders.raw IS NOT excluded.raw",
         )?
         .execute(params![
             source,
@@ -531,7 +561,8 @@ fn upsert_order(
             s.pay_amount,
             s.status.as_str(),
             s.status_raw,
-            s.raw,
+            // A line that is the order itself has no row of its own (see orders.raw).
+            (!s.raw.is_empty()).then_some(s.raw.as_str()),
             s.refund_amount,
             s.commission,
             opt_time(s.updated_at),
@@ -698,6 +729,56 @@ mod tests {
         o.status = Status::Paid;
         o.updated_at = Some(t(updated));
         o
+    }
+
+    #[test]
+    fn a_version_2_database_migrates_to_rowid_tables_keeping_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.db");
+        {
+            // A database as version 2 left it, with one single-line and one two-line order.
+            let conn = Connection::open(&path).unwrap();
+            for (version, sql) in migrations().into_iter().filter(|(v, _)| *v <= 2) {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", version).unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO orders (source, order_id, pipeline, kind, status, raw, first_seen_at, synced_at, pay_amount) \
+                 VALUES ('veapi', '1', 'p', 'affiliate', 'paid', '{\"a\":1}', 'x', 'x', 100), \
+                        ('unidesk', '2', 'u', 'sale', 'paid', '{\"sub_orders\":[]}', 'x', 'x', 30); \
+                 INSERT INTO sub_orders (source, order_id, sub_order_id, status, raw, pay_amount) \
+                 VALUES ('veapi', '1', '1', 'paid', '{\"a\":1}', 100), \
+                        ('unidesk', '2', '21', 'paid', '{\"l\":1}', 10), ('unidesk', '2', '22', 'paid', '{\"l\":2}', 20);",
+            )
+            .unwrap();
+        }
+        let conn = open_connection(&path).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), schema_version());
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM orders"), 2);
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM sub_orders"), 3);
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM sub_orders WHERE raw IS NULL"),
+            1,
+            "only the line that repeated its order's row lost its copy"
+        );
+        assert_eq!(count(&conn, "SELECT SUM(pay_amount) FROM order_lines"), 130);
+        assert_eq!(count(&conn, "SELECT SUM(gmv) FROM daily_summary"), 130);
+        let rowid: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE sql LIKE '%WITHOUT ROWID%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rowid, 0);
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
+            0
+        );
+        let fk_on: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk_on, 1, "foreign keys are enforced again after migrating");
     }
 
     fn setup() -> (tempfile::TempDir, Connection, i64) {

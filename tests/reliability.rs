@@ -17,7 +17,9 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 use ordersync::config::{Auth, Config};
 use ordersync::planner::{self, Window, WindowRules};
-use ordersync::sources::{self, miaoyouquan, veapi, Axis, PageQuery, SourceOptions};
+use ordersync::sources::{
+    self, damaijia, miaoyouquan, sxt, veapi, Axis, PageQuery, SourceKind, SourceOptions,
+};
 use ordersync::store::{self, PageCommit, Progress};
 use ordersync::{model::OrderRow, money};
 use ordersync_sim::faults::FaultCounts;
@@ -37,7 +39,7 @@ use crate::common::*;
 // ---- knobs ------------------------------------------------------------------------------------
 
 /// `ORDERSYNC_SOAK=1` (anything but empty or `0`): the long variants.
-fn soak() -> bool {
+pub(crate) fn soak() -> bool {
     std::env::var("ORDERSYNC_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
@@ -45,7 +47,7 @@ const DEFAULT_SEED: u64 = 20_240_229;
 
 /// The seed of one test: `ORDERSYNC_RELIABILITY_SEED` (or the fixed default) mixed with the test's
 /// name, so each test has its own stream and one variable replays them all. Printed.
-fn seed_for(test: &str) -> u64 {
+pub(crate) fn seed_for(test: &str) -> u64 {
     let base = std::env::var("ORDERSYNC_RELIABILITY_SEED")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -60,7 +62,7 @@ fn seed_for(test: &str) -> u64 {
     seed
 }
 
-fn seed_is_default() -> bool {
+pub(crate) fn seed_is_default() -> bool {
     std::env::var("ORDERSYNC_RELIABILITY_SEED").is_err()
 }
 
@@ -101,19 +103,19 @@ impl Upstream for VeapiSim {
 
 // ---- database helpers ---------------------------------------------------------------------------
 
-fn parse_db_time(text: &str) -> NaiveDateTime {
+pub(crate) fn parse_db_time(text: &str) -> NaiveDateTime {
     NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
         .unwrap_or_else(|e| panic!("stored time {text:?}: {e}"))
 }
 
-fn rows<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+pub(crate) fn rows<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
     conn.prepare(sql)
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// Every row of `sql`, each as one text line (for before/after comparisons).
-fn table_text(conn: &Connection, sql: &str) -> Vec<String> {
+pub(crate) fn table_text(conn: &Connection, sql: &str) -> Vec<String> {
     let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let n = stmt.column_count();
     stmt.query_map([], |r| {
@@ -129,7 +131,7 @@ fn table_text(conn: &Connection, sql: &str) -> Vec<String> {
     .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn assert_integrity(conn: &Connection) {
+pub(crate) fn assert_integrity(conn: &Connection) {
     assert_eq!(rows::<String>(conn, "PRAGMA integrity_check"), vec!["ok"]);
     let fk = table_text(conn, "PRAGMA foreign_key_check");
     assert!(fk.is_empty(), "foreign key violations: {fk:?}");
@@ -137,7 +139,7 @@ fn assert_integrity(conn: &Connection) {
 
 /// No `(source, order_id, status_raw)` twice in the history: every simulated order reaches each of
 /// its statuses once (they only move forward), so a second row would be a duplicated sighting.
-fn assert_no_duplicate_history(conn: &Connection) {
+pub(crate) fn assert_no_duplicate_history(conn: &Connection) {
     let dups = table_text(
         conn,
         "SELECT source, order_id, status_raw, COUNT(*) FROM order_status_history \
@@ -146,7 +148,7 @@ fn assert_no_duplicate_history(conn: &Connection) {
     assert!(dups.is_empty(), "duplicated history rows: {dups:?}");
 }
 
-fn outcomes(conn: &Connection) -> BTreeMap<String, i64> {
+pub(crate) fn outcomes(conn: &Connection) -> BTreeMap<String, i64> {
     let mut stmt = conn
         .prepare("SELECT outcome, COUNT(*) FROM runs GROUP BY outcome")
         .expect("prepare");
@@ -416,7 +418,7 @@ fn crash_loop_sigkill_at_random_instants_loses_and_duplicates_nothing() {
 // ---- 2. fault soak ------------------------------------------------------------------------------
 
 /// The `retrying` debug lines of a JSON log, as (error text, wait in ms).
-fn retries(stderr: &[u8]) -> Vec<(String, u64)> {
+pub(crate) fn retries(stderr: &[u8]) -> Vec<(String, u64)> {
     String::from_utf8_lossy(stderr)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -919,21 +921,52 @@ fn fixture(path: &str) -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
-/// What an accepted row must look like whatever upstream sent.
+/// What an accepted affiliate row (veapi, miaoyouquan) must look like whatever upstream sent.
 fn check_order(o: &OrderRow) -> Result<(), TestCaseError> {
+    check_order_of_kind(o, "affiliate")?;
+    prop_assert_eq!(o.sub_orders.len(), 1);
+    prop_assert_eq!(&o.sub_orders[0].sub_order_id, &o.order_id);
+    Ok(())
+}
+
+/// What an accepted row of any source must look like whatever upstream sent: an id, its kind, and
+/// a `raw` that is JSON.
+fn check_order_of_kind(o: &OrderRow, kind: &str) -> Result<(), TestCaseError> {
     prop_assert!(
         !o.order_id.is_empty() && o.order_id != "0",
         "order id {:?}",
         o.order_id
     );
-    prop_assert_eq!(o.sub_orders.len(), 1);
-    prop_assert_eq!(&o.sub_orders[0].sub_order_id, &o.order_id);
-    prop_assert_eq!(o.kind.as_str(), "affiliate");
+    prop_assert_eq!(o.kind.as_str(), kind);
     prop_assert!(
         serde_json::from_str::<Value>(&o.raw).is_ok(),
         "raw is not JSON: {}",
         o.raw
     );
+    Ok(())
+}
+
+/// An accepted damaijia order: a sale with at least one line, each line with an id and its own
+/// upstream row as `raw`.
+fn check_damaijia_order(o: &OrderRow) -> Result<(), TestCaseError> {
+    check_order_of_kind(o, "sale")?;
+    prop_assert!(
+        !o.sub_orders.is_empty(),
+        "order {} has no lines",
+        o.order_id
+    );
+    for line in &o.sub_orders {
+        prop_assert!(
+            !line.sub_order_id.is_empty() && line.sub_order_id != "0",
+            "sub-order id {:?}",
+            line.sub_order_id
+        );
+        prop_assert!(
+            serde_json::from_str::<Value>(&line.raw).is_ok_and(|v| v.is_object()),
+            "line raw is not a JSON object: {}",
+            line.raw
+        );
+    }
     Ok(())
 }
 
@@ -1141,6 +1174,936 @@ fn fuzz_miaoyouquan_pages_never_panic() {
         },
     );
     println!("miaoyouquan fuzz: {total} cases");
+}
+
+// -- damaijia --
+
+/// Where customer PII sits in a damaijia shop order and in each of its SKU lines (the same places
+/// at both levels): `(container, key)`, the container `None` for the row itself. The names are
+/// the upstream document's; `damaijia::protect_pii` must cover every one of them.
+const DAMAIJIA_PII_SLOTS: &[(Option<&str>, &str)] = &[
+    (None, "post_tel"),
+    (None, "post_receiver"),
+    (None, "encrypt_post_tel"),
+    (None, "encrypt_post_receiver"),
+    (None, "buyer_words"),
+    (None, "doudian_open_id"),
+    (None, "open_id"),
+    (Some("post_addr"), "detail"),
+    (Some("post_addr"), "encrypt_detail"),
+    (Some("user_id_info"), "id_card_no"),
+    (Some("user_id_info"), "id_card_name"),
+];
+
+/// Recognisable plain PII planted in each fixture row (`.0`) and in each of its lines (`.1`).
+const DAMAIJIA_PLANTED: &[(Option<&str>, &str, &str, &str)] = &[
+    (None, "post_tel", "13912345678", "13887654321"),
+    (None, "post_receiver", "张三丰", "欧阳娜娜"),
+    (None, "buyer_words", "放丰巢柜别敲门", "周末再送谢谢"),
+    (
+        Some("post_addr"),
+        "detail",
+        "丹棱街1号银科大厦",
+        "中关村大街27号",
+    ),
+    (
+        Some("user_id_info"),
+        "id_card_no",
+        "110105199003071234",
+        "44030119881111222X",
+    ),
+    (Some("user_id_info"), "id_card_name", "李四光", "赵钱孙"),
+];
+
+/// The slot of `v` (a row or a line) named by `container`/`key`, creating the container.
+fn pii_slot<'a>(v: &'a mut Value, container: Option<&str>, key: &str) -> &'a mut Value {
+    match container {
+        Some(c) => &mut v[c][key],
+        None => &mut v[key],
+    }
+}
+
+/// The value at a slot, without creating anything.
+fn pii_value<'a>(v: &'a Value, container: Option<&str>, key: &str) -> Option<&'a Value> {
+    match container {
+        Some(c) => v.get(c)?.get(key),
+        None => v.get(key),
+    }
+}
+
+/// The damaijia fixture without the keys the parser never reads (tag lists, promotion amounts, …):
+/// a quarter of the size, so each case is cheaper and each random edit far more often hits a
+/// field that matters. Every PII field and its container stays.
+fn damaijia_fixture_trimmed() -> Value {
+    const ROW_KEYS: &[&str] = &[
+        "order_id",
+        "order_status",
+        "order_status_desc",
+        "pay_amount",
+        "order_amount",
+        "create_time",
+        "pay_time",
+        "update_time",
+        "finish_time",
+        "shop_id",
+        "shop_name",
+        "sku_order_list",
+        "post_addr",
+    ];
+    const LINE_KEYS: &[&str] = &[
+        "order_id",
+        "parent_order_id",
+        "order_status",
+        "product_id",
+        "product_id_str",
+        "product_name",
+        "pay_amount",
+        "after_sale_info",
+        "sku_id",
+        "item_num",
+        "create_time",
+        "update_time",
+        "post_addr",
+    ];
+    let keep = |v: &mut Value, keys: &[&str]| {
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| {
+                keys.contains(&k.as_str()) || DAMAIJIA_PII_SLOTS.iter().any(|(_, key)| key == k)
+            });
+        }
+        if let Some(Value::Object(addr)) = v.get_mut("post_addr") {
+            addr.retain(|k, _| ["city", "detail", "encrypt_detail"].contains(&k.as_str()));
+        }
+    };
+    let mut page = fixture("tests/fixtures/damaijia/sample_page.json");
+    let rows = page
+        .pointer_mut("/data/shop_order_list")
+        .and_then(Value::as_array_mut)
+        .expect("the fixture has rows");
+    for row in rows {
+        keep(row, ROW_KEYS);
+        if let Some(Value::Array(lines)) = row.get_mut("sku_order_list") {
+            lines.iter_mut().for_each(|line| keep(line, LINE_KEYS));
+        }
+    }
+    page
+}
+
+/// The trimmed damaijia fixture with recognisable PII planted in every row and line, and every
+/// plain PII text of it (planted, and the ciphertexts and buyer ids the fixture already had).
+fn damaijia_base_with_pii() -> (Value, Vec<String>) {
+    let mut base = damaijia_fixture_trimmed();
+    let mut plain = Vec::new();
+    let rows = base
+        .pointer_mut("/data/shop_order_list")
+        .and_then(Value::as_array_mut)
+        .expect("the fixture has rows");
+    for row in rows {
+        for (container, key, at_order, at_line) in DAMAIJIA_PLANTED {
+            *pii_slot(row, *container, key) = json!(at_order);
+            if let Some(Value::Array(lines)) = row.get_mut("sku_order_list") {
+                for line in lines {
+                    *pii_slot(line, *container, key) = json!(at_line);
+                }
+            }
+        }
+        let mut levels = vec![row.clone()];
+        if let Some(Value::Array(lines)) = row.get("sku_order_list") {
+            levels.extend(lines.iter().cloned());
+        }
+        for level in &levels {
+            for (container, key) in DAMAIJIA_PII_SLOTS {
+                if let Some(Value::String(s)) = pii_value(level, *container, key) {
+                    if s.chars().count() >= 4 && !plain.contains(s) {
+                        plain.push(s.clone());
+                    }
+                }
+            }
+        }
+    }
+    (base, plain)
+}
+
+/// The texts of `plain` that a damaijia page carries outside the PII fields of its rows and lines.
+fn damaijia_pii_outside_slots<'a>(page: &Value, plain: &'a [String]) -> Vec<&'a String> {
+    let mut page = page.clone();
+    if let Some(Value::Array(rows)) = page.pointer_mut("/data/shop_order_list") {
+        for row in rows {
+            let lines = match row.get("sku_order_list") {
+                Some(Value::Array(lines)) => lines.len(),
+                _ => 0,
+            };
+            for level in 0..=lines {
+                let at = level_mut(row, level);
+                for (container, key) in DAMAIJIA_PII_SLOTS {
+                    if matches!(pii_value(at, *container, key), Some(v) if !v.is_null()) {
+                        *pii_slot(at, *container, key) = Value::Null;
+                    }
+                }
+            }
+        }
+    }
+    let text = page.to_string();
+    plain.iter().filter(|p| text.contains(p.as_str())).collect()
+}
+
+fn damaijia_options(pii: damaijia::PiiMode) -> SourceOptions {
+    SourceOptions::Damaijia(damaijia::Options { pii })
+}
+
+fn damaijia_window() -> Window {
+    let day = |m: u32, d: u32| {
+        NaiveDate::from_ymd_opt(2021, m, d)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("date")
+    };
+    Window {
+        start: day(12, 1),
+        end: day(12, 31),
+    }
+}
+
+/// A damaijia cursor text `offset:total:rescans` (`total` empty before the first page; `""` is
+/// the first page), as this test reads it, independently of the module's own parser.
+fn parse_damaijia_cursor(text: &str) -> Option<(u64, Option<u64>, u32)> {
+    if text.is_empty() {
+        return Some((0, None, 0));
+    }
+    let mut parts = text.split(':');
+    let offset = parts.next()?.parse().ok()?;
+    let total = match parts.next()? {
+        "" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let rescans = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((offset, total, rescans))
+}
+
+const PII_MODES: [damaijia::PiiMode; 3] = [
+    damaijia::PiiMode::Mask,
+    damaijia::PiiMode::Keep,
+    damaijia::PiiMode::Drop,
+];
+
+#[test]
+fn fuzz_damaijia_pages_never_panic() {
+    let (base, plain) = damaijia_base_with_pii();
+    assert!(plain.len() >= 12, "planted PII: {plain:?}");
+    let auth = Auth::default();
+    let options = PII_MODES.map(damaijia_options);
+    let window = damaijia_window();
+    let start = NaiveDate::from_ymd_opt(2021, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("date");
+    let statuses = prop_oneof![6 => Just(200u16), 1 => prop::sample::select(vec![401u16, 403, 405, 429, 500, 502]), 1 => 100u16..600];
+    let cursors = prop_oneof![
+        3 => prop::sample::select(vec![
+            "", "0:2:0", "0::0", "0:2:", "100:250:3", "200:2:0", "0:2:10", "0:5:10", "37:2:1",
+            "2:3:0", "9999999999999:2:0", "x:y", "5", "-1:2:0", "1:2:3:4", ":", "::", "0:-2:0",
+            "0:2:x", " 0:2:0",
+        ])
+        .prop_map(String::from),
+        2 => (0u64..1000, proptest::option::of(0u64..1000), 0u32..=12).prop_map(|(o, t, r)| match t {
+            Some(t) => format!("{o}:{t}:{r}"),
+            None => format!("{o}::{r}"),
+        }),
+    ];
+    let total = fuzz(
+        "fuzz damaijia mutated pages",
+        3000,
+        (
+            json_mutation(),
+            statuses,
+            1u32..=100,
+            cursors,
+            0usize..PII_MODES.len(),
+        ),
+        |(m, status, size, cursor, mode)| {
+            let (value, bytes) = apply(&base, "/data/shop_order_list", &m);
+            let pii = PII_MODES[mode];
+            let q = PageQuery {
+                endpoint: damaijia::DEFAULT_ENDPOINT,
+                auth: &auth,
+                options: &options[mode],
+                window,
+                cursor: &cursor,
+                page_size: size,
+                axis: Axis::Live,
+                start,
+            };
+            // A planted value the page as sent also carries outside the PII fields (a byte splice
+            // renamed its key) is ordinary data there; every other one must stay hidden.
+            let outside = |p: &String| {
+                let sent: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| value.clone());
+                damaijia_pii_outside_slots(&sent, &plain).contains(&p)
+            };
+            let hidden = pii != damaijia::PiiMode::Keep;
+            let no_plain_pii = |what: &str, text: &str| -> Result<(), TestCaseError> {
+                if hidden {
+                    for p in &plain {
+                        prop_assert!(
+                            !text.contains(p.as_str()) || outside(p),
+                            "{:?} ({:?}) in {}: {}",
+                            p,
+                            pii,
+                            what,
+                            text
+                        );
+                    }
+                }
+                Ok(())
+            };
+            let result = damaijia::parse_page(&q, status, &bytes);
+            match &result {
+                Ok(page) => {
+                    for o in &page.orders {
+                        check_damaijia_order(o)?;
+                        no_plain_pii("raw", &o.raw)?;
+                        for line in &o.sub_orders {
+                            no_plain_pii("line raw", &line.raw)?;
+                        }
+                    }
+                    if let Some(c) = &page.next_cursor {
+                        let parsed = parse_damaijia_cursor(c).filter(|(_, t, _)| t.is_some());
+                        prop_assert!(
+                            parsed.is_some(),
+                            "next cursor {:?} is not offset:total:rescans",
+                            c
+                        );
+                        let (offset, _, rescans) = parsed.unwrap_or_default();
+                        prop_assert_eq!(
+                            offset % u64::from(size),
+                            0,
+                            "next cursor {:?} with pages of {}",
+                            c,
+                            size
+                        );
+                        // The scan ends: each page moves on, or spends one re-read of a budget.
+                        if let Some((at, _, at_rescans)) = parse_damaijia_cursor(&cursor) {
+                            let page_start = at - at % u64::from(size);
+                            prop_assert!(
+                                rescans == at_rescans + 1
+                                    || (rescans == at_rescans && offset > page_start),
+                                "cursor {:?} → {:?} with pages of {}",
+                                cursor,
+                                c,
+                                size
+                            );
+                            prop_assert!(
+                                rescans <= at_rescans.max(damaijia::MAX_RESCANS),
+                                "cursor {:?} → {:?}: past the re-read budget",
+                                cursor,
+                                c
+                            );
+                        }
+                        let next = PageQuery { cursor: c, ..q };
+                        let auth_ok: Auth = [("access_token", "t"), ("shop_id", "1")]
+                            .into_iter()
+                            .collect();
+                        let asked = damaijia::build_request(&PageQuery {
+                            auth: &auth_ok,
+                            ..next
+                        });
+                        prop_assert!(
+                            asked.is_ok(),
+                            "next cursor {:?} is refused: {:?}",
+                            c,
+                            asked.err()
+                        );
+                    }
+                }
+                Err(e) => {
+                    check_error(e)?;
+                    no_plain_pii("error", &e.to_string())?;
+                }
+            }
+            if let Some(row) = value.pointer("/data/shop_order_list/0") {
+                if let Ok(o) = damaijia::normalise(row, pii) {
+                    check_damaijia_order(&o)?;
+                    no_plain_pii("raw", &o.raw)?;
+                }
+            }
+            // The shared dispatcher agrees with the module (asked on a sample: a page costs).
+            if size % 8 != 0 {
+                return Ok(());
+            }
+            let via = sources::parse_page(SourceKind::Damaijia, &q, status, &bytes);
+            prop_assert_eq!(
+                via.as_ref()
+                    .map(|p| (p.orders.len(), p.next_cursor.clone()))
+                    .map_err(|e| e.to_string()),
+                result
+                    .as_ref()
+                    .map(|p| (p.orders.len(), p.next_cursor.clone()))
+                    .map_err(|e| e.to_string())
+            );
+            Ok(())
+        },
+    );
+    println!("damaijia fuzz: {total} cases");
+}
+
+/// What one PII slot of a damaijia row holds in the PII fuzz: nothing, a text, or another JSON value.
+fn pii_input() -> BoxedStrategy<Option<Value>> {
+    let text = prop_oneof![
+        3 => any::<String>(),
+        2 => "[0-9]{0,20}",
+        2 => "[\\u{4e00}-\\u{9fa5}]{1,10}",
+        1 => "[😀-🙏🇦-🇿]{1,6}",
+        1 => "\\PC{0,12}",
+        1 => ("[ -~]{10,30}", 5usize..30).prop_map(|(s, n)| s.repeat(n)),
+        1 => Just(String::new()),
+        2 => prop::sample::select(vec![
+            "13912345678", "+86 139-1234-5678", "张三丰", "欧阳", "丹棱街1号", "110105199003071234",
+            "44030119881111222X", "李", "\u{202e}8765", "\\u0000\u{0}abcd", "\"quoted\"", "a\nb\nc",
+        ])
+        .prop_map(String::from),
+    ];
+    let text = text.boxed();
+    prop_oneof![
+        1 => Just(None),
+        6 => text.clone().prop_map(|s| Some(Value::String(s))),
+        3 => prop_oneof![
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(json!(13912345678u64)),
+            any::<bool>().prop_map(Value::Bool),
+            Just(Value::Null),
+            text.clone().prop_map(|s| json!({ "value": s, "n": 1 })),
+            text.clone().prop_map(|s| json!([s, 2, null])),
+            Just(json!({})),
+            Just(json!([])),
+        ]
+        .prop_map(Some),
+    ]
+    .boxed()
+}
+
+/// Every text of at least 4 characters that a PII value would show if it leaked: the string
+/// itself, a non-string value's JSON text, and any string inside it.
+fn leakable_texts(v: &Value, out: &mut Vec<String>) {
+    let mut push = |s: String| {
+        if s.chars().count() >= 4 {
+            out.push(s);
+        }
+    };
+    match v {
+        Value::String(s) => push(s.clone()),
+        Value::Null => {}
+        other => {
+            push(other.to_string());
+            if let Value::Array(items) = other {
+                for item in items {
+                    leakable_texts(item, out);
+                }
+            } else if let Value::Object(m) = other {
+                for item in m.values() {
+                    leakable_texts(item, out);
+                }
+            }
+        }
+    }
+}
+
+/// Level `level` of a damaijia row: the order itself (0) or its line `level - 1`.
+fn level_mut(row: &mut Value, level: usize) -> &mut Value {
+    if level == 0 {
+        row
+    } else {
+        &mut row["sku_order_list"][level - 1]
+    }
+}
+
+fn level_ref(row: &Value, level: usize) -> &Value {
+    if level == 0 {
+        row
+    } else {
+        &row["sku_order_list"][level - 1]
+    }
+}
+
+/// Removes one PII slot (the key, not its container).
+fn remove_pii_slot(v: &mut Value, container: Option<&str>, key: &str) {
+    let holder = match container {
+        Some(c) => v.get_mut(c),
+        None => Some(v),
+    };
+    if let Some(Value::Object(o)) = holder {
+        o.remove(key);
+    }
+}
+
+#[test]
+fn fuzz_damaijia_pii_masking_never_leaks() {
+    let mut base = damaijia_fixture_trimmed()["data"]["shop_order_list"][0].clone();
+    // Two lines, so that "each line" means something.
+    let mut second = base["sku_order_list"][0].clone();
+    second["order_id"] = json!("4879354354618346765");
+    base["sku_order_list"]
+        .as_array_mut()
+        .expect("lines")
+        .push(second);
+    let levels = 3; // the order and its two lines
+    for level in 0..levels {
+        for (container, key) in DAMAIJIA_PII_SLOTS {
+            remove_pii_slot(level_mut(&mut base, level), *container, key);
+        }
+    }
+    let n = DAMAIJIA_PII_SLOTS.len();
+    let total = fuzz(
+        "fuzz damaijia pii masking",
+        1200,
+        prop::collection::vec((0..n * levels, pii_input()), 1..12),
+        |pairs| {
+            // Slot `i` is field `i % n` of level `i / n`; a later pair for a slot wins.
+            let mut values = vec![None; n * levels];
+            for (i, v) in pairs {
+                values[i] = v;
+            }
+            // The row as sent; the same with every PII value nulled (what `raw` may show in any
+            // case) and with every PII key removed (what `drop` must give).
+            let (mut row, mut nulled, mut dropped) = (base.clone(), base.clone(), base.clone());
+            let mut leakable = Vec::new();
+            for (i, v) in values.iter().enumerate() {
+                let Some(v) = v else { continue };
+                let (level, (container, key)) = (i / n, DAMAIJIA_PII_SLOTS[i % n]);
+                *pii_slot(level_mut(&mut row, level), container, key) = v.clone();
+                *pii_slot(level_mut(&mut nulled, level), container, key) = Value::Null;
+                // The container exists in `dropped` too, empty if need be, as protect_pii leaves it.
+                let d = level_mut(&mut dropped, level);
+                *pii_slot(d, container, key) = Value::Null;
+                remove_pii_slot(d, container, key);
+                leakable_texts(v, &mut leakable);
+            }
+            let baseline = nulled.to_string();
+            for mode in PII_MODES {
+                let o = damaijia::normalise(&row, mode).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(o.sub_orders.len(), 2);
+                // What raw must be, compared as text: a float does not survive a JSON round trip
+                // through serde_json exactly, the text `raw` was written from does.
+                let (mut kept_by_mask, mut masked) = (Vec::new(), Vec::new());
+                let expected = match mode {
+                    damaijia::PiiMode::Keep => row.clone(),
+                    damaijia::PiiMode::Drop => dropped.clone(),
+                    damaijia::PiiMode::Mask => {
+                        // Every non-empty PII value became a masked string; nothing else changed.
+                        let raw: Value = serde_json::from_str(&o.raw)
+                            .map_err(|e| TestCaseError::fail(format!("raw is not JSON: {e}")))?;
+                        let mut expected = row.clone();
+                        for level in 0..levels {
+                            for (container, key) in DAMAIJIA_PII_SLOTS {
+                                let Some(before) =
+                                    pii_value(level_ref(&row, level), *container, key)
+                                else {
+                                    continue;
+                                };
+                                let after = pii_value(level_ref(&raw, level), *container, key);
+                                match before {
+                                    Value::Null => continue,
+                                    Value::String(s) if s.is_empty() => continue,
+                                    _ => {}
+                                }
+                                let Some(Value::String(after)) = after else {
+                                    return Err(TestCaseError::fail(format!(
+                                        "{key}: {before} masked as {after:?}"
+                                    )));
+                                };
+                                prop_assert!(
+                                    after.contains('*'),
+                                    "{}: {} masked as {:?}",
+                                    key,
+                                    before,
+                                    after
+                                );
+                                let chars: Vec<char> = after.chars().collect();
+                                if chars.len() >= 4 {
+                                    kept_by_mask
+                                        .push(chars[chars.len() - 4..].iter().collect::<String>());
+                                }
+                                masked.push(after.clone());
+                                masked.push(Value::String(after.clone()).to_string());
+                                *pii_slot(level_mut(&mut expected, level), *container, key) =
+                                    Value::String(after.clone());
+                            }
+                        }
+                        expected
+                    }
+                };
+                prop_assert_eq!(
+                    &o.raw,
+                    &expected.to_string(),
+                    "{:?}: raw is the row with exactly its PII values hidden",
+                    mode
+                );
+                for (i, line) in o.sub_orders.iter().enumerate() {
+                    prop_assert_eq!(
+                        &line.raw,
+                        &expected["sku_order_list"][i].to_string(),
+                        "{:?}: line raw",
+                        mode
+                    );
+                }
+                if mode == damaijia::PiiMode::Keep {
+                    continue;
+                }
+                for plain in &leakable {
+                    // Not a leak: a text `raw` shows anyway (a key name, a number of the row), the
+                    // four last characters a masked phone number keeps by design, or a text with
+                    // `*` that a masked value happens to contain (a plain `张**` is its own mask).
+                    let escaped = Value::String(plain.clone()).to_string();
+                    let escaped = &escaped[1..escaped.len() - 1];
+                    for needle in [plain.as_str(), escaped] {
+                        if baseline.contains(needle)
+                            || kept_by_mask.iter().any(|t| t == needle)
+                            || (needle.contains('*') && masked.iter().any(|m| m.contains(needle)))
+                        {
+                            continue;
+                        }
+                        prop_assert!(
+                            !o.raw.contains(needle),
+                            "{:?} leaked into raw ({:?})",
+                            needle,
+                            mode
+                        );
+                        for l in &o.sub_orders {
+                            prop_assert!(
+                                !l.raw.contains(needle),
+                                "{:?} leaked into a line raw ({:?})",
+                                needle,
+                                mode
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    println!("damaijia pii fuzz: {total} cases");
+}
+
+// -- sxt --
+
+/// What an accepted sxt page must look like: ad orders without lines, one per `order_id`, ROI as
+/// trimmed decimal text.
+fn check_sxt_page(page: &sources::Page) -> Result<(), TestCaseError> {
+    prop_assert!(page.next_cursor.is_none(), "a snapshot has no next page");
+    let mut ids = std::collections::HashSet::new();
+    for o in &page.orders {
+        check_order_of_kind(o, "ad")?;
+        prop_assert!(o.sub_orders.is_empty(), "ad order {} has lines", o.order_id);
+        prop_assert!(
+            ids.insert(o.order_id.as_str()),
+            "order {} twice",
+            o.order_id
+        );
+        if let Some(roi) = &o.ad_roi {
+            prop_assert!(
+                !roi.is_empty() && roi.trim() == roi && money::yuan_to_fen(roi).is_ok(),
+                "ROI {:?}",
+                roi
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_sxt_pages_never_panic() {
+    let full = fixture("tests/fixtures/sxt/sample.json");
+    // To mutate: the first five rows (one order three times in states 7, 5, 7; one with spend),
+    // without the `ad_info` keys the parser never reads: each case is cheaper and each random
+    // edit far more often hits a field that matters.
+    let mut base = full.clone();
+    let rows = base["data"].as_array_mut().expect("rows");
+    rows.truncate(5);
+    for row in rows {
+        if let Some(Value::Object(info)) = row.get_mut("ad_info") {
+            info.retain(|k, _| {
+                [
+                    "order_id",
+                    "state",
+                    "state_desc",
+                    "create_time",
+                    "create_time_int",
+                ]
+                .contains(&k.as_str())
+            });
+        }
+    }
+    let statuses = prop_oneof![6 => Just(200u16), 1 => prop::sample::select(vec![401u16, 403, 405, 429, 500, 502]), 1 => 100u16..600];
+    // For the shared dispatcher (a snapshot ignores the window, cursor and page size).
+    let auth = Auth::default();
+    let options = SourceOptions::Sxt(sxt::Options { select_status: 1 });
+    let q = PageQuery {
+        endpoint: "http://127.0.0.1:1/sxt",
+        auth: &auth,
+        options: &options,
+        window: damaijia_window(),
+        cursor: "",
+        page_size: 1,
+        axis: Axis::Live,
+        start: damaijia_window().start,
+    };
+    let mut total = fuzz(
+        "fuzz sxt mutated pages",
+        2000,
+        (json_mutation(), statuses),
+        |(m, status)| {
+            let (value, bytes) = apply(&base, "/data", &m);
+            let result = sxt::parse_page(status, &bytes);
+            match &result {
+                Ok(page) => check_sxt_page(page)?,
+                Err(e) => check_error(e)?,
+            }
+            if let Some(row) = value.pointer("/data/0") {
+                if let Ok(o) = sxt::normalise(row) {
+                    check_order_of_kind(&o, "ad")?;
+                    prop_assert!(o.sub_orders.is_empty());
+                }
+            }
+            // The shared dispatcher agrees with the module.
+            let via = sources::parse_page(SourceKind::Sxt, &q, status, &bytes);
+            prop_assert_eq!(
+                via.map(|p| p.orders.len()).map_err(|e| e.to_string()),
+                result.map(|p| p.orders.len()).map_err(|e| e.to_string())
+            );
+            Ok(())
+        },
+    );
+
+    // Collapse is independent of row order: the fixture (one order three times already) plus
+    // copies of its rows in other states, other amounts or other text, in any order.
+    let rows: Vec<Value> = full["data"].as_array().expect("rows").clone();
+    let states = prop::sample::select(vec![
+        json!(1),
+        json!(3),
+        json!(5),
+        json!(6),
+        json!(7),
+        json!(8),
+        json!(9),
+        json!(10),
+        json!("7"),
+        json!("9"),
+        json!(2),
+        json!(99),
+        json!("投放中"),
+        Value::Null,
+    ]);
+    let costs = proptest::option::of(prop::sample::select(vec![
+        "0", "0.00", "38.9", "38.90", "0.26", "100", "1.005",
+    ]));
+    let copy = (any::<Index>(), states, costs, proptest::option::of(0u8..4));
+    let permutation = (
+        prop::collection::vec(copy, 0..10),
+        prop::collection::vec(any::<u64>(), rows.len() + 10),
+    );
+    total += fuzz("fuzz sxt row order", 200, permutation, |(copies, keys)| {
+        let mut page_rows = rows.clone();
+        for (i, state, cost, tag) in &copies {
+            let mut row = rows[i.index(rows.len())].clone();
+            row["ad_info"]["state"] = state.clone();
+            if let Some(cost) = cost {
+                row["ad_indicators"][0] = json!({"count": cost, "name": sxt::COST});
+            }
+            if let Some(tag) = tag {
+                row["ad_info"]["state_desc"] = json!(format!("copy {tag}"));
+            }
+            page_rows.push(row);
+        }
+        let mut shuffled: Vec<(u64, usize)> =
+            keys.iter().copied().zip(0..page_rows.len()).collect();
+        shuffled.sort();
+        let permuted: Vec<Value> = shuffled
+            .iter()
+            .map(|(_, i)| page_rows[*i].clone())
+            .collect();
+        let parse = |rows: &[Value]| {
+            let body = json!({"code": 0, "msg": "ok", "data": rows}).to_string();
+            sxt::parse_page(200, body.as_bytes()).map(|p| {
+                p.orders
+                    .into_iter()
+                    .map(|o| {
+                        (
+                            o.order_id,
+                            o.status,
+                            o.status_raw,
+                            o.ad_cost,
+                            o.ad_plays,
+                            o.ad_gmv,
+                            o.ad_roi,
+                            o.raw,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let a = parse(&page_rows).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let b = parse(&permuted).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(
+            &a,
+            &b,
+            "the same rows in another order collapse differently"
+        );
+        // Each order is its most advanced copy.
+        for (id, _, state, ..) in &a {
+            let rank = |s: &str| s.parse::<i64>().unwrap_or(-1);
+            for row in page_rows
+                .iter()
+                .filter(|r| r["ad_info"]["order_id"] == json!(id))
+            {
+                let copy_state = sources::text(&row["ad_info"], "state").unwrap_or_default();
+                prop_assert!(
+                    rank(state) >= rank(&copy_state),
+                    "order {} kept state {:?} over {:?}",
+                    id,
+                    state,
+                    copy_state
+                );
+            }
+        }
+        Ok(())
+    });
+    println!("sxt fuzz: {total} cases");
+}
+
+/// A yuan amount as upstream might write it, with the fen it means when computed from its parts
+/// (`None`: not from parts, ask the reference).
+fn yuan_text() -> BoxedStrategy<(String, Option<i64>)> {
+    let parts = ("[0-9]{0,12}", proptest::option::of("[0-9]{0,2}")).prop_map(|(int, frac)| {
+        let text = match &frac {
+            Some(f) => format!("{int}.{f}"),
+            None => int.clone(),
+        };
+        let frac = frac.unwrap_or_default();
+        let fen = (!int.is_empty() || !frac.is_empty()).then(|| {
+            let yuan: i64 = if int.is_empty() {
+                0
+            } else {
+                int.parse().expect("12 digits")
+            };
+            let mut cents = 0;
+            for (i, d) in frac.bytes().enumerate() {
+                cents += i64::from(d - b'0') * if i == 0 { 10 } else { 1 };
+            }
+            yuan * 100 + cents
+        });
+        (text, fen)
+    });
+    let other = prop_oneof![
+        3 => "[0-9]{0,12}\\.[0-9]{3,8}",
+        2 => "[ \t]{0,2}[-+]?[0-9]{0,6}(\\.[0-9]{0,3})?[ \t]{0,2}",
+        2 => prop::sample::select(vec![
+            "1,5", "1e5", "1E-2", "¥12", "12元", "1.2.3", "-", "+", ".", "abc", "12 34", "0x10",
+            "١٢", "１２", "NaN", "inf", "1.-5", "--1", "+-1", " ", "\u{a0}12", "12\u{3000}",
+            "99999999999999999999", "92233720368547758.08", "92233720368547758.07",
+        ])
+        .prop_map(String::from),
+        2 => "[0-9.,+\\- e¥元]{0,15}",
+        1 => "[0-9]{15,22}(\\.[0-9]{0,3})?",
+        1 => any::<String>(),
+    ];
+    prop_oneof![
+        3 => parts,
+        2 => other.prop_map(|t| (t, None)),
+    ]
+    .boxed()
+}
+
+#[test]
+fn fuzz_sxt_yuan_indicators_match_a_reference() {
+    let roi = prop_oneof![
+        2 => "[ ]{0,2}[0-9]{1,4}(\\.[0-9]{1,4})?[ ]{0,2}",
+        1 => yuan_text().prop_map(|(t, _)| t),
+    ];
+    let total = fuzz(
+        "fuzz sxt yuan indicators",
+        3000,
+        (yuan_text(), yuan_text(), roi),
+        |((cost, cost_fen), (gmv, gmv_fen), roi)| {
+            let row = json!({
+                "ad_info": {"order_id": "7184687741827891212", "state": 7},
+                "ad_indicators": [
+                    {"count": cost, "name": sxt::COST},
+                    {"count": "12", "name": sxt::PLAYS},
+                    {"count": roi, "name": sxt::ROI},
+                    {"count": gmv, "name": sxt::GMV},
+                ]
+            });
+            // A text built from its parts: its fen are known twice.
+            for (text, from_parts) in [(&cost, cost_fen), (&gmv, gmv_fen)] {
+                if from_parts.is_some() {
+                    prop_assert_eq!(
+                        reference_scaled(text, 2),
+                        from_parts,
+                        "the two references disagree on {:?}",
+                        text
+                    );
+                }
+            }
+            // The reference: an empty count is no indicator; anything else is a decimal or an error.
+            let want = |text: &str| -> Result<Option<i64>, ()> {
+                if text.is_empty() {
+                    return Ok(None);
+                }
+                reference_scaled(text, 2).map(Some).ok_or(())
+            };
+            let want_cost = want(&cost);
+            let want_gmv = want(&gmv);
+            let want_roi = if roi.is_empty() {
+                Ok(None)
+            } else {
+                reference_scaled(&roi, 2)
+                    .map(|_| Some(roi.trim().to_string()))
+                    .ok_or(())
+            };
+            let got = sxt::normalise(&row);
+            match (&got, &want_cost, &want_gmv, &want_roi) {
+                (Ok(o), Ok(c), Ok(g), Ok(r)) => {
+                    prop_assert_eq!(o.ad_cost, *c, "cost {:?}", cost);
+                    prop_assert_eq!(o.ad_gmv, *g, "GMV {:?}", gmv);
+                    prop_assert_eq!(&o.ad_roi, r, "ROI {:?}", roi);
+                    prop_assert_eq!(o.ad_plays, Some(12));
+                }
+                (Err(_), _, _, _)
+                    if want_cost.is_err() || want_gmv.is_err() || want_roi.is_err() => {}
+                _ => prop_assert!(
+                    false,
+                    "cost {:?} GMV {:?} ROI {:?}: got {:?}, want {:?} {:?} {:?}",
+                    cost,
+                    gmv,
+                    roi,
+                    got.as_ref()
+                        .map(|o| (o.ad_cost, o.ad_gmv, o.ad_roi.clone())),
+                    want_cost,
+                    want_gmv,
+                    want_roi
+                ),
+            }
+            // Through a page: the same answer, junk as an error of the page.
+            let body = json!({"code": 0, "msg": "ok", "data": [row]}).to_string();
+            let page = sxt::parse_page(200, body.as_bytes());
+            prop_assert_eq!(
+                page.as_ref()
+                    .map(|p| (
+                        p.orders[0].ad_cost,
+                        p.orders[0].ad_gmv,
+                        p.orders[0].ad_roi.clone()
+                    ))
+                    .ok(),
+                got.as_ref()
+                    .map(|o| (o.ad_cost, o.ad_gmv, o.ad_roi.clone()))
+                    .ok()
+            );
+            if let Err(e) = &page {
+                check_error(e)?;
+            }
+            Ok(())
+        },
+    );
+    println!("sxt yuan fuzz: {total} cases");
 }
 
 // -- config --
@@ -2234,6 +3197,44 @@ fn coverage_never_claims_a_second_that_was_not_fetched() {
         assert!(
             ends.iter().all(|e| e.ends_with(".000")),
             "finished ranges end on whole seconds: {ends:?}"
+        );
+    }
+}
+
+/// Regression, found by `fuzz_damaijia_pages_never_panic` with cursors at the integer limits: a
+/// saved cursor whose numbers parse but overflowed the paging arithmetic in `damaijia::next_cursor`
+/// (`at.rescans + 1`, `page_start + rows`) panicked in a debug build and wrapped silently in
+/// release, instead of being refused like any other cursor that is not ours. Only a corrupt or hand-edited
+/// checkpoint carries such a cursor (this source writes offsets up to `total`, rescans up to 10).
+#[test]
+fn damaijia_cursor_at_integer_limits_is_refused_without_a_panic() {
+    // The fixture as it is: total 2, both rows on the page.
+    let body = fixture("tests/fixtures/damaijia/sample_page.json").to_string();
+    let auth = Auth::default();
+    let options = damaijia_options(damaijia::PiiMode::Mask);
+    let window = damaijia_window();
+    for (cursor, page_size) in [
+        // total moved 5 → 2: a re-read, and the rescan count overflows.
+        ("0:5:4294967295", 100),
+        // two rows on a page of one at the last representable offset.
+        ("18446744073709551615::0", 1),
+    ] {
+        let q = PageQuery {
+            endpoint: damaijia::DEFAULT_ENDPOINT,
+            auth: &auth,
+            options: &options,
+            window,
+            cursor,
+            page_size,
+            axis: Axis::Live,
+            start: window.start,
+        };
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            damaijia::parse_page(&q, 200, body.as_bytes()).map(|p| p.next_cursor)
+        }));
+        assert!(
+            answer.is_ok(),
+            "cursor {cursor:?}, pages of {page_size}: parse_page panicked"
         );
     }
 }

@@ -245,17 +245,24 @@ fn next_cursor(
     let page_start = at.offset - at.offset % size;
     let drifted = at.total.is_some_and(|t| t != total);
     if !drifted {
-        if rows < size || page_start + rows >= total {
+        if rows < size || page_start.saturating_add(rows) >= total {
             return Ok(None);
         }
+        // Only a corrupt checkpoint holds an offset this close to the limit: refuse it.
+        let offset = page_start.checked_add(size).ok_or_else(|| {
+            UpstreamError::fatal(
+                "cursor",
+                format!("saved cursor offset {} is out of range", at.offset),
+            )
+        })?;
         return Ok(Some(ScanCursor {
-            offset: page_start + size,
+            offset,
             total: Some(total),
             rescans: at.rescans,
         }));
     }
     let before = at.total.unwrap_or(total);
-    let rescans = at.rescans + 1;
+    let rescans = at.rescans.saturating_add(1);
     if rescans > MAX_RESCANS {
         return Err(UpstreamError::fatal(
             "drift",
@@ -423,8 +430,26 @@ fn protect_level(v: &mut Value, mode: PiiMode) {
         ("post_addr", ADDRESS_FIELDS),
         ("user_id_info", ID_CARD_FIELDS),
     ] {
-        if let Some(Value::Object(inner)) = obj.get_mut(key) {
-            protect_fields(inner, fields, mode);
+        match obj.get_mut(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(inner)) => protect_fields(inner, fields, mode),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::Object(inner) => protect_fields(inner, fields, mode),
+                        other => *other = Value::String(mask("", PiiKind::Opaque)),
+                    }
+                }
+            }
+            // Not the documented object: its parts cannot be told apart, so none of it is kept.
+            Some(_) => match mode {
+                PiiMode::Drop => {
+                    obj.remove(key);
+                }
+                _ => {
+                    obj.insert(key.to_string(), Value::String(mask("", PiiKind::Opaque)));
+                }
+            },
         }
     }
 }
@@ -584,6 +609,25 @@ mod tests {
             "regions are not personal"
         );
         assert!(!dropped.sub_orders[0].raw.contains("13912345678"));
+    }
+
+    #[test]
+    fn pii_in_an_undocumented_shape_is_still_hidden() {
+        let page: Value = serde_json::from_str(SAMPLE).unwrap();
+        let mut row = page["data"]["shop_order_list"][0].clone();
+        row["post_addr"] = json!("北京市海淀区丹棱街1号");
+        row["user_id_info"] = json!([{"id_card_no": "110105199003071234", "id_card_name": "李四"}, "110105199003075678"]);
+        for mode in [PiiMode::Mask, PiiMode::Drop] {
+            let o = normalise(&row, mode).unwrap();
+            for plain in [
+                "丹棱街1号",
+                "110105199003071234",
+                "李四",
+                "110105199003075678",
+            ] {
+                assert!(!o.raw.contains(plain), "{mode:?}: {plain} in raw");
+            }
+        }
     }
 
     #[test]

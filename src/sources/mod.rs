@@ -233,7 +233,7 @@ pub fn affiliate_order(
     use crate::model::{Kind, SubOrderRow};
     let order_id = id(row, "order_id")?.ok_or("row has no order_id")?;
     let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
-    let mut o = OrderRow::new(kind, order_id.clone(), Kind::Affiliate, raw.clone());
+    let mut o = OrderRow::new(kind, order_id.clone(), Kind::Affiliate, raw);
     o.status_raw = text(row, "flow_point").unwrap_or_default();
     o.status = flow_point_status(kind, &o.status_raw);
     o.pay_amount = fen(row, "total_pay_amount")?;
@@ -261,7 +261,8 @@ pub fn affiliate_order(
         pay_amount: o.pay_amount,
         status: o.status,
         status_raw: o.status_raw.clone(),
-        raw,
+        // The order's row is the line's: `orders.raw` holds it once.
+        raw: String::new(),
         refund_amount: None,
         commission: None,
         updated_at: None,

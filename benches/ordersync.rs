@@ -1,0 +1,553 @@
+//! `cargo bench --bench ordersync [-- --1m]`: what ordersync costs, measured, as one table.
+//!
+//! Simulators run in this process; the real release `ordersync` binary runs as a child, so its CPU
+//! time and peak RSS (from `wait4`'s rusage: user + sys, `ru_maxrss`) are the client's alone, never
+//! the simulators'. Four parts:
+//! 1. full sync of worlds of 10k and 100k orders (1M with `--1m`) for veapi (one order per row)
+//!    and damaijia (orders with SKU lines): wall time, CPU per order, peak RSS, rows per second,
+//!    requests made against the fewest pages that world can be read in; then a resync with
+//!    nothing new upstream: order rows written and requests;
+//! 2. the store without HTTP: the same veapi pages, already fetched, parsed and committed page by
+//!    page through `commit_page` (history, checkpoint and run counters included), against a bare
+//!    rusqlite loop inserting the same normalised rows with one prepared statement, batched in
+//!    transactions of a page, into the same schema;
+//! 3. all five sources in one `sync`, every simulated answer 50 ms late, against each pipeline
+//!    alone: the wall-time ratio says whether pipelines overlap.
+//!
+//! Nothing here asserts a time; it prints figures (and fails only if a sync fails or the database
+//! disagrees with the simulator's order count, since a fast wrong answer is no figure at all).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as ChronoDuration, NaiveDateTime};
+use ordersync::config::Auth;
+use ordersync::planner::Window;
+use ordersync::sources::{self, Axis, PageQuery, SourceKind, SourceOptions};
+use ordersync::store::{self, PageCommit, Progress};
+use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
+use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
+use ordersync_sim::{
+    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig,
+    VeapiSim, VeapiSimConfig,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ordersync");
+/// Days of the veapi and damaijia worlds: under veapi's 90-day window, so one window each.
+const DAYS: i64 = 80;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let million = args.iter().any(|a| a == "--1m");
+    let mut sizes = vec![10_000usize, 100_000];
+    if million {
+        sizes.push(1_000_000);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("machine: {}", machine());
+    println!("ordersync binary: {BIN}\n");
+
+    println!("## 1. full sync and no-op resync (real binary, loopback simulators, no faults)\n");
+    println!(
+        "| source | orders | wall s | CPU µs/order | peak RSS MB | rows/s | requests / minimal | resync: rows written | resync requests / minimal |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for kind in [SourceKind::Veapi, SourceKind::Damaijia] {
+        for &n in &sizes {
+            let row = full_sync(&rt, kind, n);
+            println!(
+                "| {kind} | {n} | {:.2} | {:.1} | {:.1} | {:.0} | {} / {} | {} | {} / {} |",
+                row.first.wall.as_secs_f64(),
+                row.first.cpu.as_secs_f64() * 1e6 / n as f64,
+                row.first.max_rss_kb as f64 / 1024.0,
+                n as f64 / row.first.wall.as_secs_f64(),
+                row.requests,
+                row.minimal,
+                row.resync_written,
+                row.resync_requests,
+                row.resync_minimal,
+            );
+        }
+    }
+
+    println!("\n## 2. normalise + upsert without HTTP vs a bare rusqlite insert (veapi rows)\n");
+    let n = 100_000;
+    let (ours, bare) = store_rates(&rt, n);
+    println!("| path | orders | rows/s |");
+    println!("|---|---:|---:|");
+    println!("| ordersync parse + normalise + commit_page (lines, history, checkpoint) | {n} | {ours:.0} |");
+    println!(
+        "| bare: one prepared INSERT into orders, a transaction per 50 rows | {n} | {bare:.0} |"
+    );
+    println!("\nratio ordersync / bare = {:.2}", ours / bare);
+
+    println!("\n## 3. five sources in one sync, every answer 50 ms late\n");
+    concurrency(&rt);
+}
+
+/// Figures of one child process.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+}
+
+/// Runs `cmd` to the end, reaping it with `wait4` to read its own rusage.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which `Child::wait` cannot replace here
+fn measure(mut cmd: Command) -> Measured {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ordersync starts");
+    let pid = child.id() as libc::pid_t;
+    // Drain stderr on a thread so a chatty child never blocks on a full pipe.
+    let mut stderr = child.stderr.expect("piped stderr");
+    let drain = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills; `pid` is our own unreaped child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    let stderr = drain.join().unwrap_or_default();
+    assert_eq!(reaped, pid, "wait4 failed");
+    let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(exited_ok, "ordersync failed (status {status}):\n{stderr}");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Measured {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss,
+    }
+}
+
+struct SyncRow {
+    first: Measured,
+    requests: u64,
+    minimal: u64,
+    resync_written: i64,
+    resync_requests: u64,
+    /// Pages of the orders updated inside the resync's lookback (it re-reads those on purpose).
+    resync_minimal: u64,
+}
+
+/// The simulator a full-sync world runs on.
+enum Upstream {
+    Veapi(VeapiSim),
+    Damaijia(DamaijiaSim),
+}
+
+impl Upstream {
+    fn requests(&self) -> u64 {
+        match self {
+            Upstream::Veapi(s) => s.requests(),
+            Upstream::Damaijia(s) => s.requests(),
+        }
+    }
+
+    /// Orders whose update time is at or after `t`.
+    fn updated_since(&self, t: NaiveDateTime) -> u64 {
+        match self {
+            Upstream::Veapi(s) => s.truth().iter().filter(|o| o.update_time >= t).count() as u64,
+            Upstream::Damaijia(s) => s.truth().iter().filter(|o| o.update_time >= t).count() as u64,
+        }
+    }
+}
+
+fn full_sync(rt: &tokio::runtime::Runtime, kind: SourceKind, n: usize) -> SyncRow {
+    let now = beijing_now();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bench.db");
+    let config = dir.path().join("pipelines.toml");
+    let start = (now - ChronoDuration::days(DAYS + 1)).format("%Y-%m-%d");
+    let (upstream, page) = match kind {
+        SourceKind::Veapi => {
+            let sim = rt
+                .block_on(VeapiSim::start(VeapiSimConfig {
+                    seed: 1,
+                    vekey: "bench".into(),
+                    orders: n,
+                    days: DAYS,
+                    now,
+                    faults: Faults::default(),
+                }))
+                .expect("simulator");
+            (Upstream::Veapi(sim), 50)
+        }
+        SourceKind::Damaijia => {
+            let sim = rt
+                .block_on(DamaijiaSim::start(DamaijiaSimConfig {
+                    seed: 1,
+                    access_token: "bench".into(),
+                    shop_id: "20358278".into(),
+                    orders: n,
+                    days: DAYS,
+                    now,
+                    faults: Faults::default(),
+                }))
+                .expect("simulator");
+            (Upstream::Damaijia(sim), 100)
+        }
+        other => panic!("no full-sync bench for {other}"),
+    };
+    let pipeline = match &upstream {
+        Upstream::Veapi(sim) => format!(
+            "source = \"veapi\"\nendpoint = \"{}\"\n[pipeline.auth]\nvekey = \"bench\"\n",
+            sim.endpoint()
+        ),
+        Upstream::Damaijia(sim) => format!(
+            "source = \"damaijia\"\nendpoint = \"{}\"\n[pipeline.auth]\naccess_token = \"bench\"\nshop_id = \"20358278\"\n",
+            sim.endpoint()
+        ),
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\npath = \"{}\"\n[defaults]\nsettle_lag = \"1s\"\nlookback = \"2h\"\n\
+             [[pipeline]]\nname = \"p\"\nstart = \"{start}\"\npage_size = {page}\n{pipeline}",
+            db.display()
+        ),
+    )
+    .expect("config");
+    let first = measure(sync_command(&config));
+    let requests = upstream.requests();
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let stored: i64 = conn
+        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(
+        stored as usize, n,
+        "{kind}: the database disagrees with upstream"
+    );
+    let watermark: String = conn
+        .query_row(
+            "SELECT watermark FROM checkpoints WHERE scope = 'live'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("watermark");
+    let watermark =
+        NaiveDateTime::parse_from_str(&watermark, "%Y-%m-%d %H:%M:%S%.3f").expect("watermark time");
+    let in_lookback = upstream.updated_since(watermark - ChronoDuration::hours(2));
+    measure(sync_command(&config));
+    let resync_requests = upstream.requests() - requests;
+    let resync_written: i64 = conn
+        .query_row(
+            "SELECT rows_changed FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("runs");
+    SyncRow {
+        first,
+        requests,
+        minimal: (n as u64).div_ceil(page),
+        resync_written,
+        resync_requests,
+        resync_minimal: in_lookback.div_ceil(page).max(1),
+    }
+}
+
+fn sync_command(config: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config").arg(config).arg("sync");
+    cmd.env("RUST_LOG", "warn").env_remove("ORDERSYNC_CONFIG");
+    cmd
+}
+
+/// (ordersync rows/s, bare rows/s) for the same `n` veapi orders.
+fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> (f64, f64) {
+    let now = beijing_now();
+    let sim = rt
+        .block_on(VeapiSim::start(VeapiSimConfig {
+            seed: 2,
+            vekey: "bench".into(),
+            orders: n,
+            days: DAYS,
+            now,
+            faults: Faults::default(),
+        }))
+        .expect("simulator");
+    let auth: Auth = [("vekey", "bench")].into_iter().collect();
+    let options = SourceOptions::parse(SourceKind::Veapi, &toml::Table::new()).expect("options");
+    let window = Window {
+        start: now - ChronoDuration::days(DAYS + 1),
+        end: now,
+    };
+    let endpoint = sim.endpoint();
+    // Fetch every page once, untimed.
+    let client = reqwest::Client::new();
+    let mut bodies: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut cursor = sources::first_cursor(SourceKind::Veapi).to_string();
+    loop {
+        let q = veapi_query(&endpoint, &auth, &options, window, &cursor);
+        let req = sources::build_request(SourceKind::Veapi, &q).expect("request");
+        let body = rt
+            .block_on(async { client.get(req.url).send().await?.bytes().await })
+            .expect("page")
+            .to_vec();
+        let page = sources::parse_page(SourceKind::Veapi, &q, 200, &body).expect("parses");
+        bodies.push((cursor.clone(), body));
+        match page.next_cursor {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+
+    // ordersync: parse + normalise + commit_page, page by page, as a run does.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = store::open_connection(&dir.path().join("ours.db")).expect("db");
+    store::ensure_track(&conn, "p", "live", None).expect("track");
+    let run_id = store::begin_run(&mut conn, "p", "sync", "live").expect("run");
+    let started = Instant::now();
+    let mut rows = 0usize;
+    for (i, (cursor, body)) in bodies.iter().enumerate() {
+        let page = sources::parse_page(
+            SourceKind::Veapi,
+            &veapi_query(&endpoint, &auth, &options, window, cursor),
+            200,
+            body,
+        )
+        .expect("parses");
+        let progress = match bodies.get(i + 1) {
+            Some((next, _)) => Progress::Next {
+                window,
+                cursor: next.clone(),
+            },
+            None => Progress::WindowDone { window },
+        };
+        rows += page.orders.len();
+        store::commit_page(
+            &mut conn,
+            &PageCommit {
+                run_id,
+                pipeline: "p".into(),
+                scope: "live".into(),
+                orders: page.orders,
+                requests: 1,
+                progress,
+            },
+        )
+        .expect("commit");
+    }
+    let ours = rows as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(rows, n);
+
+    // Bare: the same normalised rows, one prepared statement, a transaction per page.
+    let pages: Vec<Vec<ordersync::model::OrderRow>> = bodies
+        .iter()
+        .map(|(cursor, body)| {
+            sources::parse_page(
+                SourceKind::Veapi,
+                &veapi_query(&endpoint, &auth, &options, window, cursor),
+                200,
+                body,
+            )
+            .expect("parses")
+            .orders
+        })
+        .collect();
+    let mut bare_conn = store::open_connection(&dir.path().join("bare.db")).expect("db");
+    let started = Instant::now();
+    for page in &pages {
+        let tx = bare_conn.transaction().expect("tx");
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, \
+                     commission, paid_at, updated_at, shop_id, shop_name, product_id, product_name, item_num, raw, \
+                     first_seen_at, synced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
+                )
+                .expect("prepare");
+            let fmt =
+                |t: Option<NaiveDateTime>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+            for o in page {
+                stmt.execute(rusqlite::params![
+                    o.source.as_str(),
+                    o.order_id,
+                    "p",
+                    o.kind.as_str(),
+                    o.status.as_str(),
+                    o.status_raw,
+                    o.pay_amount,
+                    o.commission,
+                    fmt(o.paid_at),
+                    fmt(o.updated_at),
+                    o.shop_id,
+                    o.shop_name,
+                    o.product_id,
+                    o.product_name,
+                    o.item_num,
+                    o.raw,
+                    "2024-01-01 00:00:00",
+                ])
+                .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let bare = n as f64 / started.elapsed().as_secs_f64();
+    (ours, bare)
+}
+
+fn veapi_query<'a>(
+    endpoint: &'a str,
+    auth: &'a Auth,
+    options: &'a SourceOptions,
+    window: Window,
+    cursor: &'a str,
+) -> PageQuery<'a> {
+    PageQuery {
+        endpoint,
+        auth,
+        options,
+        window,
+        cursor,
+        page_size: 50,
+        axis: Axis::Live,
+        start: window.start,
+    }
+}
+
+fn concurrency(rt: &tokio::runtime::Runtime) {
+    let slow = Faults {
+        p_slow: 1.0,
+        slow_ms: 50,
+        seed: 3,
+        ..Faults::default()
+    };
+    let now = beijing_now();
+    let ve = rt
+        .block_on(VeapiSim::start(VeapiSimConfig {
+            seed: 3,
+            vekey: "bench".into(),
+            orders: 1000,
+            days: 30,
+            now,
+            faults: slow.clone(),
+        }))
+        .expect("veapi");
+    let myq = rt
+        .block_on(MiaoyouquanSim::start(MiaoyouquanSimConfig {
+            seed: 3,
+            apkey: "bench".into(),
+            dou_key: "bench".into(),
+            orders: 3000,
+            days: 30,
+            now,
+            faults: slow.clone(),
+        }))
+        .expect("miaoyouquan");
+    let ud = rt
+        .block_on(UnideskSim::start(UnideskSimConfig {
+            seed: 3,
+            app_key: "bench".into(),
+            app_secret: "bench-secret".into(),
+            session: None,
+            orders: 600,
+            days: 12,
+            now,
+            faults: slow.clone(),
+        }))
+        .expect("unidesk");
+    let dmj = rt
+        .block_on(DamaijiaSim::start(DamaijiaSimConfig {
+            seed: 3,
+            access_token: "bench".into(),
+            shop_id: "20358278".into(),
+            orders: 1500,
+            days: 30,
+            now,
+            faults: slow.clone(),
+        }))
+        .expect("damaijia");
+    let sxt = rt
+        .block_on(SxtSim::start(SxtSimConfig {
+            seed: 3,
+            user_id: "bench".into(),
+            dy_uid: "bench".into(),
+            orders: 500,
+            days: 30,
+            now,
+            faults: slow,
+        }))
+        .expect("sxt");
+    let day = |d: i64| {
+        (now - ChronoDuration::days(d))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let pipelines = [
+        ("veapi", format!("name = \"veapi\"\nsource = \"veapi\"\nendpoint = \"{}\"\nstart = \"{}\"\npage_size = 50\n[pipeline.auth]\nvekey = \"bench\"\n", ve.endpoint(), day(31))),
+        ("miaoyouquan", format!("name = \"miaoyouquan\"\nsource = \"miaoyouquan\"\nendpoint = \"{}\"\nstart = \"{}\"\npage_size = 200\n[pipeline.auth]\napkey = \"bench\"\ndou_key = \"bench\"\n", myq.endpoint(), day(31))),
+        ("unidesk", format!("name = \"unidesk\"\nsource = \"unidesk\"\nendpoint = \"{}\"\nstart = \"{}\"\n[pipeline.auth]\napp_key = \"bench\"\napp_secret = \"bench-secret\"\n", ud.endpoint(), day(13))),
+        ("damaijia", format!("name = \"damaijia\"\nsource = \"damaijia\"\nendpoint = \"{}\"\nstart = \"{}\"\npage_size = 100\n[pipeline.auth]\naccess_token = \"bench\"\nshop_id = \"20358278\"\n", dmj.endpoint(), day(31))),
+        ("sxt", format!("name = \"sxt\"\nsource = \"sxt\"\nendpoint = \"{}\"\nstart = \"{}\"\n[pipeline.auth]\nuser_id = \"bench\"\ndy_uid = \"bench\"\n", sxt.endpoint(), day(31))),
+    ];
+    let run = |chosen: &[&(&str, String)]| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("pipelines.toml");
+        let mut text = format!(
+            "[database]\npath = \"{}\"\n[defaults]\nsettle_lag = \"1s\"\n",
+            dir.path().join("bench.db").display()
+        );
+        for (_, p) in chosen {
+            text.push_str("[[pipeline]]\n");
+            text.push_str(p);
+        }
+        std::fs::write(&config, text).expect("config");
+        measure(sync_command(&config))
+    };
+    println!("| run | wall s |");
+    println!("|---|---:|");
+    let mut slowest = Duration::ZERO;
+    for p in &pipelines {
+        let m = run(&[p]);
+        println!("| {} alone | {:.2} |", p.0, m.wall.as_secs_f64());
+        slowest = slowest.max(m.wall);
+    }
+    let all: Vec<&(&str, String)> = pipelines.iter().collect();
+    let m = run(&all);
+    println!("| all five in one sync | {:.2} |", m.wall.as_secs_f64());
+    println!(
+        "\nall five / slowest single = {:.2}",
+        m.wall.as_secs_f64() / slowest.as_secs_f64()
+    );
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "?".into(),
+            |kb| format!("{:.0} GiB", kb as f64 / 1048576.0),
+        );
+    format!("{cpu}, {cores} cores, {mem} RAM")
+}
