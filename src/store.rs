@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::model::{OrderRow, Status};
 use crate::planner::Window;
@@ -114,7 +114,13 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if version <= current {
             continue;
         }
-        let tx = conn.transaction()?;
+        // Immediate: another process opening the same new database waits here instead of
+        // applying the same migration twice; it then sees the version this one set.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now_at: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now_at >= version {
+            continue;
+        }
         tx.execute_batch(sql)?;
         let broken: i64 =
             tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
@@ -289,7 +295,9 @@ pub fn begin_run(
     scope: &str,
 ) -> Result<i64, StoreError> {
     let me = i64::from(std::process::id());
-    let tx = conn.transaction()?;
+    // Immediate: this transaction reads, then writes. A deferred one would be refused at once
+    // (not retried within busy_timeout) when another process took the write lock in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let running: Vec<(i64, i64)> = tx
         .prepare(
             "SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'",
@@ -370,7 +378,9 @@ pub struct PageStats {
 /// Writes one page and its checkpoint in one transaction.
 pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats, StoreError> {
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
-    let tx = conn.transaction()?;
+    // Immediate: this transaction reads, then writes. A deferred one would be refused at once
+    // (not retried within busy_timeout) when another process took the write lock in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // A partial order's lines are written before the order row they belong to; the foreign key
     // is checked when the page commits.
     tx.prepare_cached("PRAGMA defer_foreign_keys = ON")?

@@ -1,6 +1,7 @@
 //! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
 //! real SQLite files. One binary, a module per area.
 
+mod all_sources;
 mod cli;
 mod common;
 mod crash;
