@@ -1,8 +1,10 @@
 //! `cargo bench --bench ordersync [-- --1m]`: what ordersync costs, measured, as one table.
 //!
 //! Simulators run in this process; the real release `ordersync` binary runs as a child, so its CPU
-//! time and peak RSS (from `wait4`'s rusage: user + sys, `ru_maxrss`) are the client's alone, never
-//! the simulators'. Four parts:
+//! time (user + sys from `wait4`'s rusage) and peak RSS are the client's alone, never the
+//! simulators'. Peak RSS is the child's own `VmHWM`, polled from `/proc` while it runs:
+//! `ru_maxrss` would count this process's pages (the simulated worlds), which the child shares
+//! between fork and exec. Four parts:
 //! 1. full sync of worlds of 10k and 100k orders (1M with `--1m`) for veapi (one order per row)
 //!    and damaijia (orders with SKU lines): wall time, CPU per order, peak RSS, rows per second,
 //!    requests made against the fewest pages that world can be read in; then a resync with
@@ -109,6 +111,25 @@ fn measure(mut cmd: Command) -> Measured {
         .expect("ordersync starts");
     let pid = child.id() as libc::pid_t;
     // Drain stderr on a thread so a chatty child never blocks on a full pipe.
+    let hwm = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let poller = {
+        let hwm = hwm.clone();
+        std::thread::spawn(move || {
+            // VmHWM only grows: the last reading before the process ends is its peak (to 5 ms).
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let kb = status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok());
+                match kb {
+                    Some(kb) => hwm.fetch_max(kb, std::sync::atomic::Ordering::Relaxed),
+                    None => break, // a zombie has no memory left to read
+                };
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
     let mut stderr = child.stderr.expect("piped stderr");
     let drain = std::thread::spawn(move || {
         let mut text = String::new();
@@ -121,6 +142,7 @@ fn measure(mut cmd: Command) -> Measured {
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
     let stderr = drain.join().unwrap_or_default();
+    let _ = poller.join();
     assert_eq!(reaped, pid, "wait4 failed");
     let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     assert!(exited_ok, "ordersync failed (status {status}):\n{stderr}");
@@ -128,7 +150,7 @@ fn measure(mut cmd: Command) -> Measured {
     Measured {
         wall,
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kb: usage.ru_maxrss,
+        max_rss_kb: hwm.load(std::sync::atomic::Ordering::Relaxed) as i64,
     }
 }
 

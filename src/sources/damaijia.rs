@@ -179,7 +179,7 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         // Never store plain PII because of a wiring mistake.
         _ => PiiMode::Mask,
     };
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+    let mut v: Value = serde_json::from_slice(body).map_err(|e| {
         UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
     })?;
     let code = sources::int(&v, "status")
@@ -213,20 +213,22 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         .flatten()
         .and_then(|t| u64::try_from(t).ok())
         .ok_or_else(|| malformed("`data.total` is missing or not a count"))?;
-    let rows = match data.get("shop_order_list") {
-        Some(Value::Array(rows)) => rows.as_slice(),
-        Some(Value::Null) | None => &[],
+    // Taken out of the page, not cloned: PII is hidden in place, on the only copy there is.
+    let rows = match v.pointer_mut("/data/shop_order_list").map(Value::take) {
+        Some(Value::Array(rows)) => rows,
+        Some(Value::Null) | None => Vec::new(),
         Some(_) => return Err(malformed("`shop_order_list` is not a list")),
     };
+    let row_count = rows.len() as u64;
     let orders = rows
-        .iter()
-        .map(|row| normalise(row, pii))
+        .into_iter()
+        .map(|row| normalise_owned(row, pii))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
     let next = next_cursor(
         ScanCursor::parse(q.cursor)?,
         u64::from(q.page_size.clamp(1, MAX_PAGE_SIZE)),
-        rows.len() as u64,
+        row_count,
         total,
     )?;
     Ok(Page {
@@ -311,7 +313,10 @@ const REFUND_SUCCEEDED: i64 = 3;
 
 /// One shop order (with its `sku_order_list`) → a `sale` order and one line per SKU order.
 pub fn normalise(row: &Value, pii: PiiMode) -> Result<OrderRow, String> {
-    let mut row = row.clone();
+    normalise_owned(row.clone(), pii)
+}
+
+fn normalise_owned(mut row: Value, pii: PiiMode) -> Result<OrderRow, String> {
     protect_pii(&mut row, pii);
     let order_id = sources::id(&row, "order_id")?.ok_or("row has no order_id")?;
     let raw = serde_json::to_string(&row).map_err(|e| e.to_string())?;

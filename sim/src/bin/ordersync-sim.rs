@@ -7,6 +7,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
+use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
 use ordersync_sim::{
     Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig, VeapiSim,
     VeapiSimConfig,
@@ -18,9 +20,12 @@ const USAGE: &str =
                                  [--port P] [FAULTS] [--p-transient F]
        ordersync-sim unidesk [--orders N] [--days D] [--seed S] [--app-key K] [--app-secret S]
                              [--session S] [--port P] [FAULTS] [--p-isp F]
+       ordersync-sim damaijia [--orders N] [--days D] [--seed S] [--access-token T] [--shop-id ID]
+                              [--port P] [FAULTS] [--p-transient F]
+       ordersync-sim sxt [--orders N] [--days D] [--seed S] [--user-id U] [--dy-uid D] [--port P] [FAULTS]
 FAULTS: [--p-5xx F] [--p-429 F] [--retry-after SECS] [--p-rate-limit F] [--p-truncated F]
         [--p-malformed F] [--p-slow F] [--slow-ms MS] [--fault-seed S]
---p-transient (miaoyouquan only): how often to answer the body code -1 数据获取失败
+--p-transient (miaoyouquan, damaijia): how often to answer the body code -1 数据获取失败 / status 101
 --p-isp (unidesk only): how often to answer TOP code 15 isp.remote-service-error
 --session \"\" (unidesk): accept requests without a session";
 
@@ -31,6 +36,9 @@ enum Sim {
     Miaoyouquan(MiaoyouquanSimConfig, f64),
     /// The config and the `isp` error probability.
     Unidesk(UnideskSimConfig, f64),
+    /// The config and the status-101 probability.
+    Damaijia(DamaijiaSimConfig, f64),
+    Sxt(SxtSimConfig),
 }
 
 /// A simulator that is listening.
@@ -38,6 +46,8 @@ enum Running {
     Veapi(VeapiSim),
     Miaoyouquan(MiaoyouquanSim),
     Unidesk(UnideskSim),
+    Damaijia(DamaijiaSim),
+    Sxt(SxtSim),
 }
 
 impl Running {
@@ -47,6 +57,8 @@ impl Running {
             Running::Veapi(sim) => format!("veapi {}", sim.endpoint()),
             Running::Miaoyouquan(sim) => format!("miaoyouquan {}", sim.endpoint()),
             Running::Unidesk(sim) => format!("unidesk {}", sim.endpoint()),
+            Running::Damaijia(sim) => format!("damaijia {}", sim.endpoint()),
+            Running::Sxt(sim) => format!("sxt {}", sim.endpoint()),
         }
     }
 }
@@ -88,6 +100,11 @@ fn main() -> ExitCode {
                 sim.set_isp_error(p_isp);
                 Running::Unidesk(sim)
             }),
+            Sim::Damaijia(cfg, p_transient) => DamaijiaSim::start_at(cfg, addr).await.map(|sim| {
+                sim.set_body_transient(p_transient);
+                Running::Damaijia(sim)
+            }),
+            Sim::Sxt(cfg) => SxtSim::start_at(cfg, addr).await.map(Running::Sxt),
         };
         let running = match started {
             Ok(running) => running,
@@ -110,12 +127,14 @@ fn main() -> ExitCode {
 
 /// The simulator, its config and the port from the command line.
 fn parse(args: &[String]) -> Result<(Sim, u16), String> {
-    const KNOWN: &str = "known: veapi, miaoyouquan, unidesk";
+    const KNOWN: &str = "known: veapi, miaoyouquan, unidesk, damaijia, sxt";
     let mut it = args.iter();
     let mut sim = match it.next().map(String::as_str) {
         Some("veapi") => Sim::Veapi(VeapiSimConfig::default()),
         Some("miaoyouquan") => Sim::Miaoyouquan(MiaoyouquanSimConfig::default(), 0.0),
         Some("unidesk") => Sim::Unidesk(UnideskSimConfig::default(), 0.0),
+        Some("damaijia") => Sim::Damaijia(DamaijiaSimConfig::default(), 0.0),
+        Some("sxt") => Sim::Sxt(SxtSimConfig::default()),
         Some(other) => return Err(format!("unknown simulator `{other}` ({KNOWN})")),
         None => return Err(format!("which simulator? ({KNOWN})")),
     };
@@ -130,12 +149,23 @@ fn parse(args: &[String]) -> Result<(Sim, u16), String> {
             ("--orders", Sim::Veapi(cfg)) => cfg.orders = number(flag, value)?,
             ("--orders", Sim::Miaoyouquan(cfg, _)) => cfg.orders = number(flag, value)?,
             ("--orders", Sim::Unidesk(cfg, _)) => cfg.orders = number(flag, value)?,
+            ("--orders", Sim::Damaijia(cfg, _)) => cfg.orders = number(flag, value)?,
+            ("--orders", Sim::Sxt(cfg)) => cfg.orders = number(flag, value)?,
             ("--days", Sim::Veapi(cfg)) => cfg.days = number(flag, value)?,
             ("--days", Sim::Miaoyouquan(cfg, _)) => cfg.days = number(flag, value)?,
             ("--days", Sim::Unidesk(cfg, _)) => cfg.days = number(flag, value)?,
+            ("--days", Sim::Damaijia(cfg, _)) => cfg.days = number(flag, value)?,
+            ("--days", Sim::Sxt(cfg)) => cfg.days = number(flag, value)?,
             ("--seed", Sim::Veapi(cfg)) => cfg.seed = number(flag, value)?,
             ("--seed", Sim::Miaoyouquan(cfg, _)) => cfg.seed = number(flag, value)?,
             ("--seed", Sim::Unidesk(cfg, _)) => cfg.seed = number(flag, value)?,
+            ("--seed", Sim::Damaijia(cfg, _)) => cfg.seed = number(flag, value)?,
+            ("--seed", Sim::Sxt(cfg)) => cfg.seed = number(flag, value)?,
+            ("--access-token", Sim::Damaijia(cfg, _)) => cfg.access_token = value.to_string(),
+            ("--shop-id", Sim::Damaijia(cfg, _)) => cfg.shop_id = value.to_string(),
+            ("--p-transient", Sim::Damaijia(_, p)) => *p = probability(flag, value)?,
+            ("--user-id", Sim::Sxt(cfg)) => cfg.user_id = value.to_string(),
+            ("--dy-uid", Sim::Sxt(cfg)) => cfg.dy_uid = value.to_string(),
             ("--vekey", Sim::Veapi(cfg)) => cfg.vekey = value.to_string(),
             ("--apkey", Sim::Miaoyouquan(cfg, _)) => cfg.apkey = value.to_string(),
             ("--dou-key", Sim::Miaoyouquan(cfg, _)) => cfg.dou_key = value.to_string(),
@@ -153,6 +183,8 @@ fn parse(args: &[String]) -> Result<(Sim, u16), String> {
         Sim::Veapi(cfg) => cfg.faults = faults,
         Sim::Miaoyouquan(cfg, _) => cfg.faults = faults,
         Sim::Unidesk(cfg, _) => cfg.faults = faults,
+        Sim::Damaijia(cfg, _) => cfg.faults = faults,
+        Sim::Sxt(cfg) => cfg.faults = faults,
     }
     Ok((sim, port))
 }
