@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::model::{OrderRow, Status};
+use crate::model::{OrderRow, Status, SubOrderRow};
 use crate::planner::Window;
 use crate::timefmt;
 
@@ -549,34 +549,7 @@ fn upsert_order(
         now,
     ])?;
     for s in &o.sub_orders {
-        tx.prepare_cached(
-            "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
-             pay_amount, status, status_raw, raw, refund_amount, commission, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-             ON CONFLICT (source, order_id, sub_order_id) DO UPDATE SET sku_id = excluded.sku_id, \
-             product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
-             pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
-             raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
-             updated_at = excluded.updated_at \
-             WHERE excluded.raw IS NULL OR sub_orders.raw IS NOT excluded.raw",
-        )?
-        .execute(params![
-            source,
-            o.order_id,
-            s.sub_order_id,
-            s.sku_id,
-            s.product_id,
-            s.product_name,
-            s.item_num,
-            s.pay_amount,
-            s.status.as_str(),
-            s.status_raw,
-            // A line that is the order itself has no row of its own (see orders.raw).
-            (!s.raw.is_empty()).then_some(s.raw.as_str()),
-            s.refund_amount,
-            s.commission,
-            opt_time(s.updated_at),
-        ])?;
+        write_line(tx, source, &o.order_id, s)?;
     }
     if status_changed {
         tx.prepare_cached(
@@ -585,6 +558,44 @@ fn upsert_order(
         .execute(params![source, o.order_id, o.status.as_str(), o.status_raw, now])?;
     }
     Ok(true)
+}
+
+/// Inserts or updates one line. A line whose row is unchanged is not rewritten; one that is the
+/// order itself (empty `raw`, stored NULL) is written whenever its order changed.
+fn write_line(
+    tx: &Transaction<'_>,
+    source: &str,
+    order_id: &str,
+    s: &SubOrderRow,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
+         pay_amount, status, status_raw, raw, refund_amount, commission, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         ON CONFLICT (source, order_id, sub_order_id) DO UPDATE SET sku_id = excluded.sku_id, \
+         product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
+         pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
+         raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
+         updated_at = excluded.updated_at \
+         WHERE excluded.raw IS NULL OR sub_orders.raw IS NOT excluded.raw",
+    )?
+    .execute(params![
+        source,
+        order_id,
+        s.sub_order_id,
+        s.sku_id,
+        s.product_id,
+        s.product_name,
+        s.item_num,
+        s.pay_amount,
+        s.status.as_str(),
+        s.status_raw,
+        (!s.raw.is_empty()).then_some(s.raw.as_str()),
+        s.refund_amount,
+        s.commission,
+        opt_time(s.updated_at),
+    ])?;
+    Ok(())
 }
 
 fn min_time(a: Option<NaiveDateTime>, b: Option<NaiveDateTime>) -> Option<NaiveDateTime> {
@@ -642,32 +653,7 @@ fn upsert_partial(
                 continue;
             }
         }
-        tx.prepare_cached(
-            "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
-             pay_amount, status, status_raw, raw, refund_amount, commission, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-             ON CONFLICT (source, order_id, sub_order_id) DO UPDATE SET sku_id = excluded.sku_id, \
-             product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
-             pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
-             raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
-             updated_at = excluded.updated_at",
-        )?
-        .execute(params![
-            source,
-            o.order_id,
-            s.sub_order_id,
-            s.sku_id,
-            s.product_id,
-            s.product_name,
-            s.item_num,
-            s.pay_amount,
-            s.status.as_str(),
-            s.status_raw,
-            s.raw,
-            s.refund_amount,
-            s.commission,
-            updated,
-        ])?;
+        write_line(tx, source, &o.order_id, s)?;
         lines_changed = true;
     }
     let stored_order: Option<(Option<String>, Option<String>, Option<String>)> = tx

@@ -26,7 +26,6 @@
 use chrono::Duration;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
-use url::Url;
 
 use super::{Axis, Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
@@ -132,18 +131,18 @@ pub fn resume_cursor(saved: &str) -> String {
     }
 }
 
+/// Rows per page as asked and as counted back (the config already keeps it in range).
+fn page_size(q: &PageQuery<'_>) -> u64 {
+    u64::from(q.page_size.clamp(1, MAX_PAGE_SIZE))
+}
+
 pub fn build_request(q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
-    let url = Url::parse(q.endpoint)
-        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
-    let secret = |key: &str| {
-        q.auth
-            .get(key)
-            .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
-    };
+    let url = sources::endpoint_url(q)?;
+    let secret = |key: &str| sources::required_secret(q, key);
     let token = secret("access_token")?;
     let shop_id = secret("shop_id")?;
     let cursor = ScanCursor::parse(q.cursor)?;
-    let size = u64::from(q.page_size.clamp(1, MAX_PAGE_SIZE));
+    let size = page_size(q);
     let start = timefmt::to_unix_seconds(q.window.start);
     // Inclusive whole seconds upstream; our windows are half-open.
     let last = timefmt::to_unix_seconds(q.window.end - Duration::seconds(1)).max(start);
@@ -179,9 +178,7 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         // Never store plain PII because of a wiring mistake.
         _ => PiiMode::Mask,
     };
-    let mut v: Value = serde_json::from_slice(body).map_err(|e| {
-        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
-    })?;
+    let mut v: Value = sources::json_body(status, body)?;
     let code = sources::int(&v, "status")
         .map_err(|e| UpstreamError::transient("malformed", e))?
         .ok_or_else(|| {
@@ -225,12 +222,7 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         .map(|row| normalise_owned(row, pii))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
-    let next = next_cursor(
-        ScanCursor::parse(q.cursor)?,
-        u64::from(q.page_size.clamp(1, MAX_PAGE_SIZE)),
-        row_count,
-        total,
-    )?;
+    let next = next_cursor(ScanCursor::parse(q.cursor)?, page_size(q), row_count, total)?;
     Ok(Page {
         orders,
         next_cursor: next.map(|c| c.text()),

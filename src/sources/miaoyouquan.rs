@@ -11,7 +11,6 @@
 use chrono::Duration;
 use reqwest::Method;
 use serde_json::Value;
-use url::Url;
 
 use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
@@ -85,13 +84,8 @@ impl Options {
 }
 
 pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, UpstreamError> {
-    let mut url = Url::parse(q.endpoint)
-        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
-    let secret = |key: &str| {
-        q.auth
-            .get(key)
-            .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
-    };
+    let mut url = sources::endpoint_url(q)?;
+    let secret = |key: &str| sources::required_secret(q, key);
     let last_second = (q.window.end - Duration::seconds(1)).max(q.window.start);
     {
         let mut pairs = url.query_pairs_mut();

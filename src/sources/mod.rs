@@ -306,6 +306,30 @@ pub fn first_cursor(kind: SourceKind) -> &'static str {
     }
 }
 
+/// The pipeline's endpoint as a URL.
+pub fn endpoint_url(q: &PageQuery<'_>) -> Result<url::Url, UpstreamError> {
+    url::Url::parse(q.endpoint)
+        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))
+}
+
+/// A `[pipeline.auth]` value the request cannot be built without.
+pub fn required_secret<'a>(
+    q: &PageQuery<'a>,
+    key: &str,
+) -> Result<&'a crate::secret::Secret, UpstreamError> {
+    q.auth
+        .get(key)
+        .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
+}
+
+/// An answer's body as JSON. Anything else (an HTML error page, a cut-off body) is transient:
+/// retried, then reported.
+pub fn json_body(status: u16, body: &[u8]) -> Result<Value, UpstreamError> {
+    serde_json::from_slice(body).map_err(|e| {
+        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
+    })
+}
+
 /// The cursor a new run continues a window with, from the one its checkpoint saved.
 pub fn resume_cursor(kind: SourceKind, saved: &str) -> String {
     match kind {

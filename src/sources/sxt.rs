@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 
 use reqwest::Method;
 use serde_json::Value;
-use url::Url;
 
 use super::{Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
@@ -56,13 +55,8 @@ impl Options {
 }
 
 pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, UpstreamError> {
-    let mut url = Url::parse(q.endpoint)
-        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
-    let secret = |key: &str| {
-        q.auth
-            .get(key)
-            .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
-    };
+    let mut url = sources::endpoint_url(q)?;
+    let secret = |key: &str| sources::required_secret(q, key);
     url.query_pairs_mut()
         .append_pair("user_id", secret("user_id")?.expose())
         .append_pair("dy_uid", secret("dy_uid")?.expose())
@@ -76,9 +70,7 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
 }
 
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
-    })?;
+    let v: Value = sources::json_body(status, body)?;
     let code = sources::int(&v, "code")
         .map_err(|e| UpstreamError::transient("malformed", e))?
         .ok_or_else(|| {

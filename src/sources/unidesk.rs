@@ -18,7 +18,6 @@ use chrono::{Duration, NaiveDateTime};
 use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{json, Value};
-use url::Url;
 
 use super::{Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
@@ -74,13 +73,8 @@ pub fn sign(params: &BTreeMap<String, String>, secret: &Secret) -> String {
 }
 
 pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, UpstreamError> {
-    let mut url = Url::parse(q.endpoint)
-        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
-    let secret = |key: &str| {
-        q.auth
-            .get(key)
-            .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
-    };
+    let mut url = sources::endpoint_url(q)?;
+    let secret = |key: &str| sources::required_secret(q, key);
     let last_ms = (q.window.end - Duration::milliseconds(1)).max(q.window.start);
     let mut dto = json!({
         "start_time": timefmt::fmt_millis(q.window.start),
@@ -159,9 +153,7 @@ fn classify(err: &Value) -> UpstreamError {
 }
 
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
-    })?;
+    let v: Value = sources::json_body(status, body)?;
     if let Some(err) = v.get("error_response") {
         return Err(classify(err));
     }

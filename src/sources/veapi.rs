@@ -13,7 +13,6 @@
 use chrono::Duration;
 use reqwest::Method;
 use serde_json::Value;
-use url::Url;
 
 use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
@@ -70,12 +69,8 @@ impl Options {
 }
 
 pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, UpstreamError> {
-    let mut url = Url::parse(q.endpoint)
-        .map_err(|e| UpstreamError::fatal("config", format!("endpoint is not a URL: {e}")))?;
-    let vekey = q
-        .auth
-        .get("vekey")
-        .ok_or_else(|| UpstreamError::fatal("config", "auth.vekey is not set"))?;
+    let mut url = sources::endpoint_url(q)?;
+    let vekey = sources::required_secret(q, "vekey")?;
     let time_type = opts.time_type.for_axis(q.axis);
     // The API's bounds are inclusive whole seconds.
     let last_second = q.window.end - Duration::seconds(1);
@@ -99,9 +94,7 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
 }
 
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
-    })?;
+    let v: Value = sources::json_body(status, body)?;
     let code = sources::text(&v, "error").unwrap_or_default();
     let msg = sources::text(&v, "msg").unwrap_or_default();
     if code != codes::OK {
