@@ -61,14 +61,17 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err)?;
-    // Every page commit rewrites the same hot index pages into the WAL; checkpointing every 32 MB
-    // of WAL instead of every 4 MB copies each of them back far less often. The WAL file is cut
-    // back to 64 MB after a checkpoint so it never stays large.
+    // Every page commit rewrites the same hot index pages into the WAL; checkpointing every
+    // 30,000 pages (~120 MB) of WAL instead of every 1,000 copies each of them back far less
+    // often. The size limit sits above that, so the WAL file is reused in place after a
+    // checkpoint: cutting it back (64 MB, before) made every cycle truncate it and then allocate
+    // its blocks again, which cost 15-25% of a sync's CPU (see README "Performance"). It only
+    // bites when a long reader kept the WAL from restarting and it grew past the limit.
     conn.pragma_update(None, "cache_size", -8000)
         .map_err(open_err)?;
     conn.pragma_update(None, "wal_autocheckpoint", 30000)
         .map_err(open_err)?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+    conn.pragma_update(None, "journal_size_limit", 128 * 1024 * 1024)
         .map_err(open_err)?;
     let mut conn = conn;
     migrate(&mut conn)?;
@@ -382,9 +385,11 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
     // (not retried within busy_timeout) when another process took the write lock in between.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // A partial order's lines are written before the order row they belong to; the foreign key
-    // is checked when the page commits.
-    tx.prepare_cached("PRAGMA defer_foreign_keys = ON")?
-        .execute([])?;
+    // is checked when the page commits. Only pages that hold such orders ask for it: setting any
+    // flag pragma expires every prepared statement, so each would be compiled again on this page.
+    if page.orders.iter().any(|o| o.partial) {
+        tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    }
     let mut stats = PageStats::default();
     for order in &page.orders {
         stats.seen += 1;
