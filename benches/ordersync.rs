@@ -1,4 +1,5 @@
-//! `cargo bench --bench ordersync [-- --1m]`: what ordersync costs, measured, as one table.
+//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency] [--source veapi|damaijia]`:
+//! what ordersync costs, measured, as one table.
 //!
 //! Simulators run in this process; the real release `ordersync` binary runs as a child, so its CPU
 //! time (user + sys from `wait4`'s rusage) and peak RSS are the client's alone, never the
@@ -49,6 +50,12 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
     let part = |name: &str| only.is_none_or(|o| o == name);
+    // `--source veapi|damaijia` limits part 1 to one source (a million damaijia orders take long).
+    let source = args
+        .iter()
+        .position(|a| a == "--source")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
     let mut sizes = vec![10_000usize, 100_000];
     if million {
         sizes.push(1_000_000);
@@ -70,6 +77,9 @@ fn main() {
         );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for kind in [SourceKind::Veapi, SourceKind::Damaijia] {
+            if source.is_some_and(|s| s != kind.as_str()) {
+                continue;
+            }
             for &n in &sizes {
                 let row = full_sync(&rt, kind, n);
                 println!(

@@ -477,17 +477,21 @@ fn protect_fields(obj: &mut Map<String, Value>, fields: &[(&str, PiiKind)], mode
 
 /// `13812341234` → `138****1234`, `张三丰` → `张**`, anything else → `***`.
 fn mask(text: &str, kind: PiiKind) -> String {
-    let chars: Vec<char> = text.chars().collect();
+    // Most personal fields are opaque: they are hidden without looking at their characters.
+    let chars = match kind {
+        PiiKind::Opaque => return "***".to_string(),
+        PiiKind::Phone | PiiKind::Name => text.chars().count(),
+    };
     match kind {
-        PiiKind::Phone if chars.len() >= 8 => {
-            let head: String = chars[..3].iter().collect();
-            let tail: String = chars[chars.len() - 4..].iter().collect();
+        PiiKind::Phone if chars >= 8 => {
+            let head: String = text.chars().take(3).collect();
+            let tail: String = text.chars().skip(chars - 4).collect();
             format!("{head}****{tail}")
         }
-        PiiKind::Name if chars.len() >= 2 => {
-            let mut out = String::new();
-            out.push(chars[0]);
-            out.extend(std::iter::repeat_n('*', chars.len() - 1));
+        PiiKind::Name if chars >= 2 => {
+            let mut out = String::with_capacity(text.len());
+            out.extend(text.chars().take(1));
+            out.extend(std::iter::repeat_n('*', chars - 1));
             out
         }
         _ => "***".to_string(),
