@@ -27,6 +27,7 @@ use chrono::Duration;
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
+use super::rawrow::{self, RawRow};
 use super::{Axis, Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::{Kind, OrderRow, Status, SubOrderRow};
@@ -178,7 +179,11 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         // Never store plain PII because of a wiring mistake.
         _ => PiiMode::Mask,
     };
-    let mut v: Value = sources::json_body(status, body)?;
+    let envelope = sources::json_object(status, body)?;
+    let malformed = |what: &str| UpstreamError::transient("malformed", what.to_string());
+    let v = envelope
+        .pick(&["status", "msg", "message"])
+        .map_err(|e| malformed(&e))?;
     let code = sources::int(&v, "status")
         .map_err(|e| UpstreamError::transient("malformed", e))?
         .ok_or_else(|| {
@@ -200,26 +205,22 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
             "unexpected HTTP status",
         ));
     }
-    let malformed = |what: &str| UpstreamError::transient("malformed", what.to_string());
-    let data = v
+    let data = envelope
         .get("data")
-        .filter(|d| d.is_object())
+        .and_then(|d| RawRow::parse(d).ok())
         .ok_or_else(|| malformed("`data` is missing"))?;
-    let total = sources::int(data, "total")
+    let total = data
+        .pick(&["total"])
         .ok()
-        .flatten()
+        .and_then(|t| sources::int(&t, "total").ok().flatten())
         .and_then(|t| u64::try_from(t).ok())
         .ok_or_else(|| malformed("`data.total` is missing or not a count"))?;
-    // Taken out of the page, not cloned: PII is hidden in place, on the only copy there is.
-    let rows = match v.pointer_mut("/data/shop_order_list").map(Value::take) {
-        Some(Value::Array(rows)) => rows,
-        Some(Value::Null) | None => Vec::new(),
-        Some(_) => return Err(malformed("`shop_order_list` is not a list")),
-    };
+    let rows = rawrow::elements(data.get("shop_order_list").unwrap_or("null"))
+        .map_err(|e| malformed(&format!("`shop_order_list` is {e}")))?;
     let row_count = rows.len() as u64;
     let orders = rows
-        .into_iter()
-        .map(|row| normalise_owned(row, pii))
+        .iter()
+        .map(|row| normalise_text(row.get(), pii))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
     let next = next_cursor(ScanCursor::parse(q.cursor)?, page_size(q), row_count, total)?;
@@ -305,34 +306,68 @@ const REFUND_SUCCEEDED: i64 = 3;
 
 /// One shop order (with its `sku_order_list`) → a `sale` order and one line per SKU order.
 pub fn normalise(row: &Value, pii: PiiMode) -> Result<OrderRow, String> {
-    normalise_owned(row.clone(), pii)
+    normalise_text(&row.to_string(), pii)
 }
 
-fn normalise_owned(mut row: Value, pii: PiiMode) -> Result<OrderRow, String> {
-    protect_pii(&mut row, pii);
-    let order_id = sources::id(&row, "order_id")?.ok_or("row has no order_id")?;
+/// The fields of a shop order that `normalise_text` reads.
+const ORDER_FIELDS: &[&str] = &[
+    "order_id",
+    "order_status",
+    "pay_amount",
+    "create_time",
+    "pay_time",
+    "update_time",
+    "finish_time",
+    "shop_id",
+    "shop_name",
+];
+
+/// The fields of a SKU line that `normalise_line` reads.
+const LINE_FIELDS: &[&str] = &[
+    "order_id",
+    "order_status",
+    "product_id_str",
+    "product_id",
+    "pay_amount",
+    "after_sale_info",
+    "sku_id",
+    "product_name",
+    "item_num",
+    "update_time",
+];
+
+/// One shop order as the upstream's JSON text: its personal fields are hidden in that text, the
+/// fields ordersync reads are parsed, the rest is stored as it came.
+fn normalise_text(text: &str, pii: PiiMode) -> Result<OrderRow, String> {
+    let mut upstream = RawRow::parse(text)?;
+    protect_pii(&mut upstream, pii)?;
+    let row = &upstream.pick(ORDER_FIELDS)?;
+    let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
     // Each SKU line's row is stored once, as its `sub_orders.raw`; the order's `raw` is the rest
     // of the shop order (a line is ~2 KB: storing it twice was a third of what a sync wrote).
-    let lines = match row.as_object_mut().and_then(|o| o.remove("sku_order_list")) {
-        Some(Value::Array(lines)) => lines,
-        Some(Value::Null) | None => Vec::new(),
-        Some(_) => return Err("`sku_order_list` is not a list".into()),
-    };
-    let raw = serde_json::to_string(&row).map_err(|e| e.to_string())?;
-    let mut o = OrderRow::new(SourceKind::Damaijia, order_id.clone(), Kind::Sale, raw);
-    o.status_raw = sources::text(&row, "order_status").unwrap_or_default();
+    let lines = rawrow::elements(upstream.get("sku_order_list").unwrap_or("null"))
+        .map_err(|e| format!("`sku_order_list` is {e}"))?;
+    let mut o = OrderRow::new(
+        SourceKind::Damaijia,
+        order_id.clone(),
+        Kind::Sale,
+        String::new(),
+    );
+    o.status_raw = sources::text(row, "order_status").unwrap_or_default();
     o.status = status_of(&o.status_raw);
-    o.pay_amount = sources::fen(&row, "pay_amount")?;
-    o.created_at = sources::time(&row, "create_time")?;
-    o.paid_at = sources::time(&row, "pay_time")?;
-    o.updated_at = sources::time(&row, "update_time")?;
-    o.confirmed_at = sources::time(&row, "finish_time")?;
-    o.shop_id = sources::id(&row, "shop_id")?;
-    o.shop_name = sources::text(&row, "shop_name");
+    o.pay_amount = sources::fen(row, "pay_amount")?;
+    o.created_at = sources::time(row, "create_time")?;
+    o.paid_at = sources::time(row, "pay_time")?;
+    o.updated_at = sources::time(row, "update_time")?;
+    o.confirmed_at = sources::time(row, "finish_time")?;
+    o.shop_id = sources::id(row, "shop_id")?;
+    o.shop_name = sources::text(row, "shop_name");
     let mut refunded: Option<i64> = None;
     let mut item_num: Option<i64> = None;
     for line in &lines {
-        let sub = normalise_line(line)?;
+        let mut line = RawRow::parse(line.get()).map_err(|e| format!("a sku line is {e}"))?;
+        protect_pii(&mut line, pii)?;
+        let sub = normalise_line(&line.pick(LINE_FIELDS)?, line.to_json())?;
         if let Some(r) = sub.refund_amount {
             *refunded.get_or_insert(0) += r;
         }
@@ -344,6 +379,8 @@ fn normalise_owned(mut row: Value, pii: PiiMode) -> Result<OrderRow, String> {
     if o.sub_orders.is_empty() {
         return Err(format!("order {order_id} has no sku_order_list lines"));
     }
+    upstream.remove("sku_order_list");
+    o.raw = upstream.to_json();
     o.refund_amount = refunded;
     o.item_num = item_num;
     // The first line names the order's product (most orders have one line).
@@ -352,7 +389,7 @@ fn normalise_owned(mut row: Value, pii: PiiMode) -> Result<OrderRow, String> {
     Ok(o)
 }
 
-fn normalise_line(line: &Value) -> Result<SubOrderRow, String> {
+fn normalise_line(line: &Value, raw: String) -> Result<SubOrderRow, String> {
     let sub_order_id = sources::id(line, "order_id")?.ok_or("a sku line has no order_id")?;
     let status_raw = sources::text(line, "order_status").unwrap_or_default();
     // `product_id` is a JSON number that lost its last digits on the way: only the string is exact.
@@ -374,7 +411,7 @@ fn normalise_line(line: &Value) -> Result<SubOrderRow, String> {
         pay_amount,
         status: status_of(&status_raw),
         status_raw,
-        raw: serde_json::to_string(line).map_err(|e| e.to_string())?,
+        raw,
         refund_amount,
         commission: None,
         updated_at: sources::time(line, "update_time")?,
@@ -408,27 +445,38 @@ const ID_CARD_FIELDS: &[(&str, PiiKind)] = &[
     ("id_card_no", PiiKind::Opaque),
     ("id_card_name", PiiKind::Name),
 ];
+/// Objects holding personal fields, with those fields.
+const NESTED_PII: &[(&str, &[(&str, PiiKind)])] = &[
+    ("post_addr", ADDRESS_FIELDS),
+    ("user_id_info", ID_CARD_FIELDS),
+];
 
-/// Masks, keeps or drops the personal fields of a shop order and of each of its SKU lines.
-pub fn protect_pii(row: &mut Value, mode: PiiMode) {
+/// Masks, keeps or drops the personal fields of one shop order or SKU line, in its JSON text: the
+/// personal fields alone are parsed, protected as a `Value` and written back.
+fn protect_pii(row: &mut RawRow<'_>, mode: PiiMode) -> Result<(), String> {
     if mode == PiiMode::Keep {
-        return;
+        return Ok(());
     }
-    protect_level(row, mode);
-    if let Some(Value::Array(lines)) = row.get_mut("sku_order_list") {
-        for line in lines {
-            protect_level(line, mode);
+    let keys: Vec<&str> = PII_FIELDS
+        .iter()
+        .map(|(key, _)| *key)
+        .chain(NESTED_PII.iter().map(|(key, _)| *key))
+        .collect();
+    let mut personal = row.pick(&keys)?;
+    protect_level(&mut personal, mode);
+    for key in keys {
+        match personal.get(key) {
+            Some(value) => row.replace(key, value),
+            None => row.remove(key),
         }
     }
+    Ok(())
 }
 
 fn protect_level(v: &mut Value, mode: PiiMode) {
     let Some(obj) = v.as_object_mut() else { return };
     protect_fields(obj, PII_FIELDS, mode);
-    for (key, fields) in [
-        ("post_addr", ADDRESS_FIELDS),
-        ("user_id_info", ID_CARD_FIELDS),
-    ] {
+    for &(key, fields) in NESTED_PII {
         match obj.get_mut(key) {
             None | Some(Value::Null) => {}
             Some(Value::Object(inner)) => protect_fields(inner, fields, mode),

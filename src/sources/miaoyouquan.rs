@@ -12,6 +12,7 @@ use chrono::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
+use super::rawrow::{self, RawRow};
 use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::OrderRow;
@@ -129,25 +130,22 @@ fn classify(code: i64, msg: &str) -> UpstreamError {
 }
 
 pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
+    let envelope = match sources::json_object(status, body) {
+        Ok(e) => e,
         // An error status with a non-JSON body still carries the documented code.
         Err(_) if status != 200 => {
             return Err(classify(i64::from(status), "non-JSON error answer"))
         }
-        Err(e) => {
-            return Err(UpstreamError::transient(
-                "malformed",
-                format!("body is not JSON ({e})"),
-            ))
-        }
+        Err(e) => return Err(e),
     };
+    let malformed = |e: String| UpstreamError::transient("malformed", e);
+    let v = envelope.pick(&["code", "msg"]).map_err(malformed)?;
     let msg = sources::text(&v, "msg").unwrap_or_default();
     let code = match sources::int(&v, "code") {
         Ok(Some(c)) => c,
         Ok(None) if status != 200 => i64::from(status),
-        Ok(None) => return Err(UpstreamError::transient("malformed", "body has no `code`")),
-        Err(e) => return Err(UpstreamError::transient("malformed", e)),
+        Ok(None) => return Err(malformed("body has no `code`".into())),
+        Err(e) => return Err(malformed(e)),
     };
     if code != 200 {
         return Err(classify(code, &msg));
@@ -155,23 +153,20 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
     if status != 200 {
         return Err(classify(i64::from(status), &msg));
     }
-    let data = v.get("data").unwrap_or(&Value::Null);
-    let rows = match data.get("orders") {
-        Some(Value::Array(rows)) => rows.as_slice(),
-        Some(Value::Null) | None => &[],
-        Some(_) => {
-            return Err(UpstreamError::transient(
-                "malformed",
-                "`data.orders` is not a list",
-            ))
-        }
-    };
-    let cursor = sources::text(data, "cursor").unwrap_or_default();
+    // `data` that is not an object reads as one without orders, as it always has.
+    let data = envelope
+        .get("data")
+        .and_then(|d| RawRow::parse(d).ok())
+        .unwrap_or_else(RawRow::empty);
+    let rows = rawrow::elements(data.get("orders").unwrap_or("null"))
+        .map_err(|e| malformed(format!("`data.orders` is {e}")))?;
+    let cursor =
+        sources::text(&data.pick(&["cursor"]).map_err(malformed)?, "cursor").unwrap_or_default();
     let orders = rows
         .iter()
-        .map(normalise)
+        .map(|row| RawRow::parse(row.get()).and_then(|row| normalise_row(&row)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+        .map_err(|e| malformed(format!("bad order row: {e}")))?;
     let last = orders.len() < q.page_size as usize || cursor.is_empty() || cursor == FIRST_CURSOR;
     Ok(Page {
         orders,
@@ -180,6 +175,11 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
 }
 
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
+    let text = row.to_string();
+    normalise_row(&RawRow::parse(&text)?)
+}
+
+fn normalise_row(row: &RawRow<'_>) -> Result<OrderRow, String> {
     sources::affiliate_order(SourceKind::Miaoyouquan, row, "ads_estimated_commission")
 }
 

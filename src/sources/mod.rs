@@ -7,6 +7,7 @@
 
 pub mod damaijia;
 pub mod miaoyouquan;
+pub mod rawrow;
 pub mod sxt;
 pub mod unidesk;
 pub mod veapi;
@@ -25,6 +26,7 @@ use crate::model::OrderRow;
 use crate::money;
 use crate::planner::{Window, WindowRules};
 use crate::timefmt;
+use rawrow::RawRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SourceKind {
@@ -227,13 +229,29 @@ pub fn flow_point_status(kind: SourceKind, flow_point: &str) -> crate::model::St
 /// for the commission estimate) → an `affiliate` order with its single line.
 pub fn affiliate_order(
     kind: SourceKind,
-    row: &Value,
+    upstream: &RawRow<'_>,
     estimated_commission_key: &str,
 ) -> Result<OrderRow, String> {
     use crate::model::{Kind, SubOrderRow};
+    let row = &upstream.pick(&[
+        "order_id",
+        "flow_point",
+        "total_pay_amount",
+        "ads_real_commission",
+        estimated_commission_key,
+        "pay_success_time",
+        "update_time",
+        "refund_time",
+        "settle_time",
+        "confirm_time",
+        "shop_id",
+        "shop_name",
+        "product_id",
+        "product_name",
+        "item_num",
+    ])?;
     let order_id = id(row, "order_id")?.ok_or("row has no order_id")?;
-    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
-    let mut o = OrderRow::new(kind, order_id.clone(), Kind::Affiliate, raw);
+    let mut o = OrderRow::new(kind, order_id.clone(), Kind::Affiliate, upstream.to_json());
     o.status_raw = text(row, "flow_point").unwrap_or_default();
     o.status = flow_point_status(kind, &o.status_raw);
     o.pay_amount = fen(row, "total_pay_amount")?;
@@ -325,9 +343,18 @@ pub fn required_secret<'a>(
 /// An answer's body as JSON. Anything else (an HTML error page, a cut-off body) is transient:
 /// retried, then reported.
 pub fn json_body(status: u16, body: &[u8]) -> Result<Value, UpstreamError> {
-    serde_json::from_slice(body).map_err(|e| {
-        UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
-    })
+    serde_json::from_slice(body).map_err(|e| not_json(status, e))
+}
+
+/// An answer's body as one JSON object split into its fields, their values left as text (see
+/// `rawrow`). Anything else is transient, as for `json_body`.
+pub fn json_object(status: u16, body: &[u8]) -> Result<RawRow<'_>, UpstreamError> {
+    let text = std::str::from_utf8(body).map_err(|e| not_json(status, e))?;
+    RawRow::parse(text).map_err(|e| not_json(status, e))
+}
+
+fn not_json(status: u16, e: impl fmt::Display) -> UpstreamError {
+    UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
 }
 
 /// The cursor a new run continues a window with, from the one its checkpoint saved.

@@ -14,6 +14,7 @@ use chrono::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
+use super::rawrow::{self, RawRow};
 use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::OrderRow;
@@ -94,7 +95,10 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
 }
 
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = sources::json_body(status, body)?;
+    let envelope = sources::json_object(status, body)?;
+    let v = envelope
+        .pick(&["error", "msg", "cursor"])
+        .map_err(|e| UpstreamError::transient("malformed", e))?;
     let code = sources::text(&v, "error").unwrap_or_default();
     let msg = sources::text(&v, "msg").unwrap_or_default();
     if code != codes::OK {
@@ -109,16 +113,8 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     if status != 200 {
         return Err(UpstreamError::fatal(format!("HTTP {status}"), msg));
     }
-    let rows = match v.get("data") {
-        Some(Value::Array(rows)) => rows.as_slice(),
-        Some(Value::Null) | None => &[],
-        Some(_) => {
-            return Err(UpstreamError::transient(
-                "malformed",
-                "`data` is not a list",
-            ))
-        }
-    };
+    let rows = rawrow::elements(envelope.get("data").unwrap_or("null"))
+        .map_err(|e| UpstreamError::transient("malformed", format!("`data` is {e}")))?;
     let cursor = match v.get("cursor") {
         Some(Value::String(c)) => c.clone(),
         Some(Value::Null) | None if rows.is_empty() => String::new(),
@@ -131,7 +127,7 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     };
     let orders = rows
         .iter()
-        .map(normalise)
+        .map(|row| RawRow::parse(row.get()).and_then(|row| normalise_row(&row)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
     Ok(Page {
@@ -156,6 +152,11 @@ fn classify(code: &str, msg: &str) -> UpstreamError {
 
 /// One upstream row → one affiliate order with its single sub-order line.
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
+    let text = row.to_string();
+    normalise_row(&RawRow::parse(&text)?)
+}
+
+fn normalise_row(row: &RawRow<'_>) -> Result<OrderRow, String> {
     sources::affiliate_order(SourceKind::Veapi, row, "estimated_commission")
 }
 
@@ -209,6 +210,27 @@ mod tests {
             parse_page(200, settled.as_bytes()).unwrap().orders[0].commission,
             Some(7)
         );
+    }
+
+    #[test]
+    fn raw_is_the_upstream_row_and_a_field_not_read_never_refuses_a_page() {
+        // JSON that `serde_json::Value` refuses but JSON's grammar (and SQLite) accepts, in a
+        // field ordersync does not read: the page is taken, the row stored as it came.
+        let body = SAMPLE.replace(
+            "\"split_rate\": \"7\"",
+            "\"split_rate\": \"\\ud800\", \"odd\": 1e999",
+        );
+        assert_ne!(body, SAMPLE);
+        assert!(serde_json::from_str::<Value>(&body).is_err());
+        let o = &parse_page(200, body.as_bytes()).unwrap().orders[0];
+        assert!(o.raw.contains(r#""split_rate":"\ud800""#) && o.raw.contains(r#""odd":1e999"#));
+        assert_eq!(o.pay_amount, Some(1198));
+        // The same in a field that is read is a malformed page, as before.
+        let bad = SAMPLE.replace("\"shop_name\": \"", "\"shop_name\": \"\\ud800");
+        assert!(matches!(
+            parse_page(200, bad.as_bytes()),
+            Err(UpstreamError::Transient { code, .. }) if code == "malformed"
+        ));
     }
 
     #[test]
