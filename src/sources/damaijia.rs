@@ -25,6 +25,7 @@
 
 use chrono::Duration;
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::rawrow::{self, RawRow};
@@ -173,25 +174,83 @@ pub fn build_request(q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
     })
 }
 
+/// A well-formed answer, read in one pass: its rows come out already split into their fields.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    status: Option<Value>,
+    msg: Option<Value>,
+    message: Option<Value>,
+    #[serde(borrow)]
+    data: Option<AnswerData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnswerData<'a> {
+    total: Option<Value>,
+    #[serde(borrow)]
+    shop_order_list: Option<Vec<RawRow<'a>>>,
+}
+
 pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     let pii = match q.options {
         sources::SourceOptions::Damaijia(o) => o.pii,
         // Never store plain PII because of a wiring mistake.
         _ => PiiMode::Mask,
     };
+    // Anything but a well-formed answer is read again field by field, which says what is wrong.
+    let Ok(answer) = serde_json::from_slice::<Answer<'_>>(body) else {
+        return parse_page_field_by_field(q, pii, status, body);
+    };
+    let head = sources::object_of([
+        ("status", answer.status),
+        ("msg", answer.msg),
+        ("message", answer.message),
+    ]);
+    check_answer(status, &head)?;
+    let data = answer.data.ok_or_else(|| malformed("`data` is missing"))?;
+    let total = total_of(&json!({ "total": data.total }))?;
+    page_of(q, pii, total, data.shop_order_list.unwrap_or_default())
+}
+
+fn parse_page_field_by_field(
+    q: &PageQuery<'_>,
+    pii: PiiMode,
+    status: u16,
+    body: &[u8],
+) -> Result<Page, UpstreamError> {
     let envelope = sources::json_object(status, body)?;
-    let malformed = |what: &str| UpstreamError::transient("malformed", what.to_string());
-    let v = envelope
+    let head = envelope
         .pick(&["status", "msg", "message"])
         .map_err(|e| malformed(&e))?;
-    let code = sources::int(&v, "status")
+    check_answer(status, &head)?;
+    let data = envelope
+        .get("data")
+        .and_then(|d| RawRow::parse(d).ok())
+        .ok_or_else(|| malformed("`data` is missing"))?;
+    let total = total_of(&data.pick(&["total"]).map_err(|e| malformed(&e))?)?;
+    let rows = rawrow::elements(data.get("shop_order_list").unwrap_or("null"))
+        .map_err(|e| malformed(&format!("`shop_order_list` is {e}")))?
+        .into_iter()
+        .map(|row| RawRow::parse(row.get()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| malformed(&format!("bad order row: {e}")))?;
+    page_of(q, pii, total, rows)
+}
+
+fn malformed(what: &str) -> UpstreamError {
+    UpstreamError::transient("malformed", what.to_string())
+}
+
+/// The answer's own status, then the HTTP status: which error, if any, the answer is.
+fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
+    let code = sources::int(head, "status")
         .map_err(|e| UpstreamError::transient("malformed", e))?
         .ok_or_else(|| {
             UpstreamError::transient("malformed", format!("HTTP {status} body has no `status`"))
         })?;
     if code != codes::OK {
-        let msg = sources::text(&v, "msg")
-            .or_else(|| sources::text(&v, "message"))
+        let msg = sources::text(head, "msg")
+            .or_else(|| sources::text(head, "message"))
             .unwrap_or_default();
         return Err(if code == codes::TIMEOUT_RETRY {
             UpstreamError::transient(code.to_string(), msg)
@@ -205,24 +264,30 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
             "unexpected HTTP status",
         ));
     }
-    let data = envelope
-        .get("data")
-        .and_then(|d| RawRow::parse(d).ok())
-        .ok_or_else(|| malformed("`data` is missing"))?;
-    let total = data
-        .pick(&["total"])
+    Ok(())
+}
+
+/// `data.total` (in an object holding it as `total`) as a count.
+fn total_of(data: &Value) -> Result<u64, UpstreamError> {
+    sources::int(data, "total")
         .ok()
-        .and_then(|t| sources::int(&t, "total").ok().flatten())
+        .flatten()
         .and_then(|t| u64::try_from(t).ok())
-        .ok_or_else(|| malformed("`data.total` is missing or not a count"))?;
-    let rows = rawrow::elements(data.get("shop_order_list").unwrap_or("null"))
-        .map_err(|e| malformed(&format!("`shop_order_list` is {e}")))?;
+        .ok_or_else(|| malformed("`data.total` is missing or not a count"))
+}
+
+fn page_of(
+    q: &PageQuery<'_>,
+    pii: PiiMode,
+    total: u64,
+    rows: Vec<RawRow<'_>>,
+) -> Result<Page, UpstreamError> {
     let row_count = rows.len() as u64;
     let orders = rows
-        .iter()
-        .map(|row| normalise_text(row.get(), pii))
+        .into_iter()
+        .map(|row| normalise_row(row, pii))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+        .map_err(|e| malformed(&format!("bad order row: {e}")))?;
     let next = next_cursor(ScanCursor::parse(q.cursor)?, page_size(q), row_count, total)?;
     Ok(Page {
         orders,
@@ -336,17 +401,24 @@ const LINE_FIELDS: &[&str] = &[
     "update_time",
 ];
 
+fn normalise_text(text: &str, pii: PiiMode) -> Result<OrderRow, String> {
+    normalise_row(RawRow::parse(text)?, pii)
+}
+
 /// One shop order as the upstream's JSON text: its personal fields are hidden in that text, the
 /// fields ordersync reads are parsed, the rest is stored as it came.
-fn normalise_text(text: &str, pii: PiiMode) -> Result<OrderRow, String> {
-    let mut upstream = RawRow::parse(text)?;
+fn normalise_row(mut upstream: RawRow<'_>, pii: PiiMode) -> Result<OrderRow, String> {
     protect_pii(&mut upstream, pii)?;
     let row = &upstream.pick(ORDER_FIELDS)?;
     let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
     // Each SKU line's row is stored once, as its `sub_orders.raw`; the order's `raw` is the rest
     // of the shop order (a line is ~2 KB: storing it twice was a third of what a sync wrote).
-    let lines = rawrow::elements(upstream.get("sku_order_list").unwrap_or("null"))
-        .map_err(|e| format!("`sku_order_list` is {e}"))?;
+    let lines: Vec<RawRow<'_>> = match upstream.get("sku_order_list") {
+        Some(text) => serde_json::from_str::<Option<_>>(text)
+            .map_err(|e| format!("`sku_order_list` is not a list of objects ({e})"))?
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut o = OrderRow::new(
         SourceKind::Damaijia,
         order_id.clone(),
@@ -364,8 +436,7 @@ fn normalise_text(text: &str, pii: PiiMode) -> Result<OrderRow, String> {
     o.shop_name = sources::text(row, "shop_name");
     let mut refunded: Option<i64> = None;
     let mut item_num: Option<i64> = None;
-    for line in &lines {
-        let mut line = RawRow::parse(line.get()).map_err(|e| format!("a sku line is {e}"))?;
+    for mut line in lines {
         protect_pii(&mut line, pii)?;
         let sub = normalise_line(&line.pick(LINE_FIELDS)?, line.to_json())?;
         if let Some(r) = sub.refund_amount {
@@ -605,6 +676,24 @@ mod tests {
         );
         assert_eq!(line.sku_id.as_deref(), Some("1703795743450127"));
         assert_eq!(line.item_num, Some(1));
+    }
+
+    #[test]
+    fn one_pass_and_field_by_field_read_a_page_the_same() {
+        let auth = Auth::default();
+        for pii in [PiiMode::Mask, PiiMode::Keep, PiiMode::Drop] {
+            let o = opts(pii);
+            let q = query(&auth, &o, "");
+            assert!(
+                serde_json::from_str::<Answer<'_>>(SAMPLE).is_ok(),
+                "one pass"
+            );
+            let one_pass = parse_page(&q, 200, SAMPLE.as_bytes()).unwrap();
+            assert_eq!(
+                one_pass,
+                parse_page_field_by_field(&q, pii, 200, SAMPLE.as_bytes()).unwrap()
+            );
+        }
     }
 
     #[test]

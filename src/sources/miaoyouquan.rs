@@ -10,6 +10,7 @@
 
 use chrono::Duration;
 use reqwest::Method;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::rawrow::{self, RawRow};
@@ -129,7 +130,43 @@ fn classify(code: i64, msg: &str) -> UpstreamError {
     }
 }
 
+/// A well-formed answer, read in one pass: its rows come out already split into their fields.
+#[derive(Deserialize)]
+struct Answer<'a> {
+    code: Option<Value>,
+    msg: Option<Value>,
+    #[serde(borrow)]
+    data: Option<AnswerData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AnswerData<'a> {
+    cursor: Option<Value>,
+    #[serde(borrow)]
+    orders: Option<Vec<RawRow<'a>>>,
+}
+
 pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    // Anything but a well-formed answer is read again field by field, which says what is wrong.
+    let Ok(answer) = serde_json::from_slice::<Answer<'_>>(body) else {
+        return parse_page_field_by_field(q, status, body);
+    };
+    check_answer(
+        status,
+        &sources::object_of([("code", answer.code), ("msg", answer.msg)]),
+    )?;
+    let (cursor, rows) = match answer.data {
+        Some(d) => (d.cursor, d.orders.unwrap_or_default()),
+        None => (None, Vec::new()),
+    };
+    page_of(q, &sources::object_of([("cursor", cursor)]), rows)
+}
+
+fn parse_page_field_by_field(
+    q: &PageQuery<'_>,
+    status: u16,
+    body: &[u8],
+) -> Result<Page, UpstreamError> {
     let envelope = match sources::json_object(status, body) {
         Ok(e) => e,
         // An error status with a non-JSON body still carries the documented code.
@@ -139,13 +176,29 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         Err(e) => return Err(e),
     };
     let malformed = |e: String| UpstreamError::transient("malformed", e);
-    let v = envelope.pick(&["code", "msg"]).map_err(malformed)?;
-    let msg = sources::text(&v, "msg").unwrap_or_default();
-    let code = match sources::int(&v, "code") {
+    check_answer(status, &envelope.pick(&["code", "msg"]).map_err(malformed)?)?;
+    // `data` that is not an object reads as one without orders, as it always has.
+    let data = envelope
+        .get("data")
+        .and_then(|d| RawRow::parse(d).ok())
+        .unwrap_or_else(RawRow::empty);
+    let rows = rawrow::elements(data.get("orders").unwrap_or("null"))
+        .map_err(|e| malformed(format!("`data.orders` is {e}")))?
+        .into_iter()
+        .map(|row| RawRow::parse(row.get()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| malformed(format!("bad order row: {e}")))?;
+    page_of(q, &data.pick(&["cursor"]).map_err(malformed)?, rows)
+}
+
+/// The answer's own code, then the HTTP status: which error, if any, the answer is.
+fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
+    let msg = sources::text(head, "msg").unwrap_or_default();
+    let code = match sources::int(head, "code") {
         Ok(Some(c)) => c,
         Ok(None) if status != 200 => i64::from(status),
-        Ok(None) => return Err(malformed("body has no `code`".into())),
-        Err(e) => return Err(malformed(e)),
+        Ok(None) => return Err(UpstreamError::transient("malformed", "body has no `code`")),
+        Err(e) => return Err(UpstreamError::transient("malformed", e)),
     };
     if code != 200 {
         return Err(classify(code, &msg));
@@ -153,20 +206,16 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
     if status != 200 {
         return Err(classify(i64::from(status), &msg));
     }
-    // `data` that is not an object reads as one without orders, as it always has.
-    let data = envelope
-        .get("data")
-        .and_then(|d| RawRow::parse(d).ok())
-        .unwrap_or_else(RawRow::empty);
-    let rows = rawrow::elements(data.get("orders").unwrap_or("null"))
-        .map_err(|e| malformed(format!("`data.orders` is {e}")))?;
-    let cursor =
-        sources::text(&data.pick(&["cursor"]).map_err(malformed)?, "cursor").unwrap_or_default();
+    Ok(())
+}
+
+fn page_of(q: &PageQuery<'_>, data: &Value, rows: Vec<RawRow<'_>>) -> Result<Page, UpstreamError> {
+    let cursor = sources::text(data, "cursor").unwrap_or_default();
     let orders = rows
         .iter()
-        .map(|row| RawRow::parse(row.get()).and_then(|row| normalise_row(&row)))
+        .map(normalise_row)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(format!("bad order row: {e}")))?;
+        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
     let last = orders.len() < q.page_size as usize || cursor.is_empty() || cursor == FIRST_CURSOR;
     Ok(Page {
         orders,
@@ -210,6 +259,22 @@ mod tests {
             start: w.start,
         };
         f(&q)
+    }
+
+    #[test]
+    fn one_pass_and_field_by_field_read_a_page_the_same() {
+        assert!(
+            serde_json::from_str::<Answer<'_>>(SAMPLE).is_ok(),
+            "one pass"
+        );
+        for size in [1, 20] {
+            let one_pass = with_query(size, |q| parse_page(q, 200, SAMPLE.as_bytes())).unwrap();
+            let by_field = with_query(size, |q| {
+                parse_page_field_by_field(q, 200, SAMPLE.as_bytes())
+            })
+            .unwrap();
+            assert_eq!(one_pass, by_field);
+        }
     }
 
     #[test]

@@ -309,7 +309,7 @@ pub struct PageQuery<'a> {
 }
 
 /// One parsed page: its rows, and the cursor of the next page (`None` when the window is done).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Page {
     pub orders: Vec<OrderRow>,
     pub next_cursor: Option<String>,
@@ -351,6 +351,17 @@ pub fn json_body(status: u16, body: &[u8]) -> Result<Value, UpstreamError> {
 pub fn json_object(status: u16, body: &[u8]) -> Result<RawRow<'_>, UpstreamError> {
     let text = std::str::from_utf8(body).map_err(|e| not_json(status, e))?;
     RawRow::parse(text).map_err(|e| not_json(status, e))
+}
+
+/// An object of the fields given that are present: an answer's head (codes, message, cursor)
+/// read in one pass, in the shape the field helpers below read.
+pub fn object_of<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect(),
+    )
 }
 
 fn not_json(status: u16, e: impl fmt::Display) -> UpstreamError {
