@@ -11,6 +11,7 @@
 //! only on the config's seed, size and `now`; changes draw from a second RNG stream of the same
 //! seed, so a call sequence replays identically (a drift `Touch` also reads the real clock).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 
@@ -243,6 +244,10 @@ pub(crate) struct World {
     rng: ChaCha8Rng,
     pending: Vec<Pending>,
     drift_log: Vec<String>,
+    /// The last query's matches (its page and size zeroed) while the world has not changed since:
+    /// a scan asks the same query page after page, and matching a million orders for each page
+    /// made a million-order world take hours.
+    last_matches: RefCell<Option<(Query, Vec<u64>)>>,
 }
 
 /// How a new order stands; its `order_status` follows.
@@ -340,6 +345,7 @@ impl World {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ WORLD_STREAM ^ CHANGE_STREAM),
             pending: Vec::new(),
             drift_log: Vec::new(),
+            last_matches: RefCell::new(None),
         };
         for _ in 0..cfg.orders {
             let id = fresh_id(&mut rng, &mut world.taken);
@@ -372,6 +378,7 @@ impl World {
 
     /// Builds the order `draft` describes (drawing its lines and the rest from `rng`) and adds it.
     fn build(&mut self, rng: &mut ChaCha8Rng, draft: Draft) {
+        self.changed();
         let serial = self.entries.len() as u64 + 1;
         let entry = draw_entry(
             rng,
@@ -458,25 +465,35 @@ impl World {
         }
     }
 
-    /// The answer to `q`: how many orders match now, and the page's orders. One pass that keeps
-    /// only the page: collecting every match per request made a million-order world take hours.
+    /// The answer to `q`: how many orders match now, and the page's orders.
     pub(crate) fn page(&self, q: &Query) -> (usize, Vec<&Entry>) {
-        let (from, size) = (q.offset(), q.size);
-        let mut total = 0;
-        let mut page = Vec::with_capacity(size.min(1000));
-        for id in self.matching(q) {
-            if total >= from && page.len() < size {
-                if let Some(&i) = self.by_id.get(&id) {
-                    page.push(&self.entries[i]);
-                }
-            }
-            total += 1;
-        }
-        (total, page)
+        let key = Query {
+            page: 0,
+            size: 0,
+            ..q.clone()
+        };
+        let mut cache = self.last_matches.borrow_mut();
+        let all = match &mut *cache {
+            Some((k, all)) if *k == key => all,
+            slot => &mut slot.insert((key, self.matches(q))).1,
+        };
+        let page = all
+            .iter()
+            .skip(q.offset())
+            .take(q.size)
+            .filter_map(|id| self.by_id.get(id).map(|&i| &self.entries[i]))
+            .collect();
+        (all.len(), page)
+    }
+
+    /// Forgets the cached matches: called by everything that changes an order.
+    fn changed(&mut self) {
+        *self.last_matches.get_mut() = None;
     }
 
     /// See [`super::DamaijiaSim::mutate`].
     pub(crate) fn mutate(&mut self, n: usize, at: NaiveDateTime) -> Vec<Mutation> {
+        self.changed();
         let at = truncate(at);
         let movable: Vec<usize> = (0..self.entries.len())
             .filter(|&i| {
@@ -499,6 +516,7 @@ impl World {
 
     /// See [`super::DamaijiaSim::add_orders`].
     pub(crate) fn add_orders(&mut self, n: usize, at: NaiveDateTime) -> Vec<String> {
+        self.changed();
         let at = truncate(at);
         let mut rng = self.rng.clone();
         let mut added = Vec::with_capacity(n);
@@ -562,6 +580,7 @@ impl World {
     /// favour: larger than its id when descending, smaller when ascending. With no match, they sit
     /// at the query's earliest create time (and the earliest update time after it).
     fn insert_before(&mut self, q: &Query, n: usize) -> Vec<String> {
+        self.changed();
         let first = self.matches(q).first().copied();
         let (create, update) = match first.and_then(|id| self.order(id)) {
             Some(o) => (o.create_time, o.update_time),
@@ -605,6 +624,7 @@ impl World {
     /// before this one) move on one status step — those that can, first, in read order; the rest
     /// are only touched — and get `update_time = now`.
     fn touch_served(&mut self, q: &Query, n: usize, now: NaiveDateTime) -> Vec<String> {
+        self.changed();
         let all = self.matches(q);
         let served = &all[..q.offset().min(all.len())];
         let open = |id: &&u64| {
@@ -638,6 +658,7 @@ impl World {
     /// Moves order `i` one status step at `at` (see [`super::DamaijiaSim::mutate`]); `None` if it
     /// cannot move.
     fn advance(&mut self, i: usize, at: NaiveDateTime) -> Option<Mutation> {
+        self.changed();
         let from = self.entries[i].order.order_status;
         let live = |e: &Entry| {
             e.order
@@ -714,6 +735,7 @@ impl World {
 
     /// Sets order `i`'s update time to `at`, keeping the index in step.
     fn set_update(&mut self, i: usize, at: NaiveDateTime) {
+        self.changed();
         let id = self.ids_of(&self.entries[i]);
         let o = &mut self.entries[i].order;
         self.by_update.remove(&(to_unix(o.update_time), id));
@@ -1180,6 +1202,33 @@ mod tests {
                 assert_eq!(refunded, o.pay_time.is_some(), "{o:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_page_asked_again_after_a_change_sees_the_change() {
+        let (mut w, now) = world(200);
+        let q = query(OrderBy::UpdateTime, true, 3, 50);
+        let ids = |w: &World| {
+            let (total, page) = w.page(&q);
+            let ids: Vec<String> = page.iter().map(|e| e.order.order_id.clone()).collect();
+            (total, ids)
+        };
+        let (total, before) = ids(&w);
+        assert_eq!((total, before.len()), (200, 50));
+        assert_eq!(
+            ids(&w),
+            (200, before.clone()),
+            "the same query, the same page"
+        );
+        w.add_orders(3, now + Duration::hours(1));
+        assert_eq!(ids(&w).0, 203, "added orders are counted");
+        let moved = w.mutate(20, now + Duration::hours(2));
+        assert!(!moved.is_empty());
+        assert_ne!(
+            ids(&w).1,
+            before,
+            "updated orders moved to the end of the update order"
+        );
     }
 
     #[test]
