@@ -32,7 +32,7 @@ use super::rawrow::{self, RawRow};
 use super::{Axis, Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::{Kind, OrderRow, Status, SubOrderRow};
-use crate::sources::{self, SourceKind};
+use crate::sources::{self, malformed, SourceKind};
 use crate::timefmt;
 
 pub const DEFAULT_ENDPOINT: &str =
@@ -221,33 +221,23 @@ fn parse_page_field_by_field(
     let envelope = sources::json_object(status, body)?;
     let head = envelope
         .pick(&["status", "msg", "message"])
-        .map_err(|e| malformed(&e))?;
+        .map_err(malformed)?;
     check_answer(status, &head)?;
     let data = envelope
         .get("data")
         .and_then(|d| RawRow::parse(d).ok())
         .ok_or_else(|| malformed("`data` is missing"))?;
-    let total = total_of(&data.pick(&["total"]).map_err(|e| malformed(&e))?)?;
-    let rows = rawrow::elements(data.get("shop_order_list").unwrap_or("null"))
-        .map_err(|e| malformed(&format!("`shop_order_list` is {e}")))?
-        .into_iter()
-        .map(|row| RawRow::parse(row.get()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(&format!("bad order row: {e}")))?;
+    let total = total_of(&data.pick(&["total"]).map_err(malformed)?)?;
+    let rows = rawrow::rows(data.get("shop_order_list"))
+        .map_err(|e| malformed(format!("`shop_order_list` is {e}")))?;
     page_of(q, pii, total, rows)
-}
-
-fn malformed(what: &str) -> UpstreamError {
-    UpstreamError::transient("malformed", what.to_string())
 }
 
 /// The answer's own status, then the HTTP status: which error, if any, the answer is.
 fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
     let code = sources::int(head, "status")
-        .map_err(|e| UpstreamError::transient("malformed", e))?
-        .ok_or_else(|| {
-            UpstreamError::transient("malformed", format!("HTTP {status} body has no `status`"))
-        })?;
+        .map_err(malformed)?
+        .ok_or_else(|| malformed(format!("HTTP {status} body has no `status`")))?;
     if code != codes::OK {
         let msg = sources::text(head, "msg")
             .or_else(|| sources::text(head, "message"))
@@ -283,11 +273,7 @@ fn page_of(
     rows: Vec<RawRow<'_>>,
 ) -> Result<Page, UpstreamError> {
     let row_count = rows.len() as u64;
-    let orders = rows
-        .into_iter()
-        .map(|row| normalise_row(row, pii))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(&format!("bad order row: {e}")))?;
+    let orders = sources::normalise_rows(rows, |row| normalise_row(row, pii))?;
     let next = next_cursor(ScanCursor::parse(q.cursor)?, page_size(q), row_count, total)?;
     Ok(Page {
         orders,
@@ -413,12 +399,8 @@ fn normalise_row(mut upstream: RawRow<'_>, pii: PiiMode) -> Result<OrderRow, Str
     let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
     // Each SKU line's row is stored once, as its `sub_orders.raw`; the order's `raw` is the rest
     // of the shop order (a line is ~2 KB: storing it twice was a third of what a sync wrote).
-    let lines: Vec<RawRow<'_>> = match upstream.get("sku_order_list") {
-        Some(text) => serde_json::from_str::<Option<_>>(text)
-            .map_err(|e| format!("`sku_order_list` is not a list of objects ({e})"))?
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let lines = rawrow::rows(upstream.get("sku_order_list"))
+        .map_err(|e| format!("`sku_order_list` is {e}"))?;
     let mut o = OrderRow::new(
         SourceKind::Damaijia,
         order_id.clone(),

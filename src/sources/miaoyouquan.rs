@@ -18,7 +18,7 @@ use super::{Page, PageQuery, TimeType};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::OrderRow;
 use crate::planner::WindowRules;
-use crate::sources::{self, SourceKind};
+use crate::sources::{self, malformed, SourceKind};
 use crate::timefmt;
 
 pub const MAX_PAGE_SIZE: u32 = 200;
@@ -175,19 +175,14 @@ fn parse_page_field_by_field(
         }
         Err(e) => return Err(e),
     };
-    let malformed = |e: String| UpstreamError::transient("malformed", e);
     check_answer(status, &envelope.pick(&["code", "msg"]).map_err(malformed)?)?;
     // `data` that is not an object reads as one without orders, as it always has.
     let data = envelope
         .get("data")
         .and_then(|d| RawRow::parse(d).ok())
         .unwrap_or_else(RawRow::empty);
-    let rows = rawrow::elements(data.get("orders").unwrap_or("null"))
-        .map_err(|e| malformed(format!("`data.orders` is {e}")))?
-        .into_iter()
-        .map(|row| RawRow::parse(row.get()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(format!("bad order row: {e}")))?;
+    let rows =
+        rawrow::rows(data.get("orders")).map_err(|e| malformed(format!("`data.orders` is {e}")))?;
     page_of(q, &data.pick(&["cursor"]).map_err(malformed)?, rows)
 }
 
@@ -197,8 +192,8 @@ fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
     let code = match sources::int(head, "code") {
         Ok(Some(c)) => c,
         Ok(None) if status != 200 => i64::from(status),
-        Ok(None) => return Err(UpstreamError::transient("malformed", "body has no `code`")),
-        Err(e) => return Err(UpstreamError::transient("malformed", e)),
+        Ok(None) => return Err(malformed("body has no `code`")),
+        Err(e) => return Err(malformed(e)),
     };
     if code != 200 {
         return Err(classify(code, &msg));
@@ -211,11 +206,7 @@ fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
 
 fn page_of(q: &PageQuery<'_>, data: &Value, rows: Vec<RawRow<'_>>) -> Result<Page, UpstreamError> {
     let cursor = sources::text(data, "cursor").unwrap_or_default();
-    let orders = rows
-        .iter()
-        .map(normalise_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+    let orders = sources::normalise_rows(&rows, normalise_row)?;
     let last = orders.len() < q.page_size as usize || cursor.is_empty() || cursor == FIRST_CURSOR;
     Ok(Page {
         orders,

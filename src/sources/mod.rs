@@ -364,8 +364,24 @@ pub fn object_of<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
     )
 }
 
+/// An answer that is JSON but not the documented shape: transient (retried, then reported).
+pub fn malformed(what: impl Into<String>) -> UpstreamError {
+    UpstreamError::transient("malformed", what)
+}
+
+/// A page's rows, each normalised by `normalise`; one bad row makes the page malformed.
+pub fn normalise_rows<R>(
+    rows: impl IntoIterator<Item = R>,
+    normalise: impl FnMut(R) -> Result<OrderRow, String>,
+) -> Result<Vec<OrderRow>, UpstreamError> {
+    rows.into_iter()
+        .map(normalise)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| malformed(format!("bad order row: {e}")))
+}
+
 fn not_json(status: u16, e: impl fmt::Display) -> UpstreamError {
-    UpstreamError::transient("malformed", format!("HTTP {status} body is not JSON ({e})"))
+    malformed(format!("HTTP {status} body is not JSON ({e})"))
 }
 
 /// The cursor a new run continues a window with, from the one its checkpoint saved.

@@ -33,7 +33,6 @@ impl<'a> RawRow<'a> {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields
             .iter()
-            .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_ref())
     }
@@ -57,12 +56,8 @@ impl<'a> RawRow<'a> {
 
     /// Sets `key` to `value`; a key the row does not have stays absent.
     pub fn replace(&mut self, key: &str, value: &Value) {
-        let mut text = None;
-        for (k, v) in &mut self.fields {
-            if k == key {
-                let t = text.get_or_insert_with(|| value.to_string());
-                *v = Cow::Owned(t.clone());
-            }
+        if let Some((_, v)) = self.fields.iter_mut().find(|(k, _)| k == key) {
+            *v = Cow::Owned(value.to_string());
         }
     }
 
@@ -111,11 +106,14 @@ fn keep_last_copies(fields: &mut Vec<(Cow<'_, str>, Cow<'_, str>)>) {
     fields.retain(|_| keep.next().unwrap_or(true));
 }
 
-/// The elements of a JSON array as their own text; `null` is an empty list.
-pub fn elements(text: &str) -> Result<Vec<&RawValue>, String> {
-    let items: Option<Vec<&RawValue>> =
-        serde_json::from_str(text).map_err(|e| format!("not a list ({e})"))?;
-    Ok(items.unwrap_or_default())
+/// The rows of a JSON list of objects, split in one pass; `null` or no list at all is no rows.
+pub fn rows(text: Option<&str>) -> Result<Vec<RawRow<'_>>, String> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let rows: Option<Vec<RawRow<'_>>> =
+        serde_json::from_str(text).map_err(|e| format!("not a list of objects ({e})"))?;
+    Ok(rows.unwrap_or_default())
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawRow<'a> {
@@ -212,8 +210,10 @@ mod tests {
         for bad in ["[1]", "\"s\"", "{\"a\":", "", "{\"a\":1}}"] {
             assert!(RawRow::parse(bad).is_err(), "{bad:?}");
         }
-        assert!(elements("{}").is_err());
-        assert!(elements("null").unwrap().is_empty());
-        assert_eq!(elements(r#"[{"a":1}, 2]"#).unwrap().len(), 2);
+        assert!(rows(Some("{}")).is_err());
+        assert!(rows(Some(r#"[{"a":1}, 2]"#)).is_err());
+        assert!(rows(Some("null")).unwrap().is_empty());
+        assert!(rows(None).unwrap().is_empty());
+        assert_eq!(rows(Some(r#"[{"a":1}, {}]"#)).unwrap().len(), 2);
     }
 }

@@ -72,10 +72,8 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     let v: Value = sources::json_body(status, body)?;
     let code = sources::int(&v, "code")
-        .map_err(|e| UpstreamError::transient("malformed", e))?
-        .ok_or_else(|| {
-            UpstreamError::transient("malformed", format!("HTTP {status} body has no `code`"))
-        })?;
+        .map_err(sources::malformed)?
+        .ok_or_else(|| sources::malformed(format!("HTTP {status} body has no `code`")))?;
     let msg = sources::text(&v, "msg").unwrap_or_default();
     if code != 0 {
         return Err(if code == 429 || msg.contains("频繁") {
@@ -94,19 +92,9 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     let rows = match v.get("data") {
         Some(Value::Array(rows)) => rows.as_slice(),
         Some(Value::Null) | None => &[],
-        Some(_) => {
-            return Err(UpstreamError::transient(
-                "malformed",
-                "`data` is not a list",
-            ))
-        }
+        Some(_) => return Err(sources::malformed("`data` is not a list")),
     };
-    let orders = collapse(
-        rows.iter()
-            .map(normalise)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?,
-    );
+    let orders = collapse(sources::normalise_rows(rows, normalise)?);
     Ok(Page {
         orders,
         next_cursor: None,

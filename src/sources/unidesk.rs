@@ -157,12 +157,9 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     if let Some(err) = v.get("error_response") {
         return Err(classify(err));
     }
-    let resp = v.get(RESPONSE_KEY).ok_or_else(|| {
-        UpstreamError::transient(
-            "malformed",
-            format!("HTTP {status} body has no {RESPONSE_KEY}"),
-        )
-    })?;
+    let resp = v
+        .get(RESPONSE_KEY)
+        .ok_or_else(|| sources::malformed(format!("HTTP {status} body has no {RESPONSE_KEY}")))?;
     if resp.get("success") == Some(&Value::Bool(false)) {
         let code = sources::text(resp, "error_code").unwrap_or_else(|| "unknown".into());
         let msg = sources::text(resp, "error_msg").unwrap_or_default();
@@ -174,19 +171,10 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     {
         Some(Value::Array(rows)) => rows.as_slice(),
         Some(Value::Null) | None => &[],
-        Some(_) => {
-            return Err(UpstreamError::transient(
-                "malformed",
-                "`result` is not a list",
-            ))
-        }
+        Some(_) => return Err(sources::malformed("`result` is not a list")),
     };
     let cursor = sources::text(resp, "cursor_id").unwrap_or_default();
-    let orders = rows
-        .iter()
-        .map(normalise)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+    let orders = sources::normalise_rows(rows, normalise)?;
     let done = orders.is_empty() || cursor.is_empty();
     Ok(Page {
         orders,

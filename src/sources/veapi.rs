@@ -123,14 +123,10 @@ fn parse_page_field_by_field(status: u16, body: &[u8]) -> Result<Page, UpstreamE
     let envelope = sources::json_object(status, body)?;
     let head = envelope
         .pick(&["error", "msg", "cursor"])
-        .map_err(|e| UpstreamError::transient("malformed", e))?;
+        .map_err(sources::malformed)?;
     check_answer(status, &head)?;
-    let rows = rawrow::elements(envelope.get("data").unwrap_or("null"))
-        .map_err(|e| UpstreamError::transient("malformed", format!("`data` is {e}")))?
-        .into_iter()
-        .map(|row| RawRow::parse(row.get()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+    let rows = rawrow::rows(envelope.get("data"))
+        .map_err(|e| sources::malformed(format!("`data` is {e}")))?;
     page_of(&head, rows)
 }
 
@@ -140,10 +136,9 @@ fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
     let msg = sources::text(head, "msg").unwrap_or_default();
     if code != codes::OK {
         if code.is_empty() {
-            return Err(UpstreamError::transient(
-                "malformed",
-                format!("HTTP {status} body has no `error` field"),
-            ));
+            return Err(sources::malformed(format!(
+                "HTTP {status} body has no `error` field"
+            )));
         }
         return Err(classify(&code, &msg));
     }
@@ -157,18 +152,9 @@ fn page_of(head: &Value, rows: Vec<RawRow<'_>>) -> Result<Page, UpstreamError> {
     let cursor = match head.get("cursor") {
         Some(Value::String(c)) => c.clone(),
         Some(Value::Null) | None if rows.is_empty() => String::new(),
-        _ => {
-            return Err(UpstreamError::transient(
-                "malformed",
-                "`cursor` is missing or not a string",
-            ))
-        }
+        _ => return Err(sources::malformed("`cursor` is missing or not a string")),
     };
-    let orders = rows
-        .iter()
-        .map(normalise_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| UpstreamError::transient("malformed", format!("bad order row: {e}")))?;
+    let orders = sources::normalise_rows(&rows, normalise_row)?;
     Ok(Page {
         orders,
         next_cursor: (!cursor.is_empty()).then_some(cursor),
