@@ -32,8 +32,8 @@ use ordersync::store::{self, PageCommit, Progress};
 use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
 use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
 use ordersync_sim::{
-    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig,
-    VeapiSim, VeapiSimConfig,
+    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, Simulator, UnideskSim,
+    UnideskSimConfig, VeapiSim, VeapiSimConfig,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_ordersync");

@@ -2,6 +2,7 @@
 //! `demo/ordersync.db`, upstream changes, a second sync, `ordersync status`, a SQL summary per source,
 //! and a comparison of the database with each simulator's ground truth. No credentials, no network.
 
+use ordersync_sim::Simulator;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;

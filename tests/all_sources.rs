@@ -12,6 +12,7 @@
 //! damaijia every order and every SKU line; sxt one row per ad order in its truth state, money in
 //! exact fen. And no simulator saw a request that broke its API's rules.
 
+use ordersync_sim::Simulator;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Crashes: a backfill killed with SIGKILL mid-way resumes where it stopped, loses and duplicates
 //! nothing, and never touches the live checkpoint.
 
+use ordersync_sim::Simulator;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;

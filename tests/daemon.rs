@@ -1,6 +1,7 @@
 //! The daemon: `ordersync run` on a seconds-level schedule against the simulator, metrics that
 //! match the `runs` table, a failing pipeline that never stops the others, and SIGTERM → exit 0.
 
+use ordersync_sim::Simulator;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command};

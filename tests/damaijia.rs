@@ -3,6 +3,7 @@
 //! the database file (masked by default, kept or dropped on request), and a fatal body code stops
 //! only its own pipeline with the checkpoint unmoved.
 
+use ordersync_sim::Simulator;
 use std::collections::BTreeMap;
 
 use chrono::Duration;

@@ -3,6 +3,7 @@
 //! never stops the others in the same `sync`.
 
 use chrono::{Duration, NaiveDateTime};
+use ordersync_sim::Simulator;
 use ordersync_sim::{Faults, MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder};
 
 use crate::common::*;

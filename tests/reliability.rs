@@ -7,6 +7,7 @@
 //! veapi is live today: the checks that compare a database with an upstream go through
 //! [`Upstream`], which another source implements for its simulator when its pipeline goes live.
 
+use ordersync_sim::Simulator;
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! whatever their order, yuan decimal strings to exact fen, orders that vanish upstream kept, and
 //! no backfill of a source that has no history.
 
+use ordersync_sim::Simulator;
 use std::collections::BTreeMap;
 
 use chrono::Duration;

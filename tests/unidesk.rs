@@ -2,6 +2,7 @@
 //! one main order split across pages summed into one order — also when the process is killed between
 //! those pages — and a wrong app secret failing with its TOP code while the other pipelines finish.
 
+use ordersync_sim::Simulator;
 use std::collections::BTreeMap;
 use std::time::{Duration as StdDuration, Instant};
 

@@ -2,6 +2,7 @@
 //! faults are survived, and secrets stay out of logs, status and the database.
 
 use chrono::Duration;
+use ordersync_sim::Simulator;
 use ordersync_sim::{beijing_now, Faults};
 
 use crate::common::*;

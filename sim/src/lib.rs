@@ -11,6 +11,7 @@ pub mod damaijia;
 pub mod faults;
 mod http;
 mod keyset;
+pub mod ledger;
 pub mod miaoyouquan;
 mod names;
 pub mod sxt;
@@ -19,6 +20,7 @@ pub mod unidesk;
 pub mod veapi;
 
 pub use faults::Faults;
+pub use ledger::Simulator;
 pub use miaoyouquan::{MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder};
 pub use unidesk::{UdSubOrder, UnideskSim, UnideskSimConfig};
 pub use veapi::{VeOrder, VeapiSim, VeapiSimConfig};

@@ -4,6 +4,7 @@
 //! times as numbers or strings, page drift that a scan without a rescan really suffers, changes
 //! found by update time, and plain PII in the served bytes.
 
+use ordersync_sim::Simulator;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{Duration, NaiveDateTime};

@@ -5,6 +5,7 @@
 //!
 //! The horizon is measured from the real Beijing now, so these worlds are generated against it too.
 
+use ordersync_sim::Simulator;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration as StdDuration, Instant};
 

@@ -7,6 +7,7 @@
 //! Money is read here with this file's own decimal parser, not the simulator's renderer, so the
 //! round trip checks something.
 
+use ordersync_sim::Simulator;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration as StdDuration, Instant};
 

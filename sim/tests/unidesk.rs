@@ -7,6 +7,7 @@
 //! The timestamp tolerance is measured from the real Beijing now, so these worlds are generated
 //! against it too.
 
+use ordersync_sim::Simulator;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration as StdDuration, Instant};
 

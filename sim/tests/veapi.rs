@@ -1,6 +1,7 @@
 //! The veapi simulator over real HTTP: a deterministic world, complete keyset paging that survives
 //! mutations, every documented rule enforced and recorded, and faults answered as documented.
 
+use ordersync_sim::Simulator;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration as StdDuration, Instant};
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use ordersync_sim::Simulator;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -24,8 +24,7 @@ mod row;
 mod world;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,8 +35,9 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::faults::{self, Fault, FaultInjector, Faults, SourceBodies};
+use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Server};
+use crate::ledger::{lock, Ledger, Simulator};
 use crate::Mutation;
 use query::{Credentials, Refusal};
 use row::Row;
@@ -225,13 +225,17 @@ struct Shared {
     world: Mutex<World>,
     creds: Mutex<Credentials>,
     forced: Mutex<Option<i64>>,
-    injector: FaultInjector,
-    requests: AtomicU64,
-    violations: Mutex<Vec<String>>,
+    ledger: Ledger,
 }
 
 /// How much of a refused body a violation line repeats.
 const ECHO_LIMIT: usize = 400;
+
+impl Simulator for DamaijiaSim {
+    fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+}
 
 impl DamaijiaSim {
     /// Generates the world, binds `127.0.0.1:0` and serves on the current tokio runtime. Fails
@@ -261,9 +265,7 @@ impl DamaijiaSim {
                 shop_id: cfg.shop_id.clone(),
             }),
             forced: Mutex::new(None),
-            injector: FaultInjector::new(cfg.faults.clone()),
-            requests: AtomicU64::new(0),
-            violations: Mutex::new(Vec::new()),
+            ledger: Ledger::new(cfg.faults.clone()),
         });
         let router = Router::new()
             .route(PATH, any(handle))
@@ -294,38 +296,10 @@ impl DamaijiaSim {
         lock(&self.shared.world).pii_values()
     }
 
-    /// One readable line per refused (rule-breaking) request, in arrival order:
-    /// `request N: <status> <reason> [<body, at most 400 bytes, the token blanked>]`; the
-    /// `Authorization` header is never repeated.
-    pub fn violations(&self) -> Vec<String> {
-        lock(&self.shared.violations).clone()
-    }
-
-    /// Requests received, faulted, forced and refused ones included.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Faults injected so far (all kinds, slow answers included).
-    pub fn faults_injected(&self) -> u64 {
-        self.shared.injector.total()
-    }
-
-    /// Per-kind counts of the faults injected so far.
-    pub fn fault_counts(&self) -> faults::FaultCounts {
-        self.shared.injector.counts()
-    }
-
-    /// New fault probabilities from the next request on (the fault RNG is reseeded with
-    /// `faults.seed`; the body-transient probability is kept).
-    pub fn set_faults(&self, faults: Faults) {
-        self.shared.injector.set(faults);
-    }
-
     /// How often to answer HTTP 200 `{"status":101,"msg":"请求超时,请重试","data":null}` (the *body
     /// transient* fault, drawn after the body rate limit and before truncation; 0 at start).
     pub fn set_body_transient(&self, p: f64) {
-        self.shared.injector.set_body_transient(p);
+        self.shared.ledger.injector.set_body_transient(p);
     }
 
     /// `Some(status)`: answer every request from now on with HTTP 200
@@ -384,10 +358,6 @@ impl DamaijiaSim {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[derive(Serialize)]
 struct Answer<'a> {
     data: Data<'a>,
@@ -426,7 +396,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     if let Some(status) = *lock(&shared.forced) {
         return http::json(error_body(status));
     }
@@ -442,7 +412,7 @@ async fn handle(
             error_body(codes::BAD_PARAMS),
         );
     }
-    let fault = shared.injector.decide();
+    let fault = shared.ledger.injector.decide();
     if let Some(fault) = fault {
         let retry = error_body(codes::TIMEOUT_RETRY);
         let bodies = SourceBodies {
@@ -473,7 +443,7 @@ async fn unknown_path(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     shared.violation(
         n,
         404,
@@ -533,6 +503,6 @@ impl Shared {
             echo.push('…');
         }
         let line = format!("request {n}: {code} {what} [{echo}]");
-        lock(&self.violations).push(line);
+        self.ledger.violation(line);
     }
 }

@@ -19,8 +19,7 @@ mod world;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -31,9 +30,10 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::faults::{self, Fault, FaultInjector, Faults, SourceBodies};
+use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
 use crate::keyset;
+use crate::ledger::{lock, Ledger, Simulator};
 use crate::Mutation;
 use query::{Refusal, Request, Scope};
 use world::{Row, World};
@@ -170,9 +170,7 @@ struct Shared {
     keys: Mutex<Keys>,
     /// Every cursor handed out, with the query it continues.
     cursors: Mutex<HashMap<String, Scope>>,
-    injector: FaultInjector,
-    requests: AtomicU64,
-    violations: Mutex<Vec<String>>,
+    ledger: Ledger,
 }
 
 struct Keys {
@@ -182,6 +180,12 @@ struct Keys {
 
 /// The parameters a violation line leaves out.
 const SECRETS: &[&str] = &["apkey", "dou_key"];
+
+impl Simulator for MiaoyouquanSim {
+    fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+}
 
 impl MiaoyouquanSim {
     /// Generates the world, binds `127.0.0.1:0` and serves on the current tokio runtime.
@@ -201,9 +205,7 @@ impl MiaoyouquanSim {
                 dou_key: cfg.dou_key.clone(),
             }),
             cursors: Mutex::new(HashMap::new()),
-            injector: FaultInjector::new(cfg.faults.clone()),
-            requests: AtomicU64::new(0),
-            violations: Mutex::new(Vec::new()),
+            ledger: Ledger::new(cfg.faults.clone()),
         });
         let router = Router::new()
             .route(PATH, any(handle))
@@ -235,37 +237,10 @@ impl MiaoyouquanSim {
         all
     }
 
-    /// One readable line per refused (rule-breaking) request, in arrival order:
-    /// `request N: <code> <reason> [<parameters without apkey and dou_key>]`.
-    pub fn violations(&self) -> Vec<String> {
-        lock(&self.shared.violations).clone()
-    }
-
-    /// Requests received, faulted and refused ones included.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Faults injected so far (all kinds, slow answers included).
-    pub fn faults_injected(&self) -> u64 {
-        self.shared.injector.total()
-    }
-
-    /// Per-kind counts of the faults injected so far.
-    pub fn fault_counts(&self) -> faults::FaultCounts {
-        self.shared.injector.counts()
-    }
-
-    /// New fault probabilities from the next request on (the fault RNG is reseeded with
-    /// `faults.seed`; the body-transient probability is kept).
-    pub fn set_faults(&self, faults: Faults) {
-        self.shared.injector.set(faults);
-    }
-
     /// How often to answer HTTP 200 `{"code":-1,"msg":"数据获取失败"}` (the *body transient* fault,
     /// drawn after the body rate limit and before truncation; 0 at start).
     pub fn set_body_transient(&self, p: f64) {
-        self.shared.injector.set_body_transient(p);
+        self.shared.ledger.injector.set_body_transient(p);
     }
 
     /// Changes the keys the simulator accepts (to simulate a revoked or rotated key).
@@ -290,10 +265,6 @@ impl MiaoyouquanSim {
     pub fn add_orders(&self, n: usize, at: NaiveDateTime) -> Vec<String> {
         lock(&self.shared.world).add_orders(n, at)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Serialize)]
@@ -326,7 +297,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET {
         shared.violation(
@@ -343,7 +314,7 @@ async fn handle(
             http::json_with_status(StatusCode::METHOD_NOT_ALLOWED, body)
         };
     }
-    let fault = shared.injector.decide();
+    let fault = shared.ledger.injector.decide();
     if let Some(fault) = fault {
         let limited = error_body(codes::RATE_LIMITED, codes::RATE_LIMITED_MSG);
         let failed = error_body(codes::FETCH_FAILED, codes::FETCH_FAILED_MSG);
@@ -374,7 +345,7 @@ async fn unknown_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     shared.violation(
         n,
@@ -440,6 +411,6 @@ impl Shared {
 
     fn violation(&self, n: u64, code: i64, what: &str, params: &Params) {
         let line = format!("request {n}: {code} {what} [{}]", params.echo(SECRETS));
-        lock(&self.violations).push(line);
+        self.ledger.violation(line);
     }
 }

@@ -28,8 +28,7 @@ mod query;
 mod world;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -40,8 +39,9 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::faults::{self, Fault, FaultInjector, Faults, SourceBodies};
+use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
+use crate::ledger::{lock, Ledger, Simulator};
 use world::{Row, World};
 
 pub use crate::Mutation;
@@ -193,9 +193,7 @@ struct Shared {
     world: Mutex<World>,
     credentials: Mutex<Credentials>,
     forced: Mutex<Option<(i64, String)>>,
-    injector: FaultInjector,
-    requests: AtomicU64,
-    violations: Mutex<Vec<String>>,
+    ledger: Ledger,
 }
 
 struct Credentials {
@@ -205,6 +203,12 @@ struct Credentials {
 
 /// The parameters a violation line leaves out: they identify the account.
 const SECRETS: &[&str] = &["user_id", "dy_uid"];
+
+impl Simulator for SxtSim {
+    fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+}
 
 impl SxtSim {
     /// Generates the world, binds `127.0.0.1:0` and serves on the current tokio runtime.
@@ -221,9 +225,7 @@ impl SxtSim {
                 dy_uid: cfg.dy_uid.clone(),
             }),
             forced: Mutex::new(None),
-            injector: FaultInjector::new(cfg.faults.clone()),
-            requests: AtomicU64::new(0),
-            violations: Mutex::new(Vec::new()),
+            ledger: Ledger::new(cfg.faults.clone()),
         });
         let router = Router::new()
             .route(PATH, any(handle))
@@ -246,32 +248,6 @@ impl SxtSim {
     /// advanced state, sorted by `order_id`.
     pub fn truth(&self) -> Vec<SxtOrder> {
         lock(&self.shared.world).truth()
-    }
-
-    /// One readable line per refused (rule-breaking) request, in arrival order:
-    /// `request N: <code> <reason> [<parameters without user_id and dy_uid>]`.
-    pub fn violations(&self) -> Vec<String> {
-        lock(&self.shared.violations).clone()
-    }
-
-    /// Requests received, faulted, forced and refused ones included.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Faults injected so far (all kinds, slow answers included).
-    pub fn faults_injected(&self) -> u64 {
-        self.shared.injector.total()
-    }
-
-    /// Per-kind counts of the faults injected so far.
-    pub fn fault_counts(&self) -> faults::FaultCounts {
-        self.shared.injector.counts()
-    }
-
-    /// New fault probabilities from the next request on (the fault RNG is reseeded with `faults.seed`).
-    pub fn set_faults(&self, faults: Faults) {
-        self.shared.injector.set(faults);
     }
 
     /// Changes the `user_id` and `dy_uid` the simulator accepts (a revoked or moved account).
@@ -329,10 +305,6 @@ impl SxtSim {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A success, in the document's (alphabetical) key order.
 #[derive(Serialize)]
 struct Answer<'a> {
@@ -365,7 +337,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET {
         shared.violation(
@@ -382,7 +354,7 @@ async fn handle(
     if let Some((code, msg)) = lock(&shared.forced).clone() {
         return http::json(error_body(code, &msg));
     }
-    let fault = shared.injector.decide();
+    let fault = shared.ledger.injector.decide();
     if let Some(fault) = fault {
         let limited = error_body(codes::RATE_LIMITED, codes::RATE_LIMITED_MSG);
         let bodies = SourceBodies {
@@ -412,7 +384,7 @@ async fn unknown_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     shared.violation(
         n,
@@ -452,6 +424,6 @@ impl Shared {
 
     fn violation(&self, n: u64, code: i64, what: &str, params: &Params) {
         let line = format!("request {n}: {code} {what} [{}]", params.echo(SECRETS));
-        lock(&self.violations).push(line);
+        self.ledger.violation(line);
     }
 }

@@ -28,8 +28,7 @@ mod world;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -40,8 +39,9 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::faults::{self, Fault, FaultInjector, Faults, SourceBodies};
+use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
+use crate::ledger::{lock, Ledger, Simulator};
 use crate::Mutation;
 use codes::TopError;
 use query::{Credentials, Refusal, Scope};
@@ -240,9 +240,7 @@ struct Shared {
     creds: Mutex<Credentials>,
     /// Every cursor handed out, with the query it continues.
     cursors: Mutex<HashMap<String, Scope>>,
-    injector: FaultInjector,
-    requests: AtomicU64,
-    violations: Mutex<Vec<String>>,
+    ledger: Ledger,
     /// The window of every accepted request, in arrival order.
     log: Mutex<Vec<(NaiveDateTime, NaiveDateTime)>>,
     /// Main orders a page boundary has cut through.
@@ -251,6 +249,12 @@ struct Shared {
 
 /// The parameters a violation line leaves out.
 const SECRETS: &[&str] = &["app_key", "session", "sign"];
+
+impl Simulator for UnideskSim {
+    fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
+}
 
 impl UnideskSim {
     /// Generates the world, binds `127.0.0.1:0` and serves on the current tokio runtime.
@@ -269,9 +273,7 @@ impl UnideskSim {
                 session: cfg.session.clone(),
             }),
             cursors: Mutex::new(HashMap::new()),
-            injector: FaultInjector::new(cfg.faults.clone()),
-            requests: AtomicU64::new(0),
-            violations: Mutex::new(Vec::new()),
+            ledger: Ledger::new(cfg.faults.clone()),
             log: Mutex::new(Vec::new()),
             split: Mutex::new(BTreeSet::new()),
         });
@@ -297,38 +299,10 @@ impl UnideskSim {
         lock(&self.shared.world).truth()
     }
 
-    /// One readable line per refused (rule-breaking) request, in arrival order:
-    /// `request N: <code>/<sub_code> <reason> [<parameters without app_key, session and sign>]`
-    /// (a wrong method or path: `request N: 405 …` / `request N: 404 …`).
-    pub fn violations(&self) -> Vec<String> {
-        lock(&self.shared.violations).clone()
-    }
-
-    /// Requests received, faulted and refused ones included.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Faults injected so far (all kinds, slow answers included).
-    pub fn faults_injected(&self) -> u64 {
-        self.shared.injector.total()
-    }
-
-    /// Per-kind counts of the faults injected so far (the `isp` error counts as `body_transient`).
-    pub fn fault_counts(&self) -> faults::FaultCounts {
-        self.shared.injector.counts()
-    }
-
-    /// New fault probabilities from the next request on (the fault RNG is reseeded with
-    /// `faults.seed`; the `isp` error probability is kept).
-    pub fn set_faults(&self, faults: Faults) {
-        self.shared.injector.set(faults);
-    }
-
     /// How often to answer HTTP 200 with code 15 `isp.remote-service-error` (the *body transient*
     /// fault, drawn after the body rate limit and before truncation; 0 at start).
     pub fn set_isp_error(&self, p: f64) {
-        self.shared.injector.set_body_transient(p);
+        self.shared.ledger.injector.set_body_transient(p);
     }
 
     /// Changes the app secret the signature is checked with (to simulate a rotated secret).
@@ -367,10 +341,6 @@ impl UnideskSim {
     pub fn add_orders(&self, n: usize, at: NaiveDateTime) -> Vec<String> {
         lock(&self.shared.world).add_orders(n, at)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Serialize)]
@@ -425,7 +395,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET && method != Method::POST {
         shared.violation(
@@ -440,7 +410,7 @@ async fn handle(
             b"<html>405 Not Allowed</html>".to_vec(),
         );
     }
-    let fault = shared.injector.decide();
+    let fault = shared.ledger.injector.decide();
     if let Some(fault) = fault {
         let id = request_id(shared.seed, n);
         let limited = error_body(
@@ -480,7 +450,7 @@ async fn unknown_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     shared.violation(
         n,
@@ -546,7 +516,7 @@ impl Shared {
 
     fn violation(&self, n: u64, code: &str, what: &str, params: &Params) {
         let line = format!("request {n}: {code} {what} [{}]", params.echo(SECRETS));
-        lock(&self.violations).push(line);
+        self.ledger.violation(line);
     }
 }
 

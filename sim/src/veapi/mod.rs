@@ -13,8 +13,7 @@ mod world;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,8 +24,9 @@ use axum::Router;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::faults::{self, Fault, FaultInjector, Faults, SourceBodies};
+use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
+use crate::ledger::{lock, Ledger, Simulator};
 use query::{Refusal, Request, Scope};
 use world::{Row, World};
 
@@ -143,9 +143,13 @@ struct Shared {
     vekey: Mutex<String>,
     /// Every cursor handed out, with the query it continues.
     cursors: Mutex<HashMap<String, Scope>>,
-    injector: FaultInjector,
-    requests: AtomicU64,
-    violations: Mutex<Vec<String>>,
+    ledger: Ledger,
+}
+
+impl Simulator for VeapiSim {
+    fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
+    }
 }
 
 impl VeapiSim {
@@ -161,9 +165,7 @@ impl VeapiSim {
             world: Mutex::new(World::generate(&cfg)),
             vekey: Mutex::new(cfg.vekey.clone()),
             cursors: Mutex::new(HashMap::new()),
-            injector: FaultInjector::new(cfg.faults.clone()),
-            requests: AtomicU64::new(0),
-            violations: Mutex::new(Vec::new()),
+            ledger: Ledger::new(cfg.faults.clone()),
         });
         let router = Router::new()
             .route(PATH, any(handle))
@@ -187,31 +189,6 @@ impl VeapiSim {
         lock(&self.shared.world).truth()
     }
 
-    /// One readable line per refused (rule-breaking) request, in arrival order.
-    pub fn violations(&self) -> Vec<String> {
-        lock(&self.shared.violations).clone()
-    }
-
-    /// Requests received, faulted and refused ones included.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-
-    /// Faults injected so far (all kinds, slow answers included).
-    pub fn faults_injected(&self) -> u64 {
-        self.shared.injector.total()
-    }
-
-    /// Per-kind counts of the faults injected so far.
-    pub fn fault_counts(&self) -> faults::FaultCounts {
-        self.shared.injector.counts()
-    }
-
-    /// New fault probabilities from the next request on (the fault RNG is reseeded with `faults.seed`).
-    pub fn set_faults(&self, faults: Faults) {
-        self.shared.injector.set(faults);
-    }
-
     /// Changes the key the simulator accepts (to simulate a revoked or rotated key).
     pub fn set_vekey(&self, vekey: &str) {
         *lock(&self.shared.vekey) = vekey.to_string();
@@ -231,10 +208,6 @@ impl VeapiSim {
     pub fn add_orders(&self, n: usize, at: NaiveDateTime) -> Vec<String> {
         lock(&self.shared.world).add_orders(n, at)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Serialize)]
@@ -271,7 +244,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET && method != Method::POST {
         shared.violation(n, &format!("method {method} not allowed"), &params);
@@ -281,7 +254,7 @@ async fn handle(
             b"<html>405 Not Allowed</html>".to_vec(),
         );
     }
-    let fault = shared.injector.decide();
+    let fault = shared.ledger.injector.decide();
     if let Some(fault) = fault {
         let limited = error_body(codes::RATE_LIMITED, codes::RATE_LIMITED_MSG);
         if let Some(resp) = faults::canned(fault, &SourceBodies::rate_limit_only(&limited)) {
@@ -306,7 +279,7 @@ async fn unknown_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let n = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let n = shared.ledger.next_request();
     let params = Params::new(uri.query(), &headers, &body);
     shared.violation(
         n,
@@ -361,7 +334,7 @@ impl Shared {
 
     fn violation(&self, n: u64, what: &str, params: &Params) {
         let line = format!("request {n}: {what} [{}]", params.echo(&["vekey"]));
-        lock(&self.violations).push(line);
+        self.ledger.violation(line);
     }
 }
 

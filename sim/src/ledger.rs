@@ -1,0 +1,71 @@
+//! What every simulator counts about the requests it serves: all of them, the refused ones (one
+//! readable line each) and the faults it injected; and the [`Simulator`] accessors reading them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::faults::{FaultCounts, FaultInjector, Faults};
+
+/// One simulator's counters and its fault injector, shared with its request handlers.
+pub struct Ledger {
+    pub(crate) injector: FaultInjector,
+    requests: AtomicU64,
+    violations: Mutex<Vec<String>>,
+}
+
+impl Ledger {
+    pub(crate) fn new(faults: Faults) -> Ledger {
+        Ledger {
+            injector: FaultInjector::new(faults),
+            requests: AtomicU64::new(0),
+            violations: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts a request that reached the server and returns its number, from 1.
+    pub(crate) fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Records a refused request as one line (the caller leaves its secrets out).
+    pub(crate) fn violation(&self, line: String) {
+        lock(&self.violations).push(line);
+    }
+}
+
+/// What a test, the demo or the benchmark reads from any simulator.
+pub trait Simulator {
+    /// The simulator's counters.
+    fn ledger(&self) -> &Ledger;
+
+    /// One readable line per refused (rule-breaking) request, in arrival order:
+    /// `request N: <what was wrong> [<parameters without secrets>]`.
+    fn violations(&self) -> Vec<String> {
+        lock(&self.ledger().violations).clone()
+    }
+
+    /// Requests received, faulted, forced and refused ones included.
+    fn requests(&self) -> u64 {
+        self.ledger().requests.load(Ordering::SeqCst)
+    }
+
+    /// Faults injected so far (all kinds, slow answers included).
+    fn faults_injected(&self) -> u64 {
+        self.ledger().injector.total()
+    }
+
+    /// Per-kind counts of the faults injected so far.
+    fn fault_counts(&self) -> FaultCounts {
+        self.ledger().injector.counts()
+    }
+
+    /// New fault probabilities from the next request on (the fault RNG is reseeded with `faults.seed`).
+    fn set_faults(&self, faults: Faults) {
+        self.ledger().injector.set(faults);
+    }
+}
+
+/// A poisoned lock still holds usable data: a panicking handler must not wedge the simulator.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
