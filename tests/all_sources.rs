@@ -335,12 +335,21 @@ start = "{sxt_start}"
 
     // -- the simulators together --
 
+    /// The five simulators, by source name, each with its fault stream number.
+    fn sims(&self) -> [(&'static str, &dyn Simulator, u64); 5] {
+        [
+            ("veapi", &self.ve, 1),
+            ("miaoyouquan", &self.myq, 2),
+            ("unidesk", &self.ud, 3),
+            ("damaijia", &self.dmj, 4),
+            ("sxt", &self.sxt, 5),
+        ]
+    }
+
     fn set_faults(&self, faults: &Faults) {
-        self.ve.set_faults(faults_for(faults, 1));
-        self.myq.set_faults(faults_for(faults, 2));
-        self.ud.set_faults(faults_for(faults, 3));
-        self.dmj.set_faults(faults_for(faults, 4));
-        self.sxt.set_faults(faults_for(faults, 5));
+        for (_, sim, stream) in self.sims() {
+            sim.set_faults(faults_for(faults, stream));
+        }
     }
 
     /// The body-level "try again" answers of the sources that have one: miaoyouquan `-1`,
@@ -352,13 +361,8 @@ start = "{sxt_start}"
     }
 
     fn fault_counts(&self) -> [(&'static str, FaultCounts); 5] {
-        [
-            ("veapi", self.ve.fault_counts()),
-            ("miaoyouquan", self.myq.fault_counts()),
-            ("unidesk", self.ud.fault_counts()),
-            ("damaijia", self.dmj.fault_counts()),
-            ("sxt", self.sxt.fault_counts()),
-        ]
+        self.sims()
+            .map(|(source, sim, _)| (source, sim.fault_counts()))
     }
 
     fn total_faults(&self) -> FaultCounts {
@@ -376,27 +380,18 @@ start = "{sxt_start}"
     }
 
     fn requests(&self) -> u64 {
-        self.ve.requests()
-            + self.myq.requests()
-            + self.ud.requests()
-            + self.dmj.requests()
-            + self.sxt.requests()
+        self.sims().iter().map(|(_, sim, _)| sim.requests()).sum()
     }
 
     fn violations(&self) -> Vec<String> {
-        let tag = |source: &str, v: Vec<String>| {
-            v.into_iter()
-                .map(|l| format!("{source}: {l}"))
-                .collect::<Vec<_>>()
-        };
-        [
-            tag("veapi", self.ve.violations()),
-            tag("miaoyouquan", self.myq.violations()),
-            tag("unidesk", self.ud.violations()),
-            tag("damaijia", self.dmj.violations()),
-            tag("sxt", self.sxt.violations()),
-        ]
-        .concat()
+        self.sims()
+            .iter()
+            .flat_map(|(source, sim, _)| {
+                sim.violations()
+                    .into_iter()
+                    .map(move |l| format!("{source}: {l}"))
+            })
+            .collect()
     }
 
     /// Moves orders along in every upstream, at `at`. Returns how many changed, and adds the main
