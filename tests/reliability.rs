@@ -3248,11 +3248,24 @@ fn damaijia_cursor_at_integer_limits_is_refused_without_a_panic() {
     let auth = Auth::default();
     let options = damaijia_options(damaijia::PiiMode::Mask);
     let window = damaijia_window();
-    for (cursor, page_size) in [
+    for (axis, cursor, page_size) in [
         // total moved 5 → 2: a re-read, and the rescan count overflows.
-        ("0:5:4294967295", 100),
+        (Axis::Backfill, "0:5:4294967295", 100),
         // two rows on a page of one at the last representable offset.
-        ("18446744073709551615::0", 1),
+        (Axis::Backfill, "18446744073709551615::0", 1),
+        // Live scans by key: the same limits for the rows skipped and the re-reads, and a key
+        // at the last representable second.
+        (
+            Axis::Live,
+            "k:1640158345:18446744073709551615:5:4294967295",
+            1,
+        ),
+        (
+            Axis::Live,
+            "k:9223372036854775807:18446744073709551615::0",
+            1,
+        ),
+        (Axis::Live, "k:-9223372036854775808:0::0", 100),
     ] {
         let q = PageQuery {
             endpoint: damaijia::DEFAULT_ENDPOINT,
@@ -3261,10 +3274,11 @@ fn damaijia_cursor_at_integer_limits_is_refused_without_a_panic() {
             window,
             cursor,
             page_size,
-            axis: Axis::Live,
+            axis,
             start: window.start,
         };
         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = damaijia::build_request(&q);
             damaijia::parse_page(&q, 200, body.as_bytes()).map(|p| p.next_cursor)
         }));
         assert!(

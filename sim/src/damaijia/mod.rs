@@ -213,6 +213,10 @@ pub enum Drift {
     Insert(usize),
     /// Move this many already-served orders on one status step, with `update_time` = real now.
     Touch(usize),
+    /// Move this many already-served orders on one status step, with an `update_time` that lags
+    /// behind the change and still falls inside the query (its last second): an ERP that mirrors
+    /// another platform stamps updates late. `total` does not change.
+    Lag(usize),
 }
 
 /// A running damaijia simulator; stops when dropped.
@@ -342,10 +346,15 @@ impl DamaijiaSim {
     ///   first match (position 0, so every bound holds and they tie with it on the sort time) and
     ///   take ids that win the tie (larger when descending, smaller when ascending). `total` grows
     ///   by `n`, and a client that does not rescan never sees them.
-    /// - [`Drift::Touch`]`(n)`: `n` orders among the matches before this page (`page × size`
-    ///   positions; those that can still move first, in order) move on one status step and get
+    /// - [`Drift::Touch`]`(n)`: `n` orders this scan has already served (a scan: requests that
+    ///   differ only in their page and the start of their update window; those that can still
+    ///   move first, in the order served) move on one status step and get
     ///   `update_time` = the real Beijing now ([`crate::beijing_now`]). A query whose update window
     ///   ends in the past loses them: `total` shrinks by `n`, and the unread rows shift back by `n`.
+    /// - [`Drift::Lag`]`(n)`: `n` orders this scan has already served move on one status step
+    ///   with `update_time` = the query's last second (or the real now when it has no upper update
+    ///   bound): they stay inside the query and sort last, so `total` is unchanged while the unread
+    ///   rows shift back by `n` — an offset reader skips `n` of them and cannot tell.
     ///
     /// Several drifts may be pending; each counts its own pages.
     pub fn schedule_drift(&self, after_pages: u64, drift: Drift) {
@@ -473,7 +482,11 @@ impl Shared {
         if whole {
             world.before_page(&q, crate::beijing_now());
         }
-        let (total, entries) = world.page(&q);
+        let (total, entries) = if whole {
+            world.serve(&q)
+        } else {
+            world.page(&q)
+        };
         serde_json::to_vec(&Answer {
             data: Data {
                 page: q.page,

@@ -248,6 +248,11 @@ pub(crate) struct World {
     /// a scan asks the same query page after page, and matching a million orders for each page
     /// made a million-order world take hours.
     last_matches: RefCell<Option<(Query, Vec<u64>)>>,
+    /// The orders served whole so far by the scan in progress, in the order served: what a
+    /// `Touch` or `Lag` drift moves. A scan is the run of requests that differ only in their
+    /// page and in where their update window starts (an offset reader moves the page, a key
+    /// reader the start); any other request starts a new one.
+    served: RefCell<(Option<Query>, Vec<u64>)>,
 }
 
 /// How a new order stands; its `order_status` follows.
@@ -346,6 +351,7 @@ impl World {
             pending: Vec::new(),
             drift_log: Vec::new(),
             last_matches: RefCell::new(None),
+            served: RefCell::new((None, Vec::new())),
         };
         for _ in 0..cfg.orders {
             let id = fresh_id(&mut rng, &mut world.taken);
@@ -486,6 +492,29 @@ impl World {
         (all.len(), page)
     }
 
+    /// As [`World::page`], for a page the client reads whole: its orders count as served to the
+    /// scan in progress.
+    pub(crate) fn serve(&self, q: &Query) -> (usize, Vec<&Entry>) {
+        let (total, page) = self.page(q);
+        let scan = scan_of(q);
+        let mut served = self.served.borrow_mut();
+        if served.0.as_ref() != Some(&scan) {
+            *served = (Some(scan), Vec::new());
+        }
+        served.1.extend(page.iter().map(|e| self.ids_of(e)));
+        (total, page)
+    }
+
+    /// The orders served so far by the scan `q` belongs to, in the order served.
+    fn served_in_scan(&self, q: &Query) -> Vec<u64> {
+        let served = self.served.borrow();
+        if served.0.as_ref() == Some(&scan_of(q)) {
+            served.1.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Forgets the cached matches: called by everything that changes an order.
     fn changed(&mut self) {
         *self.last_matches.get_mut() = None;
@@ -569,6 +598,7 @@ impl World {
             let ids = match drift {
                 Drift::Insert(n) => self.insert_before(q, n),
                 Drift::Touch(n) => self.touch_served(q, n, now),
+                Drift::Lag(n) => self.lag_served(q, n, now),
             };
             self.drift_log.extend(ids);
         }
@@ -620,13 +650,11 @@ impl World {
         added
     }
 
-    /// `Drift::Touch`: `n` orders among the matches of `q` the client has already read (the pages
-    /// before this one) move on one status step — those that can, first, in read order; the rest
+    /// `Drift::Touch`: `n` orders the scan of `q` has already served move on one status step — those that can, first, in read order; the rest
     /// are only touched — and get `update_time = now`.
     fn touch_served(&mut self, q: &Query, n: usize, now: NaiveDateTime) -> Vec<String> {
         self.changed();
-        let all = self.matches(q);
-        let served = &all[..q.offset().min(all.len())];
+        let served = self.served_in_scan(q);
         let open = |id: &&u64| {
             self.order(**id)
                 .is_some_and(|o| status::open(o.order_status))
@@ -653,6 +681,32 @@ impl World {
             touched.push(id.to_string());
         }
         touched
+    }
+
+    /// `Drift::Lag`: `n` orders the scan of `q` has already served move on one status step (those that can, first) with an `update_time` that lags behind the change: the
+    /// last second `q` allows (or `now`, if `q` has no upper update bound), never earlier than
+    /// the order's own. They stay inside the query and sort after every other match: `total` does
+    /// not change, and every row after their old places shifts back.
+    fn lag_served(&mut self, q: &Query, n: usize, now: NaiveDateTime) -> Vec<String> {
+        self.changed();
+        let served = self.served_in_scan(q);
+        let open = |id: &&u64| {
+            self.order(**id)
+                .is_some_and(|o| status::open(o.order_status))
+        };
+        let picked: Vec<u64> = served.iter().filter(open).take(n).copied().collect();
+        let last = from_unix(q.update.1).map_or(truncate(now), |t| t.min(truncate(now)));
+        let mut moved = Vec::with_capacity(picked.len());
+        for id in picked {
+            let Some(&i) = self.by_id.get(&id) else {
+                continue;
+            };
+            let at = last.max(self.entries[i].order.update_time);
+            if self.advance(i, at).is_some() {
+                moved.push(id.to_string());
+            }
+        }
+        moved
     }
 
     /// Moves order `i` one status step at `at` (see [`super::DamaijiaSim::mutate`]); `None` if it
@@ -741,6 +795,15 @@ impl World {
         self.by_update.remove(&(to_unix(o.update_time), id));
         o.update_time = at;
         self.by_update.insert((to_unix(at), id));
+    }
+}
+
+/// The scan a request belongs to: the request without its page and its update window's start.
+fn scan_of(q: &Query) -> Query {
+    Query {
+        page: 0,
+        update: (0, q.update.1),
+        ..q.clone()
     }
 }
 
@@ -1145,7 +1208,7 @@ mod tests {
         let mut q = q.clone();
         loop {
             w.before_page(&q, now);
-            let (total, page) = w.page(&q);
+            let (total, page) = w.serve(&q);
             totals.push(total);
             let n = page.len();
             ids.extend(page.iter().map(|e| e.order.order_id.clone()));
@@ -1309,6 +1372,33 @@ mod tests {
             let o = w.order(id.parse().expect("numeric")).expect("exists");
             assert_eq!(o.update_time, real_now);
         }
+    }
+
+    #[test]
+    fn a_lag_drift_keeps_the_total_and_makes_a_plain_scan_miss_a_row() {
+        let (mut w, now) = world(500);
+        let mut q = query(OrderBy::UpdateTime, true, 0, 50);
+        q.update.1 = to_unix(now - Duration::minutes(1));
+        w.schedule_drift(2, Drift::Lag(1));
+        let (ids, totals) = scan(&mut w, &q, now + Duration::hours(1));
+        let moved = w.drift_log();
+        assert_eq!(moved.len(), 1);
+        assert!(totals.iter().all(|t| *t == 500), "{totals:?}");
+        let seen: HashSet<String> = ids.iter().cloned().collect();
+        let all: HashSet<String> = w.matches(&q).iter().map(|id| id.to_string()).collect();
+        assert_eq!(all.len(), 500, "the moved order is still inside the query");
+        assert_eq!(
+            all.difference(&seen).count(),
+            1,
+            "the row at the page boundary shifted past the reader"
+        );
+        assert_eq!(
+            ids.iter().filter(|id| **id == moved[0]).count(),
+            2,
+            "the moved order was read twice: before and after it moved"
+        );
+        let o = w.order(moved[0].parse().expect("numeric")).expect("exists");
+        assert_eq!(to_unix(o.update_time), q.update.1);
     }
 
     #[test]

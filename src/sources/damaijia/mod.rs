@@ -7,26 +7,17 @@
 //! window `[start, end)` is sent as `start ..= end − 1s`; numbers arrive as numbers or strings;
 //! `product_id` is a JSON number that has already lost precision, so only `product_id_str` is read.
 //!
-//! Paging by page number drifts when orders change during a scan. The cursor we keep is
-//! `offset:total:rescans`: where the next page starts, the `total` the last page reported, and how
-//! often this run has re-read part of this window. When a page reports a different `total`:
-//! - fewer matches (orders updated during the scan left the window): the rows not yet read have
-//!   shifted back by at most the difference, so we step back that far and go on;
-//! - more matches (orders appeared inside the window): they may sit anywhere before us, so the
-//!   window is scanned again from its first page.
-//!
-//! Either costs one unit of a per-run budget ([`MAX_RESCANS`]); past it the run fails with the code
-//! `drift` and a clear message, leaving the checkpoint where the last page put it (the next run
-//! resumes there with a fresh budget). Rows read twice are harmless: the upsert is idempotent.
-//!
-//! Customer PII (receiver name, phone, address detail, ID card, buyer message, buyer ids) is masked,
-//! kept or dropped per the pipeline's `pii` option *before* the row becomes `raw`: the plain values
-//! never reach the store or a log.
+//! Paging by page number drifts when orders change during a scan: live syncs page by key, backfills
+//! by offset with a `total` guard (see `paging`). Customer PII is masked, kept or dropped per the
+//! pipeline's `pii` option *before* the row becomes `raw` (see `pii`).
+
+mod paging;
+mod pii;
 
 use chrono::Duration;
 use reqwest::Method;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::rawrow::{self, RawRow};
 use super::{Axis, Page, PageQuery};
@@ -34,28 +25,21 @@ use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::{Kind, OrderRow, Status, SubOrderRow};
 use crate::sources::{self, malformed, SourceKind};
 use crate::timefmt;
+use paging::Cursor;
+pub use paging::{resume_cursor, MAX_RESCANS};
+use pii::protect_pii;
+pub use pii::PiiMode;
 
 pub const DEFAULT_ENDPOINT: &str =
     "http://www.damaijia168.com/vv/external/requestDyErp/order-searchList";
 pub const MAX_PAGE_SIZE: u32 = 100;
 pub const OPTION_KEYS: &[&str] = &["pii"];
-/// How many times one run may re-read part of a window because `total` moved under it.
-pub const MAX_RESCANS: u32 = 10;
 
 /// Body `status` codes from the document.
 pub mod codes {
     pub const OK: i64 = 0;
     /// 请求超时,请重试: the only code worth asking again.
     pub const TIMEOUT_RETRY: i64 = 101;
-}
-
-/// What happens to customer PII before a row is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PiiMode {
-    /// `138****1234`, `张*`, `***`: enough to recognise, not enough to reach anyone.
-    Mask,
-    Keep,
-    Drop,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,58 +65,6 @@ impl Options {
     }
 }
 
-/// Where a window's scan stands: see the module doc.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ScanCursor {
-    offset: u64,
-    total: Option<u64>,
-    rescans: u32,
-}
-
-impl ScanCursor {
-    fn parse(text: &str) -> Result<ScanCursor, UpstreamError> {
-        if text.is_empty() {
-            return Ok(ScanCursor {
-                offset: 0,
-                total: None,
-                rescans: 0,
-            });
-        }
-        let bad = || UpstreamError::fatal("cursor", format!("saved cursor {text:?} is not ours"));
-        let mut parts = text.split(':');
-        let offset = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let total = match parts.next() {
-            Some("") | None => None,
-            Some(t) => Some(t.parse().map_err(|_| bad())?),
-        };
-        let rescans = match parts.next() {
-            Some("") | None => 0,
-            Some(r) => r.parse().map_err(|_| bad())?,
-        };
-        Ok(ScanCursor {
-            offset,
-            total,
-            rescans,
-        })
-    }
-
-    fn text(&self) -> String {
-        match self.total {
-            Some(t) => format!("{}:{t}:{}", self.offset, self.rescans),
-            None => format!("{}::{}", self.offset, self.rescans),
-        }
-    }
-}
-
-/// A window resumed by a new run gets a fresh rescan budget (else a window that once drifted
-/// too often would fail every run from then on).
-pub fn resume_cursor(saved: &str) -> String {
-    match ScanCursor::parse(saved) {
-        Ok(c) => ScanCursor { rescans: 0, ..c }.text(),
-        Err(_) => saved.to_string(),
-    }
-}
-
 /// Rows per page as asked and as counted back (the config already keeps it in range).
 fn page_size(q: &PageQuery<'_>) -> u64 {
     u64::from(q.page_size.clamp(1, MAX_PAGE_SIZE))
@@ -143,20 +75,20 @@ pub fn build_request(q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
     let secret = |key: &str| sources::required_secret(q, key);
     let token = secret("access_token")?;
     let shop_id = secret("shop_id")?;
-    let cursor = ScanCursor::parse(q.cursor)?;
+    let cursor = Cursor::parse(q.axis, q.cursor)?;
     let size = page_size(q);
     let start = timefmt::to_unix_seconds(q.window.start);
     // Inclusive whole seconds upstream; our windows are half-open.
     let last = timefmt::to_unix_seconds(q.window.end - Duration::seconds(1)).max(start);
     let mut params = json!({
-        "page": cursor.offset / size,
+        "page": cursor.page(size),
         "size": size,
         "order_asc": true,
     });
     match q.axis {
         Axis::Live => {
             params["create_time_start"] = json!(timefmt::to_unix_seconds(q.start).min(start));
-            params["update_time_start"] = json!(start);
+            params["update_time_start"] = json!(cursor.since().unwrap_or(start).clamp(start, last));
             params["update_time_end"] = json!(last);
             params["order_by"] = json!("update_time");
         }
@@ -272,69 +204,21 @@ fn page_of(
     total: u64,
     rows: Vec<RawRow<'_>>,
 ) -> Result<Page, UpstreamError> {
-    let row_count = rows.len() as u64;
+    let cursor = Cursor::parse(q.axis, q.cursor)?;
+    let times: Vec<Option<i64>> = rows.iter().map(update_second).collect();
     let orders = sources::normalise_rows(rows, |row| normalise_row(row, pii))?;
-    let next = next_cursor(ScanCursor::parse(q.cursor)?, page_size(q), row_count, total)?;
+    let next = cursor.next(page_size(q), &times, total)?;
     Ok(Page {
         orders,
         next_cursor: next.map(|c| c.text()),
     })
 }
 
-/// Where to read next after a page of `rows` rows reporting `total`; `None` when the window is done.
-fn next_cursor(
-    at: ScanCursor,
-    size: u64,
-    rows: u64,
-    total: u64,
-) -> Result<Option<ScanCursor>, UpstreamError> {
-    let page_start = at.offset - at.offset % size;
-    let drifted = at.total.is_some_and(|t| t != total);
-    if !drifted {
-        if rows < size || page_start.saturating_add(rows) >= total {
-            return Ok(None);
-        }
-        // Only a corrupt checkpoint holds an offset this close to the limit: refuse it.
-        let offset = page_start.checked_add(size).ok_or_else(|| {
-            UpstreamError::fatal(
-                "cursor",
-                format!("saved cursor offset {} is out of range", at.offset),
-            )
-        })?;
-        return Ok(Some(ScanCursor {
-            offset,
-            total: Some(total),
-            rescans: at.rescans,
-        }));
-    }
-    let before = at.total.unwrap_or(total);
-    let rescans = at.rescans.saturating_add(1);
-    if rescans > MAX_RESCANS {
-        return Err(UpstreamError::fatal(
-            "drift",
-            format!(
-                "the window's total kept changing while it was read ({before} → {total} at row {page_start}, \
-                 {MAX_RESCANS} re-reads this run); stopping here, the next run resumes from the last committed page"
-            ),
-        ));
-    }
-    let offset = if total < before {
-        // Rows not yet read moved back by at most the shrink.
-        page_start.saturating_sub(before - total)
-    } else {
-        0
-    };
-    tracing::debug!(
-        before,
-        total,
-        offset,
-        "damaijia total changed during the scan; re-reading"
-    );
-    Ok(Some(ScanCursor {
-        offset: offset - offset % size,
-        total: Some(total),
-        rescans,
-    }))
+/// A row's `update_time` in unix seconds, if it has one that can be read: what live paging keys on.
+fn update_second(row: &RawRow<'_>) -> Option<i64> {
+    let field = row.pick(&["update_time"]).ok()?;
+    let time = sources::time(&field, "update_time").ok()??;
+    Some(timefmt::to_unix_seconds(time))
 }
 
 /// damaijia `order_status` → the contract's vocabulary.
@@ -471,134 +355,6 @@ fn normalise_line(line: &Value, raw: String) -> Result<SubOrderRow, String> {
     })
 }
 
-/// How one personal field is hidden.
-#[derive(Clone, Copy)]
-enum PiiKind {
-    Phone,
-    Name,
-    /// Addresses, ID numbers, ciphertexts, buyer messages and ids: nothing of them is kept.
-    Opaque,
-}
-
-/// Personal fields of an order and of each SKU line (the same names at both levels).
-const PII_FIELDS: &[(&str, PiiKind)] = &[
-    ("post_tel", PiiKind::Phone),
-    ("post_receiver", PiiKind::Name),
-    ("encrypt_post_tel", PiiKind::Opaque),
-    ("encrypt_post_receiver", PiiKind::Opaque),
-    ("buyer_words", PiiKind::Opaque),
-    ("doudian_open_id", PiiKind::Opaque),
-    ("open_id", PiiKind::Opaque),
-];
-const ADDRESS_FIELDS: &[(&str, PiiKind)] = &[
-    ("detail", PiiKind::Opaque),
-    ("encrypt_detail", PiiKind::Opaque),
-];
-const ID_CARD_FIELDS: &[(&str, PiiKind)] = &[
-    ("id_card_no", PiiKind::Opaque),
-    ("id_card_name", PiiKind::Name),
-];
-/// Objects holding personal fields, with those fields.
-const NESTED_PII: &[(&str, &[(&str, PiiKind)])] = &[
-    ("post_addr", ADDRESS_FIELDS),
-    ("user_id_info", ID_CARD_FIELDS),
-];
-
-/// Masks, keeps or drops the personal fields of one shop order or SKU line, in its JSON text: the
-/// personal fields alone are parsed, protected as a `Value` and written back.
-fn protect_pii(row: &mut RawRow<'_>, mode: PiiMode) -> Result<(), String> {
-    if mode == PiiMode::Keep {
-        return Ok(());
-    }
-    let keys: Vec<&str> = PII_FIELDS
-        .iter()
-        .map(|(key, _)| *key)
-        .chain(NESTED_PII.iter().map(|(key, _)| *key))
-        .collect();
-    let mut personal = row.pick(&keys)?;
-    protect_level(&mut personal, mode);
-    for key in keys {
-        match personal.get(key) {
-            Some(value) => row.replace(key, value),
-            None => row.remove(key),
-        }
-    }
-    Ok(())
-}
-
-fn protect_level(v: &mut Value, mode: PiiMode) {
-    let Some(obj) = v.as_object_mut() else { return };
-    protect_fields(obj, PII_FIELDS, mode);
-    for &(key, fields) in NESTED_PII {
-        match obj.get_mut(key) {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(inner)) => protect_fields(inner, fields, mode),
-            Some(Value::Array(items)) => {
-                for item in items {
-                    match item {
-                        Value::Object(inner) => protect_fields(inner, fields, mode),
-                        other => *other = Value::String(mask("", PiiKind::Opaque)),
-                    }
-                }
-            }
-            // Not the documented object: its parts cannot be told apart, so none of it is kept.
-            Some(_) => match mode {
-                PiiMode::Drop => {
-                    obj.remove(key);
-                }
-                _ => {
-                    obj.insert(key.to_string(), Value::String(mask("", PiiKind::Opaque)));
-                }
-            },
-        }
-    }
-}
-
-fn protect_fields(obj: &mut Map<String, Value>, fields: &[(&str, PiiKind)], mode: PiiMode) {
-    for (name, kind) in fields {
-        match mode {
-            PiiMode::Keep => {}
-            PiiMode::Drop => {
-                obj.remove(*name);
-            }
-            PiiMode::Mask => {
-                if let Some(value) = obj.get_mut(*name) {
-                    let masked = match &*value {
-                        Value::Null => continue,
-                        Value::String(s) if s.is_empty() => continue,
-                        Value::String(s) => mask(s, *kind),
-                        other => mask(&other.to_string(), *kind),
-                    };
-                    *value = Value::String(masked);
-                }
-            }
-        }
-    }
-}
-
-/// `13812341234` → `138****1234`, `张三丰` → `张**`, anything else → `***`.
-fn mask(text: &str, kind: PiiKind) -> String {
-    // Most personal fields are opaque: they are hidden without looking at their characters.
-    let chars = match kind {
-        PiiKind::Opaque => return "***".to_string(),
-        PiiKind::Phone | PiiKind::Name => text.chars().count(),
-    };
-    match kind {
-        PiiKind::Phone if chars >= 8 => {
-            let head: String = text.chars().take(3).collect();
-            let tail: String = text.chars().skip(chars - 4).collect();
-            format!("{head}****{tail}")
-        }
-        PiiKind::Name if chars >= 2 => {
-            let mut out = String::with_capacity(text.len());
-            out.extend(text.chars().take(1));
-            out.extend(std::iter::repeat_n('*', chars - 1));
-            out
-        }
-        _ => "***".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,7 +362,7 @@ mod tests {
     use crate::planner::Window;
     use crate::sources::SourceOptions;
 
-    const SAMPLE: &str = include_str!("../../tests/fixtures/damaijia/sample_page.json");
+    const SAMPLE: &str = include_str!("../../../tests/fixtures/damaijia/sample_page.json");
 
     fn query<'a>(auth: &'a Auth, options: &'a SourceOptions, cursor: &'a str) -> PageQuery<'a> {
         PageQuery {
@@ -777,60 +533,14 @@ mod tests {
         ));
     }
 
-    fn at(offset: u64, total: Option<u64>, rescans: u32) -> ScanCursor {
-        ScanCursor {
-            offset,
-            total,
-            rescans,
-        }
-    }
-
-    #[test]
-    fn paging_stops_at_total_and_rereads_on_drift() {
-        // A steady window of 250 rows, pages of 100.
-        assert_eq!(
-            next_cursor(at(0, None, 0), 100, 100, 250).unwrap(),
-            Some(at(100, Some(250), 0))
-        );
-        assert_eq!(
-            next_cursor(at(200, Some(250), 0), 100, 50, 250).unwrap(),
-            None
-        );
-        assert_eq!(
-            next_cursor(at(100, Some(200), 0), 100, 100, 200).unwrap(),
-            None
-        );
-        // Two rows left the window before page 2: step back two rows (to the page holding them).
-        assert_eq!(
-            next_cursor(at(200, Some(250), 0), 100, 48, 248).unwrap(),
-            Some(at(100, Some(248), 1))
-        );
-        // A row appeared: it may be anywhere before us, start over.
-        assert_eq!(
-            next_cursor(at(200, Some(250), 0), 100, 51, 251).unwrap(),
-            Some(at(0, Some(251), 1))
-        );
-        // Past the budget: a clear failure, not an endless loop.
-        let err = next_cursor(at(200, Some(250), MAX_RESCANS), 100, 51, 251).unwrap_err();
-        assert_eq!(err.code(), "drift");
-    }
-
-    #[test]
-    fn cursors_round_trip_and_resume_with_a_fresh_budget() {
-        for c in [at(0, None, 0), at(300, Some(1234), 4)] {
-            assert_eq!(ScanCursor::parse(&c.text()).unwrap(), c);
-        }
-        assert_eq!(resume_cursor("300:1234:4"), "300:1234:0");
-        assert!(ScanCursor::parse("x:y").is_err());
-    }
-
     #[test]
     fn live_asks_by_update_time_backfill_by_create_time() {
         let auth: Auth = [("access_token", "tok"), ("shop_id", "77977")]
             .into_iter()
             .collect();
         let o = opts(PiiMode::Mask);
-        let mut q = query(&auth, &o, "200:250:0");
+        // Live: from the key's second, past the rows already read at it.
+        let mut q = query(&auth, &o, "k:1638300000:250:900:0");
         let req = build_request(&q).unwrap();
         assert_eq!(req.headers, vec![("Authorization", "tok".to_string())]);
         let Body::Json(body) = &req.body else {
@@ -841,15 +551,17 @@ mod tests {
         assert_eq!(p["page"], 2);
         assert_eq!(p["order_by"], "update_time");
         assert_eq!(p["order_asc"], true);
-        assert_eq!(p["update_time_start"], 1638288000);
+        assert_eq!(p["update_time_start"], 1638300000);
         assert_eq!(p["update_time_end"], 1638288000 + 30 * 86400 - 1);
         assert_eq!(p["create_time_start"], 1609430400, "the pipeline's start");
         q.axis = Axis::Backfill;
+        q.cursor = "200:250:0";
         let req = build_request(&q).unwrap();
         let Body::Json(body) = &req.body else {
             panic!("not JSON")
         };
         assert_eq!(body["params"]["order_by"], "create_time");
+        assert_eq!(body["params"]["page"], 2);
         assert_eq!(body["params"]["create_time_start"], 1638288000);
         assert!(body["params"].get("update_time_start").is_none());
     }
