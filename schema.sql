@@ -277,3 +277,34 @@ SELECT
 FROM sub_orders AS s
 JOIN orders AS o ON o.source = s.source AND o.order_id = s.order_id;
 
+
+-- migration: 4
+
+-- Rows upstream sent that could not be normalised (a missing or malformed id, an amount that is not
+-- a number, nesting deeper than SQLite's JSON functions read, ...): kept here in the same
+-- transaction as their page's good rows and checkpoint, so one bad row costs itself and never its
+-- page or its pipeline. The same row read again (same source and text) is not added twice: it is
+-- seen again. `resolved_at` is set when a good copy of the same order is stored later. `raw` is the
+-- row's text as it came (personal fields hidden); it is not always valid JSON.
+CREATE TABLE rejected_rows (
+    id            INTEGER PRIMARY KEY,
+    pipeline      TEXT NOT NULL,
+    source        TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    window_start  TEXT NOT NULL,
+    window_end    TEXT NOT NULL,
+    cursor        TEXT NOT NULL,
+    order_id      TEXT,
+    reason        TEXT NOT NULL,
+    raw           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    last_seen_at  TEXT NOT NULL,
+    times_seen    INTEGER NOT NULL DEFAULT 1,
+    resolved_at   TEXT,
+    UNIQUE (pipeline, fingerprint)
+);
+
+CREATE INDEX rejected_rows_open ON rejected_rows (pipeline, source, order_id) WHERE resolved_at IS NULL;
+
+ALTER TABLE runs ADD COLUMN rows_rejected INTEGER NOT NULL DEFAULT 0;

@@ -17,7 +17,7 @@ use crate::http::{Http, RetryPolicy};
 use crate::redact::Redactor;
 use crate::sources::{self, Axis, PageQuery};
 use crate::store::{self, Outcome, Store};
-use crate::{status, timefmt};
+use crate::{rejects, status, timefmt};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,6 +63,15 @@ pub enum Command {
     },
     /// Per pipeline: last run, watermark, lag, last error, backfills, finished ranges and gaps
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the upstream rows kept in rejected_rows because they could not be read
+    Rejects {
+        pipelines: Vec<String>,
+        /// Also rows a good copy of the same order has resolved since
+        #[arg(long)]
+        all: bool,
         #[arg(long)]
         json: bool,
     },
@@ -142,6 +151,33 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 );
             } else {
                 print!("{}", status::render_text(&all));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rejects {
+            pipelines,
+            all,
+            json,
+        } => {
+            let conn = store::open_connection(&db_path)?;
+            for name in &pipelines {
+                if config.pipeline(name).is_none() {
+                    return Err(ConfigError::new(
+                        Some(name),
+                        None,
+                        format!("is not defined in {}", config_path.display()),
+                    )
+                    .into());
+                }
+            }
+            let rows = rejects::collect(&conn, &pipelines, all)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).context("rejected rows as JSON")?
+                );
+            } else {
+                print!("{}", rejects::render_text(&rows, all));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -403,8 +439,16 @@ fn print_report(r: &RunReport) {
             timefmt::fmt_seconds(c.effective)
         );
     }
+    let rejected = if r.rows_rejected > 0 {
+        format!(
+            ", {} rejected (`ordersync rejects {}`)",
+            r.rows_rejected, r.pipeline
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{} [{}]: {}, {} rows seen, {} changed, {} requests, {} windows, watermark {}, {:.1}s",
+        "{} [{}]: {}, {} rows seen, {} changed{rejected}, {} requests, {} windows, watermark {}, {:.1}s",
         r.pipeline,
         r.scope,
         r.outcome.as_str(),

@@ -68,6 +68,8 @@ pub struct RunReport {
     pub outcome: Outcome,
     pub rows_seen: u64,
     pub rows_changed: u64,
+    /// Rows kept in `rejected_rows` instead (each time one was read).
+    pub rows_rejected: u64,
     pub requests: u64,
     pub windows: u64,
     pub watermark: Option<NaiveDateTime>,
@@ -107,6 +109,7 @@ impl Engine {
             outcome: Outcome::Failed,
             rows_seen: 0,
             rows_changed: 0,
+            rows_rejected: 0,
             requests: 0,
             windows: 0,
             watermark: None,
@@ -158,6 +161,7 @@ impl Engine {
             outcome = report.outcome.as_str(),
             rows_seen = report.rows_seen,
             rows_changed = report.rows_changed,
+            rows_rejected = report.rows_rejected,
             requests = report.requests,
             windows = report.windows,
             duration_ms = report.elapsed.as_millis() as u64,
@@ -298,23 +302,41 @@ impl Engine {
                         }
                     })?;
                 let page = fetched.value;
-                let progress = match page.next_cursor {
+                let next = match page.next_cursor {
                     Some(next) if next == cursor => {
                         return Err(Stop::Failed(
                             format!("pipeline `{}`: upstream returned the same cursor again; stopping instead of looping", p.name),
                             u64::from(fetched.requests),
                         ))
                     }
-                    Some(next) => Progress::Next { window, cursor: next },
+                    next => next,
+                };
+                let progress = match &next {
+                    // A cursor that echoes a secret is not written to the database: a resumed
+                    // run reads the window again from its start instead.
+                    Some(next) if redactor.reveals(next) => {
+                        tracing::warn!(pipeline = %p.name, "upstream's cursor holds a secret; it is not saved, so a resumed run starts this window again");
+                        Progress::Next {
+                            window,
+                            cursor: first.to_string(),
+                        }
+                    }
+                    Some(next) => Progress::Next {
+                        window,
+                        cursor: next.clone(),
+                    },
                     None => Progress::WindowDone { window },
                 };
                 let commit = PageCommit {
                     run_id,
                     pipeline: p.name.clone(),
                     scope: mode.scope(),
+                    source: p.source,
                     orders: page.orders,
+                    rejected: page.rejected,
+                    asked: (window, redactor.scrub(&cursor)),
                     requests: fetched.requests,
-                    progress: progress.clone(),
+                    progress,
                 };
                 let stats = self
                     .store
@@ -323,14 +345,23 @@ impl Engine {
                     .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
                 report.rows_seen += stats.seen;
                 report.rows_changed += stats.changed;
+                report.rows_rejected += stats.rejected;
                 report.requests += u64::from(fetched.requests);
+                for (order_id, reason) in &stats.newly_rejected {
+                    tracing::warn!(
+                        pipeline = %p.name,
+                        order_id = order_id.as_deref().unwrap_or("unknown"),
+                        reason = %redactor.scrub(reason),
+                        "row rejected: kept in rejected_rows (`ordersync rejects`); the run goes on"
+                    );
+                }
                 on_event(&RunEvent::Page {
                     window,
                     rows: stats.seen,
                 });
-                match progress {
-                    Progress::Next { cursor: next, .. } => cursor = next,
-                    Progress::WindowDone { .. } => {
+                match next {
+                    Some(next) => cursor = next,
+                    None => {
                         report.windows += 1;
                         report.watermark =
                             Some(report.watermark.map_or(window.end, |w| w.max(window.end)));

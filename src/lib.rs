@@ -16,6 +16,7 @@ pub mod money;
 pub mod notify;
 pub mod planner;
 pub mod redact;
+pub mod rejects;
 pub mod secret;
 pub mod sources;
 pub mod status;

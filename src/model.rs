@@ -198,3 +198,15 @@ pub struct SubOrderRow {
     pub commission: Option<i64>,
     pub updated_at: Option<NaiveDateTime>,
 }
+
+/// An upstream row that could not be normalised: kept in `rejected_rows` with why, so that one bad
+/// row costs itself and never its page or its pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRow {
+    /// The row's order id, when it could be read.
+    pub order_id: Option<String>,
+    /// What is wrong with it, naming the field.
+    pub reason: String,
+    /// The row's text as it came (a source with customer PII hides it first).
+    pub raw: String,
+}

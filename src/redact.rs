@@ -69,6 +69,11 @@ impl Redactor {
         self.scrub(shown.as_str())
     }
 
+    /// Whether `text` holds any secret value.
+    pub fn reveals(&self, text: &str) -> bool {
+        self.secrets.iter().any(|s| text.contains(s.expose()))
+    }
+
     /// The text with every secret value replaced by `***`, on one line (upstream messages may carry
     /// newlines; an error is one sentence).
     pub fn scrub(&self, text: &str) -> String {

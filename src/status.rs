@@ -23,6 +23,8 @@ pub struct PipelineStatus {
     pub watermark: Option<String>,
     pub lag_seconds: Option<i64>,
     pub last_error: Option<String>,
+    /// Rows kept in `rejected_rows` that no good copy has resolved yet.
+    pub rejected_open: i64,
     pub tracks: Vec<TrackStatus>,
 }
 
@@ -35,6 +37,7 @@ pub struct RunRow {
     pub outcome: String,
     pub rows_seen: i64,
     pub rows_changed: i64,
+    pub rows_rejected: i64,
     pub requests: i64,
     pub error: Option<String>,
 }
@@ -68,8 +71,8 @@ pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>
         let p = config.pipeline(&name);
         let last_run = conn
             .query_row(
-                "SELECT command, scope, started_at, finished_at, outcome, rows_seen, rows_changed, requests, error \
-                 FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT command, scope, started_at, finished_at, outcome, rows_seen, rows_changed, requests, error, \
+                 rows_rejected FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
                 params![name],
                 |r| {
                     Ok(RunRow {
@@ -82,6 +85,7 @@ pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>
                         rows_changed: r.get(6)?,
                         requests: r.get(7)?,
                         error: r.get(8)?,
+                        rows_rejected: r.get(9)?,
                     })
                 },
             )
@@ -93,6 +97,11 @@ pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>
                 |r| r.get(0),
             )
             .optional()?;
+        let rejected_open: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL",
+            params![name],
+            |r| r.get(0),
+        )?;
         let mut coverage: BTreeMap<String, Vec<[String; 2]>> = BTreeMap::new();
         let mut stmt = conn.prepare(
             "SELECT scope, range_start, range_end FROM coverage WHERE pipeline = ?1 ORDER BY scope, range_start",
@@ -156,6 +165,7 @@ pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>
             watermark: live_watermark,
             lag_seconds,
             last_error,
+            rejected_open,
             tracks,
         });
     }
@@ -193,7 +203,7 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
             Some(r) => {
                 let _ = writeln!(
                     out,
-                    "  last run:   {} {} {} → {} {}: {} rows seen, {} changed, {} requests",
+                    "  last run:   {} {} {} → {} {}: {} rows seen, {} changed, {} rejected, {} requests",
                     r.command,
                     r.scope,
                     r.started_at,
@@ -201,6 +211,7 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
                     r.outcome,
                     r.rows_seen,
                     r.rows_changed,
+                    r.rows_rejected,
                     r.requests
                 );
             }
@@ -216,6 +227,13 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
         );
         if let Some(e) = &s.last_error {
             let _ = writeln!(out, "  last error: {e}");
+        }
+        if s.rejected_open > 0 {
+            let _ = writeln!(
+                out,
+                "  rejected:   {} row(s) upstream sent could not be read (`ordersync rejects {}`)",
+                s.rejected_open, s.pipeline
+            );
         }
         for t in &s.tracks {
             let state = if t.scope == "live" {

@@ -16,8 +16,11 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::model::{OrderRow, Status, SubOrderRow};
+use md5::{Digest, Md5};
+
+use crate::model::{OrderRow, RejectedRow, Status, SubOrderRow};
 use crate::planner::Window;
+use crate::sources::SourceKind;
 use crate::timefmt;
 
 const SCHEMA: &str = include_str!("../schema.sql");
@@ -369,16 +372,25 @@ pub struct PageCommit {
     pub run_id: i64,
     pub pipeline: String,
     pub scope: String,
+    pub source: SourceKind,
     pub orders: Vec<OrderRow>,
+    /// The page's rows that could not be normalised.
+    pub rejected: Vec<RejectedRow>,
+    /// The window the page belongs to and the cursor it was asked with (secrets hidden): where a
+    /// rejected row came from.
+    pub asked: (Window, String),
     /// HTTP requests this page took, retries included.
     pub requests: u32,
     pub progress: Progress,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageStats {
     pub seen: u64,
     pub changed: u64,
+    pub rejected: u64,
+    /// The rejected rows not seen before: `(order id, reason)`.
+    pub newly_rejected: Vec<(Option<String>, String)>,
 }
 
 /// Writes one page and its checkpoint in one transaction.
@@ -394,12 +406,21 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
         tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
     }
     let mut stats = PageStats::default();
+    for row in &page.rejected {
+        stats.rejected += 1;
+        if keep_rejected(&tx, page, row, &now)? {
+            stats
+                .newly_rejected
+                .push((row.order_id.clone(), row.reason.clone()));
+        }
+    }
     for order in &page.orders {
         stats.seen += 1;
         if upsert_order(&tx, &page.pipeline, order, &now)? {
             stats.changed += 1;
         }
     }
+    resolve_rejected(&tx, page, &now)?;
     let windows_done = match &page.progress {
         Progress::Next { window, cursor } => {
             tx.prepare_cached(
@@ -430,17 +451,84 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
     };
     tx.prepare_cached(
         "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
-         requests = requests + ?4, windows_done = windows_done + ?5 WHERE id = ?1",
+         requests = requests + ?4, windows_done = windows_done + ?5, rows_rejected = rows_rejected + ?6 \
+         WHERE id = ?1",
     )?
     .execute(params![
         page.run_id,
         stats.seen as i64,
         stats.changed as i64,
         i64::from(page.requests),
-        windows_done
+        windows_done,
+        stats.rejected as i64,
     ])?;
     tx.commit()?;
     Ok(stats)
+}
+
+/// Keeps one rejected row; the same row (same source and text) read again is seen again, not
+/// added. Returns whether it is new.
+fn keep_rejected(
+    tx: &Transaction<'_>,
+    page: &PageCommit,
+    row: &RejectedRow,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let mut hash = Md5::new();
+    hash.update(page.source.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(row.raw.as_bytes());
+    let fingerprint: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let (window, cursor) = &page.asked;
+    let times_seen: i64 = tx
+        .prepare_cached(
+            "INSERT INTO rejected_rows (pipeline, source, scope, window_start, window_end, cursor, order_id, \
+             reason, raw, fingerprint, first_seen_at, last_seen_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+             ON CONFLICT (pipeline, fingerprint) DO UPDATE SET scope = excluded.scope, \
+             window_start = excluded.window_start, window_end = excluded.window_end, cursor = excluded.cursor, \
+             reason = excluded.reason, last_seen_at = excluded.last_seen_at, times_seen = times_seen + 1, \
+             resolved_at = NULL \
+             RETURNING times_seen",
+        )?
+        .query_row(
+            params![
+                page.pipeline,
+                page.source.as_str(),
+                page.scope,
+                timefmt::fmt_millis(window.start),
+                timefmt::fmt_millis(window.end),
+                cursor,
+                row.order_id,
+                row.reason,
+                row.raw,
+                fingerprint,
+                now,
+            ],
+            |r| r.get(0),
+        )?;
+    Ok(times_seen == 1)
+}
+
+/// A good copy of an order that was rejected before resolves those rejections. Orders that arrive
+/// line by line (`partial`) are left alone: a good line says nothing of a bad one.
+fn resolve_rejected(tx: &Transaction<'_>, page: &PageCommit, now: &str) -> Result<(), StoreError> {
+    let open: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL)",
+        )?
+        .query_row(params![page.pipeline], |r| r.get(0))?;
+    if !open {
+        return Ok(());
+    }
+    let mut resolve = tx.prepare_cached(
+        "UPDATE rejected_rows SET resolved_at = ?4 \
+         WHERE pipeline = ?1 AND source = ?2 AND order_id = ?3 AND resolved_at IS NULL",
+    )?;
+    for o in page.orders.iter().filter(|o| !o.partial) {
+        resolve.execute(params![page.pipeline, o.source.as_str(), o.order_id, now])?;
+    }
+    Ok(())
 }
 
 /// Merges `[start, end)` into the pipeline's finished ranges of this scope.
@@ -721,7 +809,6 @@ fn upsert_partial(
 mod tests {
     use super::*;
     use crate::model::{Kind, Status};
-    use crate::sources::SourceKind;
 
     fn t(s: &str) -> NaiveDateTime {
         timefmt::parse_user_time(s).unwrap()
@@ -799,11 +886,17 @@ mod tests {
         orders: Vec<OrderRow>,
         progress: Progress,
     ) -> PageStats {
+        let window = match &progress {
+            Progress::Next { window, .. } | Progress::WindowDone { window } => *window,
+        };
         let page = PageCommit {
             run_id: run,
             pipeline: "p".into(),
             scope: "live".into(),
+            source: SourceKind::Veapi,
             orders,
+            rejected: Vec::new(),
+            asked: (window, String::new()),
             requests: 1,
             progress,
         };
@@ -842,6 +935,82 @@ mod tests {
             .unwrap();
         assert_eq!((status.as_str(), raw.as_str()), ("REFUND", "{\"v\":2}"));
         assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
+    }
+
+    #[test]
+    fn a_rejected_row_is_kept_once_counted_each_time_and_resolved_by_a_good_copy() {
+        let (_d, mut conn, run) = setup();
+        let w = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let bad = RejectedRow {
+            order_id: Some("7".into()),
+            reason: "`total_pay_amount`: not a number".into(),
+            raw: r#"{"order_id":"7","total_pay_amount":"x"}"#.into(),
+        };
+        let page = |orders: Vec<OrderRow>, rejected: Vec<RejectedRow>| PageCommit {
+            run_id: run,
+            pipeline: "p".into(),
+            scope: "live".into(),
+            source: SourceKind::Veapi,
+            orders,
+            rejected,
+            asked: (w, "c0".into()),
+            requests: 1,
+            progress: Progress::Next {
+                window: w,
+                cursor: "c1".into(),
+            },
+        };
+        let first = commit_page(&mut conn, &page(vec![], vec![bad.clone()])).unwrap();
+        assert_eq!(first.rejected, 1);
+        assert_eq!(
+            first.newly_rejected,
+            vec![(Some("7".into()), bad.reason.clone())]
+        );
+        let again = commit_page(
+            &mut conn,
+            &page(
+                vec![order("8", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
+                vec![bad.clone()],
+            ),
+        )
+        .unwrap();
+        assert_eq!((again.rejected, again.newly_rejected.len()), (1, 0));
+        let (kept, seen, cursor): (i64, i64, String) = conn
+            .query_row(
+                "SELECT COUNT(*), MAX(times_seen), MAX(cursor) FROM rejected_rows",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((kept, seen, cursor.as_str()), (1, 2, "c0"));
+        assert_eq!(count(&conn, "SELECT rows_rejected FROM runs"), 2);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM rejected_rows WHERE resolved_at IS NULL"
+            ),
+            1,
+            "another order's good copy resolves nothing"
+        );
+        commit_page(
+            &mut conn,
+            &page(
+                vec![order("7", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
+                vec![],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM rejected_rows WHERE resolved_at IS NULL"
+            ),
+            0,
+            "a good copy of the same order resolves it"
+        );
     }
 
     #[test]

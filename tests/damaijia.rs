@@ -3,7 +3,7 @@
 //! the database file (masked by default, kept or dropped on request), and a fatal body code stops
 //! only its own pipeline with the checkpoint unmoved.
 
-use ordersync_sim::Simulator;
+use ordersync_sim::{Poison, Simulator};
 use std::collections::BTreeMap;
 
 use chrono::Duration;
@@ -332,6 +332,11 @@ fn pii_is_masked_by_default_kept_or_dropped_on_request_and_never_logged() {
         ("drop", "pii = \"drop\""),
     ] {
         let d = damaijia(200, 20, Faults::default(), extra);
+        // Two rows upstream spoils are rejected: their text is kept, personal fields hidden too.
+        let truth = d.dmj.truth();
+        d.dmj.poison(&truth[3].order_id, Some(Poison::BadAmount));
+        d.dmj.poison(&truth[9].order_id, Some(Poison::ObjectId));
+        d.dmj.poison(&truth[15].order_id, Some(Poison::NotAnObject));
         let out =
             d.h.command(&["sync", "dmj"])
                 .env("TEST_DMJ_TOKEN", TOKEN)
@@ -365,13 +370,20 @@ fn pii_is_masked_by_default_kept_or_dropped_on_request_and_never_logged() {
         match mode {
             "keep" => {
                 let kept = pii.iter().filter(|v| stored(v)).count();
-                assert_eq!(kept, pii.len(), "keep: every plain value is stored");
+                // All but the five of the order upstream sent as a number instead of a row.
+                assert_eq!(
+                    kept,
+                    pii.len() - 5,
+                    "keep: every plain value sent is stored"
+                );
             }
             _ => {
                 let leaked: Vec<&String> = pii.iter().filter(|v| stored(v)).collect();
                 assert!(leaked.is_empty(), "{mode}: plain PII stored: {leaked:?}");
             }
         }
+        let rejected: i64 = scalar(&d.h.db(), "SELECT COUNT(*) FROM rejected_rows");
+        assert_eq!(rejected, 3, "{mode}");
         let with_tel: i64 = scalar(
             &d.h.db(),
             "SELECT COUNT(*) FROM orders WHERE source = 'damaijia' AND json_extract(raw, '$.post_tel') IS NOT NULL",
@@ -380,9 +392,16 @@ fn pii_is_masked_by_default_kept_or_dropped_on_request_and_never_logged() {
             &d.h.db(),
             "SELECT COUNT(*) FROM orders WHERE source = 'damaijia' AND json_extract(raw, '$.post_tel') LIKE '1__****____'",
         );
+        let rejected_masked: i64 = scalar(
+            &d.h.db(),
+            "SELECT COUNT(*) FROM rejected_rows WHERE json_valid(raw) AND json_extract(raw, '$.post_tel') LIKE '1__****____'",
+        );
         match mode {
-            "mask" => assert_eq!((with_tel, masked), (200, 200), "138****1234 style"),
-            "keep" => assert_eq!((with_tel, masked), (200, 0)),
+            "mask" => {
+                assert_eq!((with_tel, masked), (197, 197), "138****1234 style");
+                assert_eq!(rejected_masked, 2, "rejected rows are masked too");
+            }
+            "keep" => assert_eq!((with_tel, masked), (197, 0)),
             _ => assert_eq!(with_tel, 0, "drop removes the field"),
         }
     }

@@ -1399,6 +1399,30 @@ fn parse_damaijia_cursor(text: &str) -> Option<(u64, Option<u64>, u32)> {
     parts.next().is_none().then_some((offset, total, rescans))
 }
 
+/// A damaijia live cursor `k:since:skip:total:resets` (`since` and `total` empty before the first
+/// page), as this test reads it. Anything else asks for the window from its start.
+fn parse_damaijia_key(text: &str) -> Option<(Option<i64>, u64, Option<u64>, u32)> {
+    let Some(rest) = text.strip_prefix("k:") else {
+        return parse_damaijia_cursor(text).map(|_| (None, 0, None, 0));
+    };
+    fn opt<T: std::str::FromStr>(p: &str) -> Option<Option<T>> {
+        if p.is_empty() {
+            Some(None)
+        } else {
+            p.parse().ok().map(Some)
+        }
+    }
+    let mut parts = rest.split(':');
+    let since = opt(parts.next()?)?;
+    let skip = parts.next()?.parse().ok()?;
+    let total = opt(parts.next()?)?;
+    let resets = parts.next()?.parse().ok()?;
+    parts
+        .next()
+        .is_none()
+        .then_some((since, skip, total, resets))
+}
+
 const PII_MODES: [damaijia::PiiMode; 3] = [
     damaijia::PiiMode::Mask,
     damaijia::PiiMode::Keep,
@@ -1427,6 +1451,13 @@ fn fuzz_damaijia_pages_never_panic() {
             Some(t) => format!("{o}:{t}:{r}"),
             None => format!("{o}::{r}"),
         }),
+        2 => (proptest::option::of(1640158000i64..1640161000), 0u64..300, proptest::option::of(0u64..1000), 0u32..=12)
+            .prop_map(|(since, skip, total, resets)| format!(
+                "k:{}:{skip}:{}:{resets}",
+                since.map(|s| s.to_string()).unwrap_or_default(),
+                total.map(|t| t.to_string()).unwrap_or_default()
+            )),
+        1 => prop::sample::select(vec!["k:", "k:1:2", "k:x:0::0", "k:1:-2::0", "k::::", "k:1:2:3:4:5"]).prop_map(String::from),
     ];
     let total = fuzz(
         "fuzz damaijia mutated pages",
@@ -1437,8 +1468,10 @@ fn fuzz_damaijia_pages_never_panic() {
             1u32..=100,
             cursors,
             0usize..PII_MODES.len(),
+            any::<bool>(),
         ),
-        |(m, status, size, cursor, mode)| {
+        |(m, status, size, cursor, mode, live)| {
+            let axis = if live { Axis::Live } else { Axis::Backfill };
             let (value, bytes) = apply(&base, "/data/shop_order_list", &m);
             let pii = PII_MODES[mode];
             let q = PageQuery {
@@ -1448,13 +1481,15 @@ fn fuzz_damaijia_pages_never_panic() {
                 window,
                 cursor: &cursor,
                 page_size: size,
-                axis: Axis::Live,
+                axis,
                 start,
             };
             // A planted value the page as sent also carries outside the PII fields (a byte splice
-            // renamed its key) is ordinary data there; every other one must stay hidden.
+            // renamed its key) is ordinary data there; every other one must stay hidden. The page
+            // is read as the client reads it: a byte that is not UTF-8 stands for U+FFFD.
             let outside = |p: &String| {
-                let sent: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| value.clone());
+                let sent: Value = serde_json::from_str(&String::from_utf8_lossy(&bytes))
+                    .unwrap_or_else(|_| value.clone());
                 damaijia_pii_outside_slots(&sent, &plain).contains(&p)
             };
             let hidden = pii != damaijia::PiiMode::Keep;
@@ -1483,7 +1518,50 @@ fn fuzz_damaijia_pages_never_panic() {
                             no_plain_pii("line raw", &line.raw)?;
                         }
                     }
-                    if let Some(c) = &page.next_cursor {
+                    for r in &page.rejected {
+                        no_plain_pii("rejected raw", &r.raw)?;
+                        no_plain_pii("rejected reason", &r.reason)?;
+                    }
+                    if let (Some(c), Axis::Live) = (&page.next_cursor, axis) {
+                        let parsed =
+                            parse_damaijia_key(c).filter(|(_, _, total, _)| total.is_some());
+                        prop_assert!(
+                            c.starts_with("k:") && parsed.is_some(),
+                            "next live cursor {:?} is not k:since:skip:total:resets",
+                            c
+                        );
+                        // The scan ends: each page moves the key on, reads further into its
+                        // second, or spends one re-read of a budget.
+                        let (since, skip, _, resets) = parsed.unwrap_or_default();
+                        if let Some((at_since, at_skip, _, at_resets)) = parse_damaijia_key(&cursor)
+                        {
+                            let moved = since > at_since
+                                || (since == at_since && skip > at_skip)
+                                || resets == at_resets + 1;
+                            prop_assert!(moved, "cursor {:?} → {:?}", cursor, c);
+                            prop_assert!(
+                                resets <= at_resets.max(damaijia::MAX_RESCANS),
+                                "cursor {:?} → {:?}: past the re-read budget",
+                                cursor,
+                                c
+                            );
+                        }
+                        let auth_ok: Auth = [("access_token", "t"), ("shop_id", "1")]
+                            .into_iter()
+                            .collect();
+                        let asked = damaijia::build_request(&PageQuery {
+                            cursor: c,
+                            auth: &auth_ok,
+                            ..q
+                        });
+                        prop_assert!(
+                            asked.is_ok(),
+                            "next cursor {:?} is refused: {:?}",
+                            c,
+                            asked.err()
+                        );
+                    }
+                    if let (Some(c), Axis::Backfill) = (&page.next_cursor, axis) {
                         let parsed = parse_damaijia_cursor(c).filter(|(_, t, _)| t.is_some());
                         prop_assert!(
                             parsed.is_some(),
@@ -2117,24 +2195,25 @@ fn fuzz_sxt_yuan_indicators_match_a_reference() {
                     want_roi
                 ),
             }
-            // Through a page: the same answer, junk as an error of the page.
+            // Through a page: the same answer, junk a rejected row of the page (never its error).
             let body = json!({"code": 0, "msg": "ok", "data": [row]}).to_string();
             let page = sxt::parse_page(200, body.as_bytes());
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    check_error(&e)?;
+                    return Err(TestCaseError::fail(format!("one row failed the page: {e}")));
+                }
+            };
             prop_assert_eq!(
-                page.as_ref()
-                    .map(|p| (
-                        p.orders[0].ad_cost,
-                        p.orders[0].ad_gmv,
-                        p.orders[0].ad_roi.clone()
-                    ))
-                    .ok(),
+                page.orders
+                    .first()
+                    .map(|o| (o.ad_cost, o.ad_gmv, o.ad_roi.clone())),
                 got.as_ref()
                     .map(|o| (o.ad_cost, o.ad_gmv, o.ad_roi.clone()))
                     .ok()
             );
-            if let Err(e) = &page {
-                check_error(e)?;
-            }
+            prop_assert_eq!(page.rejected.len(), usize::from(got.is_err()));
             Ok(())
         },
     );
@@ -2905,7 +2984,10 @@ fn an_older_or_vanished_upstream_copy_never_regresses_the_stored_row() {
             run_id: run,
             pipeline: "p".into(),
             scope: "live".into(),
+            source: ordersync::sources::SourceKind::Veapi,
             orders,
+            rejected: Vec::new(),
+            asked: (window, String::new()),
             requests: 1,
             progress: Progress::Next {
                 window,

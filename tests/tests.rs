@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod damaijia;
 mod miaoyouquan;
+mod rejected;
 mod reliability;
 mod sxt;
 mod systemd;

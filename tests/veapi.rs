@@ -304,3 +304,57 @@ fn json_logs_are_one_object_per_line() {
         "no colour codes when stderr is not a terminal"
     );
 }
+
+#[test]
+fn a_cursor_that_echoes_the_key_is_followed_but_never_saved() {
+    let h = Harness::veapi(300, 10, Faults::default());
+    h.sim.set_key_in_cursor(true);
+    // Slow answers, and the run killed once a page of the window is committed with its cursor.
+    h.sim.set_faults(Faults {
+        p_slow: 1.0,
+        slow_ms: 200,
+        ..Faults::default()
+    });
+    let mut child = h
+        .command(&["sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let in_window = || -> Option<String> {
+        let conn = rusqlite::Connection::open(h.db_path()).ok()?;
+        conn.query_row(
+            "SELECT cursor FROM checkpoints WHERE pipeline = 've' AND window_start IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    let saved = loop {
+        if let Some(cursor) = in_window() {
+            break cursor;
+        }
+        assert!(std::time::Instant::now() < deadline, "no page committed");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        saved, "0",
+        "the window starts again instead of saving the key"
+    );
+    let mut bytes = std::fs::read(h.db_path()).unwrap_or_default();
+    bytes.extend(std::fs::read(h.db_path().with_extension("db-wal")).unwrap_or_default());
+    assert!(
+        !bytes.windows(VEKEY.len()).any(|w| w == VEKEY.as_bytes()),
+        "the key reached the database"
+    );
+    // Resumed, the window is read from its start and the orders are all there.
+    h.sim.set_faults(Faults::default());
+    let out = h.run(&["sync"]);
+    assert_ok(&out);
+    assert!(!text(&out).contains(VEKEY), "{}", text(&out));
+    assert_orders_equal_truth(&h);
+}

@@ -5,10 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::faults::{FaultCounts, FaultInjector, Faults};
+use crate::poison::{Poison, Poisoner};
 
 /// One simulator's counters and its fault injector, shared with its request handlers.
 pub struct Ledger {
     pub(crate) injector: FaultInjector,
+    /// The orders whose rows are served spoiled.
+    pub(crate) poison: Poisoner,
     requests: AtomicU64,
     violations: Mutex<Vec<String>>,
 }
@@ -17,6 +20,7 @@ impl Ledger {
     pub(crate) fn new(faults: Faults) -> Ledger {
         Ledger {
             injector: FaultInjector::new(faults),
+            poison: Poisoner::default(),
             requests: AtomicU64::new(0),
             violations: Mutex::new(Vec::new()),
         }
@@ -62,6 +66,12 @@ pub trait Simulator {
     /// New fault probabilities from the next request on (the fault RNG is reseeded with `faults.seed`).
     fn set_faults(&self, faults: Faults) {
         self.ledger().injector.set(faults);
+    }
+
+    /// From the next answer on, `order_id`'s row is served spoiled by `poison` (see
+    /// [`crate::poison`]); `None` serves it sound again. The ground truth does not change.
+    fn poison(&self, order_id: &str, poison: Option<Poison>) {
+        self.ledger().poison.set(order_id, poison);
     }
 }
 

@@ -14,6 +14,7 @@ mod keyset;
 pub mod ledger;
 pub mod miaoyouquan;
 mod names;
+pub mod poison;
 pub mod sxt;
 mod time;
 pub mod unidesk;
@@ -22,6 +23,7 @@ pub mod veapi;
 pub use faults::Faults;
 pub use ledger::Simulator;
 pub use miaoyouquan::{MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder};
+pub use poison::Poison;
 pub use unidesk::{UdSubOrder, UnideskSim, UnideskSimConfig};
 pub use veapi::{VeOrder, VeapiSim, VeapiSimConfig};
 

@@ -147,9 +147,10 @@ struct AnswerData<'a> {
 }
 
 pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    let body = sources::body_text(body);
     // Anything but a well-formed answer is read again field by field, which says what is wrong.
-    let Ok(answer) = serde_json::from_slice::<Answer<'_>>(body) else {
-        return parse_page_field_by_field(q, status, body);
+    let Ok(answer) = serde_json::from_str::<Answer<'_>>(&body) else {
+        return parse_page_field_by_field(q, status, &body);
     };
     check_answer(
         status,
@@ -159,13 +160,17 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         Some(d) => (d.cursor, d.orders.unwrap_or_default()),
         None => (None, Vec::new()),
     };
-    page_of(q, &sources::object_of([("cursor", cursor)]), rows)
+    page_of(
+        q,
+        &sources::object_of([("cursor", cursor)]),
+        rows.into_iter().map(Ok),
+    )
 }
 
 fn parse_page_field_by_field(
     q: &PageQuery<'_>,
     status: u16,
-    body: &[u8],
+    body: &str,
 ) -> Result<Page, UpstreamError> {
     let envelope = match sources::json_object(status, body) {
         Ok(e) => e,
@@ -181,9 +186,13 @@ fn parse_page_field_by_field(
         .get("data")
         .and_then(|d| RawRow::parse(d).ok())
         .unwrap_or_else(RawRow::empty);
-    let rows =
-        rawrow::rows(data.get("orders")).map_err(|e| malformed(format!("`data.orders` is {e}")))?;
-    page_of(q, &data.pick(&["cursor"]).map_err(malformed)?, rows)
+    let rows = rawrow::elements(data.get("orders"))
+        .map_err(|e| malformed(format!("`data.orders` is {e}")))?;
+    page_of(
+        q,
+        &data.pick(&["cursor"]).map_err(malformed)?,
+        rows.into_iter(),
+    )
 }
 
 /// The answer's own code, then the HTTP status: which error, if any, the answer is.
@@ -204,12 +213,21 @@ fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
     Ok(())
 }
 
-fn page_of(q: &PageQuery<'_>, data: &Value, rows: Vec<RawRow<'_>>) -> Result<Page, UpstreamError> {
+fn page_of<'a>(
+    q: &PageQuery<'_>,
+    data: &Value,
+    rows: impl ExactSizeIterator<Item = rawrow::Element<'a>>,
+) -> Result<Page, UpstreamError> {
     let cursor = sources::text(data, "cursor").unwrap_or_default();
-    let orders = sources::normalise_rows(&rows, normalise_row)?;
-    let last = orders.len() < q.page_size as usize || cursor.is_empty() || cursor == FIRST_CURSOR;
+    // Rejected rows count: the page's size is what upstream sent.
+    let last = rows.len() < q.page_size as usize || cursor.is_empty() || cursor == FIRST_CURSOR;
+    let (orders, rejected) =
+        sources::normalise_rows(rows, sources::RowText::Plain, &["order_id"], |row| {
+            normalise_row(row)
+        });
     Ok(Page {
         orders,
+        rejected,
         next_cursor: (!last).then_some(cursor),
     })
 }
@@ -260,10 +278,7 @@ mod tests {
         );
         for size in [1, 20] {
             let one_pass = with_query(size, |q| parse_page(q, 200, SAMPLE.as_bytes())).unwrap();
-            let by_field = with_query(size, |q| {
-                parse_page_field_by_field(q, 200, SAMPLE.as_bytes())
-            })
-            .unwrap();
+            let by_field = with_query(size, |q| parse_page_field_by_field(q, 200, SAMPLE)).unwrap();
             assert_eq!(one_pass, by_field);
         }
     }

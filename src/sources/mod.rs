@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::config::Auth;
 use crate::http::{HttpRequest, UpstreamError};
-use crate::model::OrderRow;
+use crate::model::{OrderRow, RejectedRow};
 use crate::money;
 use crate::planner::{Window, WindowRules};
 use crate::timefmt;
@@ -308,10 +308,12 @@ pub struct PageQuery<'a> {
     pub start: NaiveDateTime,
 }
 
-/// One parsed page: its rows, and the cursor of the next page (`None` when the window is done).
+/// One parsed page: its rows, those that could not be read, and the cursor of the next page
+/// (`None` when the window is done).
 #[derive(Debug, PartialEq)]
 pub struct Page {
     pub orders: Vec<OrderRow>,
+    pub rejected: Vec<RejectedRow>,
     pub next_cursor: Option<String>,
 }
 
@@ -340,17 +342,11 @@ pub fn required_secret<'a>(
         .ok_or_else(|| UpstreamError::fatal("config", format!("auth.{key} is not set")))
 }
 
-/// An answer's body as JSON. Anything else (an HTML error page, a cut-off body) is transient:
+/// An answer's body (see [`body_text`]) as one JSON object split into its fields, their values left
+/// as text (see `rawrow`). Anything else (an HTML error page, a cut-off body) is transient:
 /// retried, then reported.
-pub fn json_body(status: u16, body: &[u8]) -> Result<Value, UpstreamError> {
-    serde_json::from_slice(body).map_err(|e| not_json(status, e))
-}
-
-/// An answer's body as one JSON object split into its fields, their values left as text (see
-/// `rawrow`). Anything else is transient, as for `json_body`.
-pub fn json_object(status: u16, body: &[u8]) -> Result<RawRow<'_>, UpstreamError> {
-    let text = std::str::from_utf8(body).map_err(|e| not_json(status, e))?;
-    RawRow::parse(text).map_err(|e| not_json(status, e))
+pub fn json_object(status: u16, body: &str) -> Result<RawRow<'_>, UpstreamError> {
+    RawRow::parse(body).map_err(|e| not_json(status, e))
 }
 
 /// An object of the fields given that are present: an answer's head (codes, message, cursor)
@@ -369,15 +365,87 @@ pub fn malformed(what: impl Into<String>) -> UpstreamError {
     UpstreamError::transient("malformed", what)
 }
 
-/// A page's rows, each normalised by `normalise`; one bad row makes the page malformed.
-pub fn normalise_rows<R>(
-    rows: impl IntoIterator<Item = R>,
-    normalise: impl FnMut(R) -> Result<OrderRow, String>,
-) -> Result<Vec<OrderRow>, UpstreamError> {
-    rows.into_iter()
-        .map(normalise)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| malformed(format!("bad order row: {e}")))
+/// Whether a source's rows may carry customer PII, and so what a row that cannot be read keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowText {
+    /// Kept as it came.
+    Plain,
+    /// Kept only as `normalise` left it (which hides the personal fields first, whatever else is
+    /// wrong with the row); an element that is not an object is not kept at all.
+    Personal,
+}
+
+/// What a rejected element that is not an object keeps of a source's row text under `Personal`.
+const HIDDEN: &str = "\"(not kept: it may hold personal data)\"";
+
+/// A page's rows, each normalised by `normalise`. A row that cannot be normalised, or whose `raw`
+/// SQLite's JSON functions could not read, is rejected with its reason and text: it costs itself,
+/// never the page. `order_key` is the path of fields a rejected row's order id is read from.
+pub fn normalise_rows<'a>(
+    rows: impl IntoIterator<Item = rawrow::Element<'a>>,
+    text: RowText,
+    order_key: &[&str],
+    mut normalise: impl FnMut(&mut RawRow<'a>) -> Result<OrderRow, String>,
+) -> (Vec<OrderRow>, Vec<RejectedRow>) {
+    let mut orders = Vec::new();
+    let mut rejected = Vec::new();
+    for element in rows {
+        let mut row = match element {
+            Ok(row) => row,
+            Err(other) => {
+                rejected.push(RejectedRow {
+                    order_id: None,
+                    reason: "row is not a JSON object".into(),
+                    raw: match text {
+                        RowText::Plain => other.to_string(),
+                        RowText::Personal => HIDDEN.to_string(),
+                    },
+                });
+                continue;
+            }
+        };
+        let outcome = normalise(&mut row).and_then(|o| {
+            let deep = !rawrow::within_depth(&o.raw)
+                || o.sub_orders.iter().any(|s| !rawrow::within_depth(&s.raw));
+            if deep {
+                return Err(format!(
+                    "row nests deeper than {} levels, more than SQLite's JSON functions read",
+                    rawrow::MAX_DEPTH
+                ));
+            }
+            Ok(o)
+        });
+        match outcome {
+            Ok(order) => orders.push(order),
+            Err(reason) => rejected.push(RejectedRow {
+                order_id: id_at(&row, order_key),
+                reason,
+                raw: row.to_json(),
+            }),
+        }
+    }
+    (orders, rejected)
+}
+
+/// The id at a path of fields (`["ad_info", "order_id"]`), if it can be read.
+fn id_at(row: &RawRow<'_>, path: &[&str]) -> Option<String> {
+    let (key, inner) = path.split_last()?;
+    match inner.split_first() {
+        None => id(&row.pick(&[key]).ok()?, key).ok().flatten(),
+        Some((first, rest)) => {
+            let nested = RawRow::parse(row.get(first)?).ok()?;
+            let mut path = rest.to_vec();
+            path.push(key);
+            id_at(&nested, &path)
+        }
+    }
+}
+
+/// An answer's body as text. Invalid UTF-8 (a byte upstream mangled) becomes U+FFFD where it
+/// stands: it costs the string it is in (an id holding one is refused, so that row is rejected),
+/// never the page.
+pub fn body_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(body)
 }
 
 fn not_json(status: u16, e: impl fmt::Display) -> UpstreamError {
@@ -457,6 +525,13 @@ pub fn id(row: &Value, key: &str) -> Result<Option<String>, String> {
     match row.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() || s == "0" => Ok(None),
+        Some(Value::String(s))
+            if s.contains(char::REPLACEMENT_CHARACTER) || s.contains(char::is_control) =>
+        {
+            Err(format!(
+                "`{key}` is not an id: {s:?} holds bytes that are not text"
+            ))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {
             let s = n.to_string();

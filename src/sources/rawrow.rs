@@ -37,12 +37,26 @@ impl<'a> RawRow<'a> {
             .map(|(_, v)| v.as_ref())
     }
 
+    /// The JSON text of `key`'s value, as long as the input it was split from lives: rows split
+    /// out of it (a list inside the row) do not borrow the row itself.
+    pub fn get_text(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
     /// The fields named in `keys` that the row has, parsed, as one object: what a source reads.
+    /// An integer too long for 64 bits (a 20-digit id) comes out as its exact digits in a string,
+    /// never through a float.
     pub fn pick(&self, keys: &[&str]) -> Result<Value, String> {
         let mut map = Map::new();
         for (k, v) in &self.fields {
             if keys.contains(&k.as_ref()) {
-                let value: Value = serde_json::from_str(v).map_err(|e| format!("`{k}`: {e}"))?;
+                let value = match long_integer(v) {
+                    Some(digits) => Value::String(digits.to_string()),
+                    None => serde_json::from_str(v).map_err(|e| format!("`{k}`: {e}"))?,
+                };
                 map.insert(k.to_string(), value);
             }
         }
@@ -56,8 +70,14 @@ impl<'a> RawRow<'a> {
 
     /// Sets `key` to `value`; a key the row does not have stays absent.
     pub fn replace(&mut self, key: &str, value: &Value) {
+        self.replace_text(key, value.to_string());
+    }
+
+    /// Sets `key` to the JSON text `json` (which must be one JSON value); a key the row does not
+    /// have stays absent.
+    pub fn replace_text(&mut self, key: &str, json: String) {
         if let Some((_, v)) = self.fields.iter_mut().find(|(k, _)| k == key) {
-            *v = Cow::Owned(value.to_string());
+            *v = Cow::Owned(json);
         }
     }
 
@@ -106,6 +126,16 @@ fn keep_last_copies(fields: &mut Vec<(Cow<'_, str>, Cow<'_, str>)>) {
     fields.retain(|_| keep.next().unwrap_or(true));
 }
 
+/// An integer literal too long for 64 bits: its digits. JSON numbers that fit are left to serde.
+fn long_integer(text: &str) -> Option<&str> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let integer = digits.len() > 18
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && text.parse::<i64>().is_err()
+        && text.parse::<u64>().is_err();
+    integer.then_some(text)
+}
+
 /// The rows of a JSON list of objects, split in one pass; `null` or no list at all is no rows.
 pub fn rows(text: Option<&str>) -> Result<Vec<RawRow<'_>>, String> {
     let Some(text) = text else {
@@ -114,6 +144,59 @@ pub fn rows(text: Option<&str>) -> Result<Vec<RawRow<'_>>, String> {
     let rows: Option<Vec<RawRow<'_>>> =
         serde_json::from_str(text).map_err(|e| format!("not a list of objects ({e})"))?;
     Ok(rows.unwrap_or_default())
+}
+
+/// One element of a list of rows: an object split into its fields, or the JSON text of
+/// anything else (a number, a string, a list), which no source can read as a row.
+pub type Element<'a> = Result<RawRow<'a>, &'a str>;
+
+/// The elements of a JSON list, each an object or not, so that one odd element costs itself and
+/// not the list; `null` or no list at all is no elements. Only text that is not a JSON list is
+/// an error.
+pub fn elements(text: Option<&str>) -> Result<Vec<Element<'_>>, String> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let items: Option<Vec<&RawValue>> =
+        serde_json::from_str(text).map_err(|e| format!("not a list ({e})"))?;
+    Ok(items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| RawRow::parse(item.get()).map_err(|_| item.get()))
+        .collect())
+}
+
+/// How deep SQLite's JSON functions read (its own limit is 1000) and serde_json parses (128):
+/// a value nested deeper cannot be stored as `raw`, which every JSON query over `orders` reads.
+pub const MAX_DEPTH: usize = 100;
+
+/// Whether JSON text nests objects and lists at most [`MAX_DEPTH`] deep. One pass over the bytes,
+/// skipping strings.
+pub fn within_depth(text: &str) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for RawRow<'a> {
@@ -203,6 +286,50 @@ mod tests {
         assert_eq!(row.to_json(), r#"{"tel":"***","x":3,"y":4}"#);
         row.remove("tel");
         assert_eq!(row.to_json(), r#"{"x":3,"y":4}"#);
+    }
+
+    #[test]
+    fn a_long_integer_is_picked_as_its_exact_digits() {
+        let row = RawRow::parse(
+            r#"{"id": 123456789012345678901, "n": 7, "neg": -98765432109876543210, "f": 1.5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            row.pick(&["id", "n", "neg", "f"]).unwrap(),
+            json!({"id": "123456789012345678901", "n": 7, "neg": "-98765432109876543210", "f": 1.5})
+        );
+        assert_eq!(row.get_text("n").as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn list_elements_that_are_not_objects_cost_only_themselves() {
+        let items = elements(Some(r#"[{"a":1}, 2, "x", [3], {"b":{}}]"#)).unwrap();
+        assert_eq!(items.len(), 5);
+        assert!(items[0].is_ok() && items[4].is_ok());
+        let odd: Vec<&str> = items
+            .iter()
+            .filter_map(|i| i.as_ref().err().copied())
+            .collect();
+        assert_eq!(odd, ["2", "\"x\"", "[3]"]);
+        assert!(elements(Some("{}")).is_err());
+        assert!(elements(Some("null")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(within_depth(&deep));
+        let deeper = format!(
+            "{{\"a\":{}1{}}}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert!(!within_depth(&deeper));
+        let quoted = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(500), "{".repeat(500));
+        assert!(
+            within_depth(&quoted),
+            "brackets inside a string do not count"
+        );
     }
 
     #[test]

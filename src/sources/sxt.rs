@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use reqwest::Method;
 use serde_json::Value;
 
+use super::rawrow::{self, RawRow};
 use super::{Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::{Kind, OrderRow, Status};
@@ -70,7 +71,11 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
 }
 
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = sources::json_body(status, body)?;
+    let body = sources::body_text(body);
+    let envelope = sources::json_object(status, &body)?;
+    let v = envelope
+        .pick(&["code", "msg"])
+        .map_err(sources::malformed)?;
     let code = sources::int(&v, "code")
         .map_err(sources::malformed)?
         .ok_or_else(|| sources::malformed(format!("HTTP {status} body has no `code`")))?;
@@ -89,14 +94,17 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
     if status != 200 {
         return Err(UpstreamError::fatal(format!("HTTP {status}"), msg));
     }
-    let rows = match v.get("data") {
-        Some(Value::Array(rows)) => rows.as_slice(),
-        Some(Value::Null) | None => &[],
-        Some(_) => return Err(sources::malformed("`data` is not a list")),
-    };
-    let orders = collapse(sources::normalise_rows(rows, normalise)?);
+    let rows = rawrow::elements(envelope.get("data"))
+        .map_err(|e| sources::malformed(format!("`data` is {e}")))?;
+    let (orders, rejected) = sources::normalise_rows(
+        rows,
+        sources::RowText::Plain,
+        &["ad_info", "order_id"],
+        |row| normalise_row(row),
+    );
     Ok(Page {
-        orders,
+        orders: collapse(orders),
+        rejected,
         next_cursor: None,
     })
 }
@@ -146,17 +154,26 @@ fn status_of(state: &str) -> Status {
 
 /// One row (`ad_info` + `ad_indicators`) → an `ad` order without lines.
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
+    let text = row.to_string();
+    normalise_row(&RawRow::parse(&text)?)
+}
+
+fn normalise_row(row: &RawRow<'_>) -> Result<OrderRow, String> {
     let info = row.get("ad_info").ok_or("row has no ad_info")?;
-    let order_id = sources::id(info, "order_id")?.ok_or("row has no ad_info.order_id")?;
-    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
-    let mut o = OrderRow::new(SourceKind::Sxt, order_id, Kind::Ad, raw);
+    let info = RawRow::parse(info)
+        .map_err(|e| format!("`ad_info` is {e}"))?
+        .pick(&["order_id", "state", "create_time", "create_time_int"])?;
+    let order_id = sources::id(&info, "order_id")?.ok_or("row has no ad_info.order_id")?;
+    let mut o = OrderRow::new(SourceKind::Sxt, order_id, Kind::Ad, row.to_json());
+    let info = &info;
     o.status_raw = sources::text(info, "state").unwrap_or_default();
     o.status = status_of(&o.status_raw);
     o.created_at = match sources::time(info, "create_time")? {
         Some(t) => Some(t),
         None => sources::time(info, "create_time_int")?,
     };
-    let indicators = match row.get("ad_indicators") {
+    let indicators = row.pick(&["ad_indicators"])?;
+    let indicators = match indicators.get("ad_indicators") {
         Some(Value::Array(list)) => list.as_slice(),
         Some(Value::Null) | None => &[],
         Some(_) => return Err("`ad_indicators` is not a list".into()),
@@ -283,7 +300,19 @@ mod tests {
             parse_page(200, b"{\"code\":0,\"data\":[{\"ad_"),
             Err(UpstreamError::Transient { .. })
         ));
-        let bad_money = serde_json::json!({"code": 0, "data": [row("1", 7, "3,5")]}).to_string();
-        assert!(parse_page(200, bad_money.as_bytes()).is_err());
+        // One bad amount costs its row, never the snapshot.
+        let bad_money =
+            serde_json::json!({"code": 0, "data": [row("1", 7, "3,5"), row("2", 7, "1")]})
+                .to_string();
+        let page = parse_page(200, bad_money.as_bytes()).unwrap();
+        assert_eq!(page.orders.len(), 1);
+        assert_eq!(page.orders[0].order_id, "2");
+        assert_eq!(page.rejected.len(), 1);
+        assert_eq!(page.rejected[0].order_id.as_deref(), Some("1"));
+        assert!(
+            page.rejected[0].reason.contains(COST),
+            "{:?}",
+            page.rejected
+        );
     }
 }

@@ -19,6 +19,7 @@ use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use super::rawrow::{self, RawRow};
 use super::{Page, PageQuery};
 use crate::http::{Body, HttpRequest, UpstreamError};
 use crate::model::{Kind, OrderRow, Status, SubOrderRow};
@@ -152,32 +153,49 @@ fn classify(err: &Value) -> UpstreamError {
     UpstreamError::fatal(shown_code, message)
 }
 
-pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
-    let v: Value = sources::json_body(status, body)?;
-    if let Some(err) = v.get("error_response") {
-        return Err(classify(err));
+/// A field of `row` that must be an object when present, split into its fields.
+fn object<'r>(row: &'r RawRow<'_>, key: &str) -> Result<Option<RawRow<'r>>, UpstreamError> {
+    match row.get(key) {
+        None | Some("null") => Ok(None),
+        Some(text) => RawRow::parse(text)
+            .map(Some)
+            .map_err(|e| sources::malformed(format!("`{key}` is {e}"))),
     }
-    let resp = v
-        .get(RESPONSE_KEY)
+}
+
+pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    let body = sources::body_text(body);
+    let envelope = sources::json_object(status, &body)?;
+    if let Some(err) = object(&envelope, "error_response")? {
+        let fields = ["code", "msg", "sub_code", "sub_msg"];
+        return Err(classify(&err.pick(&fields).map_err(sources::malformed)?));
+    }
+    let resp = object(&envelope, RESPONSE_KEY)?
         .ok_or_else(|| sources::malformed(format!("HTTP {status} body has no {RESPONSE_KEY}")))?;
-    if resp.get("success") == Some(&Value::Bool(false)) {
-        let code = sources::text(resp, "error_code").unwrap_or_else(|| "unknown".into());
-        let msg = sources::text(resp, "error_msg").unwrap_or_default();
+    let head = resp
+        .pick(&["success", "error_code", "error_msg", "cursor_id"])
+        .map_err(sources::malformed)?;
+    if head.get("success") == Some(&Value::Bool(false)) {
+        let code = sources::text(&head, "error_code").unwrap_or_else(|| "unknown".into());
+        let msg = sources::text(&head, "error_msg").unwrap_or_default();
         return Err(UpstreamError::fatal(format!("TOP {code}"), msg));
     }
-    let rows = match resp
+    // `result` that is not an object reads as one without rows.
+    let result = resp
         .get("result")
-        .and_then(|r| r.get("order_detail_cursor_top_d_t_o"))
-    {
-        Some(Value::Array(rows)) => rows.as_slice(),
-        Some(Value::Null) | None => &[],
-        Some(_) => return Err(sources::malformed("`result` is not a list")),
-    };
-    let cursor = sources::text(resp, "cursor_id").unwrap_or_default();
-    let orders = sources::normalise_rows(rows, normalise)?;
-    let done = orders.is_empty() || cursor.is_empty();
+        .and_then(|r| RawRow::parse(r).ok())
+        .unwrap_or_else(RawRow::empty);
+    let rows = rawrow::elements(result.get("order_detail_cursor_top_d_t_o"))
+        .map_err(|e| sources::malformed(format!("`result` is {e}")))?;
+    let cursor = sources::text(&head, "cursor_id").unwrap_or_default();
+    let done = rows.is_empty() || cursor.is_empty();
+    let (orders, rejected) =
+        sources::normalise_rows(rows, sources::RowText::Plain, &["order_id"], |row| {
+            normalise_row(row)
+        });
     Ok(Page {
         orders,
+        rejected,
         next_cursor: (!done).then_some(cursor),
     })
 }
@@ -202,9 +220,33 @@ fn latest(times: &[Option<NaiveDateTime>]) -> Option<NaiveDateTime> {
 
 /// One SKU line → a partial sale order carrying that line.
 pub fn normalise(row: &Value) -> Result<OrderRow, String> {
+    let text = row.to_string();
+    normalise_row(&RawRow::parse(&text)?)
+}
+
+/// The fields of a line that `normalise_row` reads.
+const FIELDS: &[&str] = &[
+    "order_id",
+    "sub_order_id",
+    "order_status",
+    "order_create_time",
+    "order_pay_time",
+    "order_refund_time",
+    "order_refund_fee",
+    "seller_id",
+    "shop_name",
+    "pay_item_id",
+    "pay_item_name",
+    "buy_amount",
+    "pay_fee",
+    "commission_fee",
+];
+
+fn normalise_row(upstream: &RawRow<'_>) -> Result<OrderRow, String> {
+    let row = &upstream.pick(FIELDS)?;
     let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
     let sub_order_id = sources::id(row, "sub_order_id")?.ok_or("row has no sub_order_id")?;
-    let raw = serde_json::to_string(row).map_err(|e| e.to_string())?;
+    let raw = upstream.to_json();
     let code = sources::int(row, "order_status")?.ok_or("row has no order_status")?;
     let status = status_of(code);
     let created = sources::time(row, "order_create_time")?;

@@ -106,9 +106,10 @@ struct Answer<'a> {
 }
 
 pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    let body = sources::body_text(body);
     // Anything but a well-formed answer is read again field by field, which says what is wrong.
-    let Ok(answer) = serde_json::from_slice::<Answer<'_>>(body) else {
-        return parse_page_field_by_field(status, body);
+    let Ok(answer) = serde_json::from_str::<Answer<'_>>(&body) else {
+        return parse_page_field_by_field(status, &body);
     };
     let head = sources::object_of([
         ("error", answer.error),
@@ -116,18 +117,18 @@ pub fn parse_page(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
         ("cursor", answer.cursor),
     ]);
     check_answer(status, &head)?;
-    page_of(&head, answer.data.unwrap_or_default())
+    page_of(&head, answer.data.unwrap_or_default().into_iter().map(Ok))
 }
 
-fn parse_page_field_by_field(status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+fn parse_page_field_by_field(status: u16, body: &str) -> Result<Page, UpstreamError> {
     let envelope = sources::json_object(status, body)?;
     let head = envelope
         .pick(&["error", "msg", "cursor"])
         .map_err(sources::malformed)?;
     check_answer(status, &head)?;
-    let rows = rawrow::rows(envelope.get("data"))
+    let rows = rawrow::elements(envelope.get("data"))
         .map_err(|e| sources::malformed(format!("`data` is {e}")))?;
-    page_of(&head, rows)
+    page_of(&head, rows.into_iter())
 }
 
 /// The answer's own code, then the HTTP status: which error, if any, the answer is.
@@ -148,15 +149,22 @@ fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
     Ok(())
 }
 
-fn page_of(head: &Value, rows: Vec<RawRow<'_>>) -> Result<Page, UpstreamError> {
+fn page_of<'a>(
+    head: &Value,
+    rows: impl ExactSizeIterator<Item = rawrow::Element<'a>>,
+) -> Result<Page, UpstreamError> {
     let cursor = match head.get("cursor") {
         Some(Value::String(c)) => c.clone(),
-        Some(Value::Null) | None if rows.is_empty() => String::new(),
+        Some(Value::Null) | None if rows.len() == 0 => String::new(),
         _ => return Err(sources::malformed("`cursor` is missing or not a string")),
     };
-    let orders = sources::normalise_rows(&rows, normalise_row)?;
+    let (orders, rejected) =
+        sources::normalise_rows(rows, sources::RowText::Plain, &["order_id"], |row| {
+            normalise_row(row)
+        });
     Ok(Page {
         orders,
+        rejected,
         next_cursor: (!cursor.is_empty()).then_some(cursor),
     })
 }
@@ -250,12 +258,15 @@ mod tests {
         let o = &parse_page(200, body.as_bytes()).unwrap().orders[0];
         assert!(o.raw.contains(r#""split_rate":"\ud800""#) && o.raw.contains(r#""odd":1e999"#));
         assert_eq!(o.pay_amount, Some(1198));
-        // The same in a field that is read is a malformed page, as before.
+        // The same in a field that is read costs that row, kept with the field named.
         let bad = SAMPLE.replace("\"shop_name\": \"", "\"shop_name\": \"\\ud800");
-        assert!(matches!(
-            parse_page(200, bad.as_bytes()),
-            Err(UpstreamError::Transient { code, .. }) if code == "malformed"
-        ));
+        let page = parse_page(200, bad.as_bytes()).unwrap();
+        assert!(page.orders.is_empty());
+        assert_eq!(page.rejected.len(), 1);
+        let r = &page.rejected[0];
+        assert_eq!(r.order_id.as_deref(), Some("6928535482621498461"));
+        assert!(r.reason.contains("`shop_name`"), "{}", r.reason);
+        assert!(r.raw.contains(r#""shop_name":"\ud800"#), "{}", r.raw);
     }
 
     #[test]
@@ -265,10 +276,7 @@ mod tests {
             "one pass"
         );
         let one_pass = parse_page(200, SAMPLE.as_bytes()).unwrap();
-        assert_eq!(
-            one_pass,
-            parse_page_field_by_field(200, SAMPLE.as_bytes()).unwrap()
-        );
+        assert_eq!(one_pass, parse_page_field_by_field(200, SAMPLE).unwrap());
         // A repeated key is no error for the field-by-field reading, which then takes the page.
         let repeated = SAMPLE.replacen("{", "{\"msg\": \"first\",", 1);
         assert!(serde_json::from_str::<Answer<'_>>(&repeated).is_err());
@@ -309,7 +317,20 @@ mod tests {
             "\"order_id\": \"6928535482621498461\"",
             "\"order_id\": 6.928535482621498e18",
         );
-        assert!(parse_page(200, body.as_bytes()).is_err());
+        let page = parse_page(200, body.as_bytes()).unwrap();
+        assert!(page.orders.is_empty());
+        assert!(page.rejected[0]
+            .reason
+            .contains("`order_id` is not an exact id"));
+        // A 20-digit id (past 64 bits) is kept as its exact digits.
+        let body = SAMPLE.replace(
+            "\"order_id\": \"6928535482621498461\"",
+            "\"order_id\": 69285354826214984617",
+        );
+        assert_eq!(
+            parse_page(200, body.as_bytes()).unwrap().orders[0].order_id,
+            "69285354826214984617"
+        );
         let body = SAMPLE.replace(
             "\"order_id\": \"6928535482621498461\"",
             "\"order_id\": 6928535482621498461",

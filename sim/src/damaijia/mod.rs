@@ -38,6 +38,7 @@ use serde::Serialize;
 use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Server};
 use crate::ledger::{lock, Ledger, Simulator};
+use crate::poison::RowsAt;
 use crate::Mutation;
 use query::{Credentials, Refusal};
 use row::Row;
@@ -399,6 +400,13 @@ fn error_body(status: i64) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Where an answer keeps its rows, for poisoned rows ([`crate::poison`]).
+const ROWS_AT: RowsAt = RowsAt {
+    rows: "/data/shop_order_list",
+    id: "/order_id",
+    amount: "/pay_amount",
+};
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -438,7 +446,10 @@ async fn handle(
     }
     // Only an answer the client can read counts as a served page for drift.
     let whole = fault != Some(Fault::Truncated);
-    let answer = shared.answer(n, &headers, &body, whole);
+    let answer = shared
+        .ledger
+        .poison
+        .apply(shared.answer(n, &headers, &body, whole), ROWS_AT);
     if whole {
         http::json(answer)
     } else {

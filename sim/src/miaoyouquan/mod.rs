@@ -34,6 +34,7 @@ use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
 use crate::keyset;
 use crate::ledger::{lock, Ledger, Simulator};
+use crate::poison::RowsAt;
 use crate::Mutation;
 use query::{Refusal, Request, Scope};
 use world::{Row, World};
@@ -290,6 +291,13 @@ fn error_body(code: i64, msg: &str) -> Vec<u8> {
     serde_json::to_vec(&ErrorAnswer { code, msg }).unwrap_or_default()
 }
 
+/// Where an answer keeps its rows, for poisoned rows ([`crate::poison`]).
+const ROWS_AT: RowsAt = RowsAt {
+    rows: "/data/orders",
+    id: "/order_id",
+    amount: "/total_pay_amount",
+};
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -331,6 +339,7 @@ async fn handle(
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let (status, answer) = shared.answer(n, &params);
+    let answer = shared.ledger.poison.apply(answer, ROWS_AT);
     if fault == Some(Fault::Truncated) {
         faults::truncated(answer)
     } else {

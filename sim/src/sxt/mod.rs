@@ -42,6 +42,7 @@ use serde::Serialize;
 use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
 use crate::ledger::{lock, Ledger, Simulator};
+use crate::poison::RowsAt;
 use world::{Row, World};
 
 pub use crate::Mutation;
@@ -330,6 +331,13 @@ fn error_body(code: i64, msg: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Where an answer keeps its rows, for poisoned rows ([`crate::poison`]).
+const ROWS_AT: RowsAt = RowsAt {
+    rows: "/data",
+    id: "/ad_info/order_id",
+    amount: "/ad_indicators/0/count",
+};
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -369,7 +377,10 @@ async fn handle(
     if let Some(Fault::Slow { ms }) = fault {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let answer = shared.answer(n, &params);
+    let answer = shared
+        .ledger
+        .poison
+        .apply(shared.answer(n, &params), ROWS_AT);
     if fault == Some(Fault::Truncated) {
         faults::truncated(answer)
     } else {

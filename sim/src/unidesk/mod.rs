@@ -42,6 +42,7 @@ use serde::Serialize;
 use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
 use crate::ledger::{lock, Ledger, Simulator};
+use crate::poison::RowsAt;
 use crate::Mutation;
 use codes::TopError;
 use query::{Credentials, Refusal, Scope};
@@ -388,6 +389,14 @@ fn error_body(error: TopError, sub_msg: &str, request_id: String) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Where an answer keeps its rows, for poisoned rows ([`crate::poison`]).
+const ROWS_AT: RowsAt = RowsAt {
+    rows:
+        "/alibaba_taobao_ud_smart_order_detail_pull_response/result/order_detail_cursor_top_d_t_o",
+    id: "/order_id",
+    amount: "/pay_fee",
+};
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -435,7 +444,10 @@ async fn handle(
     if let Some(Fault::Slow { ms }) = fault {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let answer = shared.answer(n, &params);
+    let answer = shared
+        .ledger
+        .poison
+        .apply(shared.answer(n, &params), ROWS_AT);
     if fault == Some(Fault::Truncated) {
         faults::truncated(answer)
     } else {

@@ -27,6 +27,7 @@ use serde::Serialize;
 use crate::faults::{self, Fault, Faults, SourceBodies};
 use crate::http::{self, Params, Server};
 use crate::ledger::{lock, Ledger, Simulator};
+use crate::poison::RowsAt;
 use query::{Refusal, Request, Scope};
 use world::{Row, World};
 
@@ -143,6 +144,8 @@ struct Shared {
     vekey: Mutex<String>,
     /// Every cursor handed out, with the query it continues.
     cursors: Mutex<HashMap<String, Scope>>,
+    /// Cursors handed out carry the key (an upstream echoing what it was sent).
+    key_in_cursor: std::sync::atomic::AtomicBool,
     ledger: Ledger,
 }
 
@@ -165,6 +168,7 @@ impl VeapiSim {
             world: Mutex::new(World::generate(&cfg)),
             vekey: Mutex::new(cfg.vekey.clone()),
             cursors: Mutex::new(HashMap::new()),
+            key_in_cursor: std::sync::atomic::AtomicBool::new(false),
             ledger: Ledger::new(cfg.faults.clone()),
         });
         let router = Router::new()
@@ -204,6 +208,14 @@ impl VeapiSim {
         lock(&self.shared.world).mutate(n, at)
     }
 
+    /// `true`: every cursor handed out from now on ends with the key, as an upstream that echoes
+    /// what it was sent might do; such a cursor is accepted back like any other.
+    pub fn set_key_in_cursor(&self, on: bool) {
+        self.shared
+            .key_in_cursor
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Adds `n` new PAY_SUCC orders paid 0–5 s before `at` and updated at most at `at`. Returns their ids.
     pub fn add_orders(&self, n: usize, at: NaiveDateTime) -> Vec<String> {
         lock(&self.shared.world).add_orders(n, at)
@@ -237,6 +249,13 @@ fn error_body(code: &str, msg: &str) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Where an answer keeps its rows, for poisoned rows ([`crate::poison`]).
+const ROWS_AT: RowsAt = RowsAt {
+    rows: "/data",
+    id: "/order_id",
+    amount: "/total_pay_amount",
+};
+
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
@@ -264,7 +283,10 @@ async fn handle(
     if let Some(Fault::Slow { ms }) = fault {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    let answer = shared.answer(n, &params);
+    let answer = shared
+        .ledger
+        .poison
+        .apply(shared.answer(n, &params), ROWS_AT);
     if fault == Some(Fault::Truncated) {
         faults::truncated(answer)
     } else {
@@ -312,7 +334,10 @@ impl Shared {
                 let (orders, next) = world.page(w);
                 let cursor = match next {
                     Some(key) => {
-                        let text = query::encode(w.scope.time_type, key);
+                        let mut text = query::encode(w.scope.time_type, key);
+                        if self.key_in_cursor.load(std::sync::atomic::Ordering::SeqCst) {
+                            text = format!("{text}.{vekey}");
+                        }
                         cursors.insert(text.clone(), w.scope);
                         text
                     }

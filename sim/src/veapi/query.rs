@@ -166,8 +166,10 @@ pub(crate) fn parse(
         None | Some("0") => None,
         Some(text) => {
             let bad = |why: String| bad_parameter("cursor无效,请使用上一次查询返回的cursor", why);
+            // A cursor handed out with the key echoed after a dot (see `set_key_in_cursor`).
+            let core = text.split_once('.').map_or(text, |(core, _)| core);
             let (tt, key) =
-                decode(text).ok_or_else(|| bad(format!("cursor {text:?} cannot be decoded")))?;
+                decode(core).ok_or_else(|| bad(format!("cursor {core:?} cannot be decoded")))?;
             match issued.get(text) {
                 None => {
                     return Err(bad(format!(

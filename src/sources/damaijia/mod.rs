@@ -129,9 +129,10 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
         // Never store plain PII because of a wiring mistake.
         _ => PiiMode::Mask,
     };
+    let body = sources::body_text(body);
     // Anything but a well-formed answer is read again field by field, which says what is wrong.
-    let Ok(answer) = serde_json::from_slice::<Answer<'_>>(body) else {
-        return parse_page_field_by_field(q, pii, status, body);
+    let Ok(answer) = serde_json::from_str::<Answer<'_>>(&body) else {
+        return parse_page_field_by_field(q, pii, status, &body);
     };
     let head = sources::object_of([
         ("status", answer.status),
@@ -141,14 +142,15 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
     check_answer(status, &head)?;
     let data = answer.data.ok_or_else(|| malformed("`data` is missing"))?;
     let total = total_of(&json!({ "total": data.total }))?;
-    page_of(q, pii, total, data.shop_order_list.unwrap_or_default())
+    let rows = data.shop_order_list.unwrap_or_default();
+    page_of(q, pii, total, rows.into_iter().map(Ok).collect())
 }
 
 fn parse_page_field_by_field(
     q: &PageQuery<'_>,
     pii: PiiMode,
     status: u16,
-    body: &[u8],
+    body: &str,
 ) -> Result<Page, UpstreamError> {
     let envelope = sources::json_object(status, body)?;
     let head = envelope
@@ -160,7 +162,7 @@ fn parse_page_field_by_field(
         .and_then(|d| RawRow::parse(d).ok())
         .ok_or_else(|| malformed("`data` is missing"))?;
     let total = total_of(&data.pick(&["total"]).map_err(malformed)?)?;
-    let rows = rawrow::rows(data.get("shop_order_list"))
+    let rows = rawrow::elements(data.get("shop_order_list"))
         .map_err(|e| malformed(format!("`shop_order_list` is {e}")))?;
     page_of(q, pii, total, rows)
 }
@@ -202,14 +204,22 @@ fn page_of(
     q: &PageQuery<'_>,
     pii: PiiMode,
     total: u64,
-    rows: Vec<RawRow<'_>>,
+    rows: Vec<rawrow::Element<'_>>,
 ) -> Result<Page, UpstreamError> {
     let cursor = Cursor::parse(q.axis, q.cursor)?;
-    let times: Vec<Option<i64>> = rows.iter().map(update_second).collect();
-    let orders = sources::normalise_rows(rows, |row| normalise_row(row, pii))?;
+    // Every row counts where it stands, a rejected one too: paging goes by upstream's order.
+    let times: Vec<Option<i64>> = rows
+        .iter()
+        .map(|row| row.as_ref().ok().and_then(update_second))
+        .collect();
+    let (orders, rejected) =
+        sources::normalise_rows(rows, sources::RowText::Personal, &["order_id"], |row| {
+            normalise_row(row, pii)
+        });
     let next = cursor.next(page_size(q), &times, total)?;
     Ok(Page {
         orders,
+        rejected,
         next_cursor: next.map(|c| c.text()),
     })
 }
@@ -272,19 +282,62 @@ const LINE_FIELDS: &[&str] = &[
 ];
 
 fn normalise_text(text: &str, pii: PiiMode) -> Result<OrderRow, String> {
-    normalise_row(RawRow::parse(text)?, pii)
+    normalise_row(&mut RawRow::parse(text)?, pii)
 }
 
-/// One shop order as the upstream's JSON text: its personal fields are hidden in that text, the
-/// fields ordersync reads are parsed, the rest is stored as it came.
-fn normalise_row(mut upstream: RawRow<'_>, pii: PiiMode) -> Result<OrderRow, String> {
-    protect_pii(&mut upstream, pii)?;
+/// One shop order as the upstream's JSON text: its personal fields, and its lines', are hidden in
+/// that text first, so that the text holds no plain PII even if the row is rejected; then the
+/// fields ordersync reads are parsed, and the rest is stored as it came.
+fn normalise_row<'a>(upstream: &mut RawRow<'a>, pii: PiiMode) -> Result<OrderRow, String> {
+    protect_pii(upstream, pii);
+    let list = upstream.get_text("sku_order_list");
+    let mut lines = match rawrow::rows(list.as_deref()) {
+        Ok(lines) => lines,
+        Err(e) => {
+            // Lines that cannot be split cannot be masked: none of them is kept.
+            match pii {
+                PiiMode::Keep => {}
+                PiiMode::Mask => upstream.replace_text("sku_order_list", "\"***\"".into()),
+                PiiMode::Drop => upstream.remove("sku_order_list"),
+            }
+            return Err(format!("`sku_order_list` is {e}"));
+        }
+    };
+    let line_texts: Vec<String> = lines
+        .iter_mut()
+        .map(|line| {
+            protect_pii(line, pii);
+            line.to_json()
+        })
+        .collect();
+    let order = order_of(upstream, &lines, line_texts.clone());
+    match order {
+        Ok(mut o) => {
+            // Each SKU line's row is stored once, as its `sub_orders.raw`; the order's `raw` is the
+            // rest of the shop order (a line is ~2 KB: storing it twice was a third of what a sync
+            // wrote).
+            upstream.remove("sku_order_list");
+            o.raw = upstream.to_json();
+            Ok(o)
+        }
+        Err(e) => {
+            if pii != PiiMode::Keep {
+                upstream.replace_text("sku_order_list", format!("[{}]", line_texts.join(",")));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The order a shop order's fields and its (already protected) lines make; its `raw` is left to
+/// the caller.
+fn order_of(
+    upstream: &RawRow<'_>,
+    lines: &[RawRow<'_>],
+    line_texts: Vec<String>,
+) -> Result<OrderRow, String> {
     let row = &upstream.pick(ORDER_FIELDS)?;
     let order_id = sources::id(row, "order_id")?.ok_or("row has no order_id")?;
-    // Each SKU line's row is stored once, as its `sub_orders.raw`; the order's `raw` is the rest
-    // of the shop order (a line is ~2 KB: storing it twice was a third of what a sync wrote).
-    let lines = rawrow::rows(upstream.get("sku_order_list"))
-        .map_err(|e| format!("`sku_order_list` is {e}"))?;
     let mut o = OrderRow::new(
         SourceKind::Damaijia,
         order_id.clone(),
@@ -302,9 +355,8 @@ fn normalise_row(mut upstream: RawRow<'_>, pii: PiiMode) -> Result<OrderRow, Str
     o.shop_name = sources::text(row, "shop_name");
     let mut refunded: Option<i64> = None;
     let mut item_num: Option<i64> = None;
-    for mut line in lines {
-        protect_pii(&mut line, pii)?;
-        let sub = normalise_line(&line.pick(LINE_FIELDS)?, line.to_json())?;
+    for (line, text) in lines.iter().zip(line_texts) {
+        let sub = normalise_line(&line.pick(LINE_FIELDS)?, text)?;
         if let Some(r) = sub.refund_amount {
             *refunded.get_or_insert(0) += r;
         }
@@ -316,8 +368,6 @@ fn normalise_row(mut upstream: RawRow<'_>, pii: PiiMode) -> Result<OrderRow, Str
     if o.sub_orders.is_empty() {
         return Err(format!("order {order_id} has no sku_order_list lines"));
     }
-    upstream.remove("sku_order_list");
-    o.raw = upstream.to_json();
     o.refund_amount = refunded;
     o.item_num = item_num;
     // The first line names the order's product (most orders have one line).
@@ -429,7 +479,7 @@ mod tests {
             let one_pass = parse_page(&q, 200, SAMPLE.as_bytes()).unwrap();
             assert_eq!(
                 one_pass,
-                parse_page_field_by_field(&q, pii, 200, SAMPLE.as_bytes()).unwrap()
+                parse_page_field_by_field(&q, pii, 200, SAMPLE).unwrap()
             );
         }
     }

@@ -53,16 +53,31 @@ const NESTED_PII: &[(&str, &[(&str, PiiKind)])] = &[
 
 /// Masks, keeps or drops the personal fields of one shop order or SKU line, in its JSON text: the
 /// personal fields alone are parsed, protected as a `Value` and written back.
-pub(super) fn protect_pii(row: &mut RawRow<'_>, mode: PiiMode) -> Result<(), String> {
+///
+/// It cannot fail: a personal field that cannot be parsed (a lone surrogate, a number out of range,
+/// nesting too deep) cannot be told apart either, so none of it is kept. Whatever else is wrong
+/// with the row, its text holds no plain PII afterwards, even as a rejected row.
+pub(super) fn protect_pii(row: &mut RawRow<'_>, mode: PiiMode) {
     if mode == PiiMode::Keep {
-        return Ok(());
+        return;
     }
     let keys: Vec<&str> = PII_FIELDS
         .iter()
         .map(|(key, _)| *key)
         .chain(NESTED_PII.iter().map(|(key, _)| *key))
         .collect();
-    let mut personal = row.pick(&keys)?;
+    let mut personal = row.pick(&keys).unwrap_or_else(|_| {
+        let mut readable = Map::new();
+        for key in &keys {
+            match row.pick(&[key]) {
+                Ok(Value::Object(field)) => readable.extend(field),
+                _ => {
+                    readable.insert(key.to_string(), Value::String(mask("", PiiKind::Opaque)));
+                }
+            }
+        }
+        Value::Object(readable)
+    });
     protect_level(&mut personal, mode);
     for key in keys {
         match personal.get(key) {
@@ -70,7 +85,6 @@ pub(super) fn protect_pii(row: &mut RawRow<'_>, mode: PiiMode) -> Result<(), Str
             None => row.remove(key),
         }
     }
-    Ok(())
 }
 
 fn protect_level(v: &mut Value, mode: PiiMode) {
