@@ -479,9 +479,18 @@ impl World {
             ..q.clone()
         };
         let mut cache = self.last_matches.borrow_mut();
-        let all = match &mut *cache {
+        let all: &[u64] = match &mut *cache {
             Some((k, all)) if *k == key => all,
-            slot => &mut slot.insert((key, self.matches(q))).1,
+            // A key reader asks the same scan from a later update time page after page: its
+            // matches are the tail of the last ones (ascending by update time, then id).
+            Some((k, all)) if later_start_of(k, &key) => {
+                let from = all.partition_point(|id| {
+                    self.order(*id)
+                        .is_some_and(|o| to_unix(o.update_time) < key.update.0)
+                });
+                &all[from..]
+            }
+            slot => &slot.insert((key, self.matches(q))).1,
         };
         let page = all
             .iter()
@@ -796,6 +805,15 @@ impl World {
         o.update_time = at;
         self.by_update.insert((to_unix(at), id));
     }
+}
+
+/// Whether `later` is the query `cached` (page and size zeroed) asked from a later update time,
+/// ascending by update time: its matches are then a tail of `cached`'s.
+fn later_start_of(cached: &Query, later: &Query) -> bool {
+    later.order_by == OrderBy::UpdateTime
+        && later.asc
+        && later.update.0 >= cached.update.0
+        && scan_of(cached) == scan_of(later)
 }
 
 /// The scan a request belongs to: the request without its page and its update window's start.
