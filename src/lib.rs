@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dbfiles;
 pub mod engine;
 pub mod http;
 pub mod metrics;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use crate::dbfiles;
 use crate::model::{OrderRow, Status, SubOrderRow};
 use crate::planner::Window;
 use crate::timefmt;
@@ -24,12 +25,10 @@ const SCHEMA: &str = include_str!("../schema.sql");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// `problem` already says what SQLite or the OS refused (see `dbfiles::explain`): the path is
+    /// named once, and no error chain repeats it.
+    #[error("cannot open database {path}: {problem}")]
+    Open { path: String, problem: String },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this ordersync understands ({known}); upgrade ordersync")]
@@ -47,10 +46,15 @@ pub enum StoreError {
 }
 
 /// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.
+/// Every way into the database comes through here, so its files are owner-only (`dbfiles`).
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open {
+    dbfiles::prepare(path).map_err(|problem| StoreError::Open {
         path: path.display().to_string(),
-        source,
+        problem,
+    })?;
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        problem: dbfiles::explain(path, dbfiles::Cause::Sqlite(&e)),
     };
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(10))

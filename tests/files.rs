@@ -1,0 +1,166 @@
+//! The files ordersync leaves on disk (issue 13): the database, its `-wal` and `-shm` are
+//! owner-only whatever the umask; a database path that cannot be opened is one sentence naming it
+//! once.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use ordersync_sim::Faults;
+
+use crate::common::*;
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `cmd` runs with this umask (set in the child between fork and exec).
+fn with_umask(mut cmd: Command, mask: u32) -> Command {
+    // SAFETY: umask is async-signal-safe and touches nothing but the child's own file mode mask.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask as libc::mode_t);
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Kills the child if the test ends early (a failed assertion must not leave it running).
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "ordersync did not exit in time");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every page is this slow, so a sync of a few thousand orders takes seconds.
+fn slow_pages(ms: u64) -> Faults {
+    Faults {
+        p_slow: 1.0,
+        slow_ms: ms,
+        ..Faults::default()
+    }
+}
+
+fn assert_one_sentence_naming(out: &Output, code: i32, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    assert_no_panic(out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert_eq!(lines.len(), 1, "one sentence: {stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` missing: {stderr}");
+    }
+}
+
+// ---- 1. modes -----------------------------------------------------------------------------------
+
+#[test]
+fn database_wal_and_shm_are_0600_whatever_the_umask() {
+    for umask in [0o022, 0o000] {
+        let h = Harness::veapi(1500, 20, slow_pages(15));
+        let child = with_umask(h.command(&["sync"]), umask)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut reaper = Reaper(child);
+        let db = h.db_path();
+        let (wal, shm) = (sibling(&db, "-wal"), sibling(&db, "-shm"));
+        // While the sync writes, all three files exist: look at them then.
+        wait_for("the -wal and -shm files", Duration::from_secs(20), || {
+            wal.exists() && shm.exists()
+        });
+        for f in [&db, &wal, &shm] {
+            assert_eq!(mode(f), 0o600, "{} under umask {umask:03o}", f.display());
+        }
+        assert_eq!(wait_exit(&mut reaper.0, Duration::from_secs(60)), Some(0));
+        assert_eq!(mode(&db), 0o600, "umask {umask:03o}");
+    }
+}
+
+#[test]
+fn an_existing_database_readable_by_others_is_tightened_to_0600_with_a_warning() {
+    let h = Harness::veapi(20, 5, Faults::default());
+    assert_ok(&h.run(&["sync"]));
+    let db = h.db_path();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = h.run(&["status"]);
+    assert_ok(&out);
+    assert_eq!(mode(&db), 0o600);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("0644") && stderr.contains(&db.display().to_string()),
+        "the operator is told what changed: {stderr}"
+    );
+}
+
+// ---- 5. a path that cannot be opened -----------------------------------------------------------
+
+#[test]
+fn an_unopenable_database_path_is_one_sentence_naming_it_once() {
+    let h = Harness::veapi(10, 5, Faults::default());
+    let file = h.dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    // A parent that is a file; a directory nobody may create files in (as root too: sysfs); the
+    // path of a directory.
+    let mut paths = vec![
+        file.join("x.db"),
+        PathBuf::from("/sys/ordersync-test.db"),
+        h.dir.path().to_path_buf(),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let locked = h.dir.path().join("locked");
+        std::fs::create_dir(&locked).expect("mkdir");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        paths.push(locked.join("x.db"));
+    }
+    for path in paths {
+        let p = path.to_str().unwrap();
+        for cmd in ["status", "sync"] {
+            let out = h.run(&["--db", p, cmd]);
+            assert_one_sentence_naming(&out, 1, &[p, "--db"]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.matches(p).count(), 1, "the path once: {stderr}");
+            assert!(!stderr.contains("Error code"), "{stderr}");
+        }
+    }
+}
