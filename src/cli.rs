@@ -177,7 +177,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .into());
             }
             let engine = open_engine(&db_path)?;
-            runtime.block_on(async {
+            let store = engine.store.clone();
+            let stopped = runtime.block_on(async {
                 let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
                 signals(shutdown.clone(), Some(force.clone()));
                 crate::daemon::run(
@@ -189,7 +190,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     SHUTDOWN_DEADLINE,
                 )
                 .await
-            })?;
+            });
+            let closed = runtime.block_on(store.close());
+            stopped?;
+            closed?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { pipelines } => {
@@ -203,6 +207,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_report(r);
                 ok &= r.outcome == Outcome::Ok;
             }
+            runtime.block_on(engine.store.close())?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -262,6 +267,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if report.outcome == Outcome::Interrupted {
                 eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
             }
+            runtime.block_on(engine.store.close())?;
             Ok(if report.outcome == Outcome::Ok {
                 ExitCode::SUCCESS
             } else {

@@ -152,10 +152,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// What the writer thread is asked to do.
+enum Message {
+    Job(Job),
+    /// Checkpoint the WAL into the database file, close the connection, stop.
+    Close(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
 /// The single writer: a thread owning the connection, fed closures over a channel.
+///
+/// # Lifecycle
+/// [`Store::open`] starts the thread; [`Store::close`] must be awaited before the process exits
+/// after writing: a process that just exits leaves its commits in the `-wal` file (checkpoints
+/// come only every 30,000 pages), so the `.db` file alone, which is what operators copy, would be
+/// stale or malformed.
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
     path: PathBuf,
 }
 
@@ -163,13 +176,20 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = open_connection(path)?;
         mark_abandoned_runs(&mut conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Message>();
+        let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("ordersync-store".into())
             .spawn(move || {
                 let mut conn = conn;
-                for job in rx {
-                    job(&mut conn);
+                for message in rx {
+                    match message {
+                        Message::Job(job) => job(&mut conn),
+                        Message::Close(done) => {
+                            let _ = done.send(checkpoint_and_close(conn, &shown));
+                            return;
+                        }
+                    }
                 }
             })
             .map_err(|_| StoreError::WriterGone)?;
@@ -193,9 +213,38 @@ impl Store {
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
         });
-        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
+        self.jobs
+            .send(Message::Job(job))
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
+
+    /// Waits for the jobs already sent, copies the whole WAL into the database file and closes
+    /// the connection, so that the `.db` file alone holds every commit. Every clone is closed with
+    /// it: later calls fail with [`StoreError::WriterGone`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Message::Close(tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// `wal_checkpoint(TRUNCATE)`, then close. Another process reading the database can keep the
+/// checkpoint from finishing; that is a warning (nothing is lost, and its connection checkpoints
+/// when it is the last to close), and the wait for it is short so that a stopping daemon stays
+/// within its unit's stop timeout.
+fn checkpoint_and_close(conn: Connection, path: &str) -> Result<(), StoreError> {
+    conn.busy_timeout(Duration::from_secs(2))?;
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    if busy != 0 {
+        tracing::warn!(
+            "database {path}: another process is reading it, so its write-ahead log could not be \
+             copied into the database file at exit; the file alone is complete once that process closes it"
+        );
+    }
+    conn.close().map_err(|(_, e)| StoreError::Sql(e))
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -945,6 +994,36 @@ mod tests {
             Err(StoreError::Busy { pid: 1, .. })
         ));
         assert!(begin_run(&mut conn, "p", "backfill", "backfill x").is_ok());
+    }
+
+    #[tokio::test]
+    async fn close_checkpoints_the_wal_into_the_database_file_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = Store::open(&path).unwrap();
+        // Another connection stays open, so what empties the WAL is the checkpoint, not SQLite's
+        // own one when the last connection closes.
+        let reader = Connection::open(&path).unwrap();
+        assert!(count(&reader, "SELECT COUNT(*) FROM sqlite_schema") > 0);
+        store
+            .call(|conn| ensure_track(conn, "p", "live", None).map(|_| ()))
+            .await
+            .unwrap();
+        let wal = crate::dbfiles::with_suffix(&path, "-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        store.close().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        assert_eq!(
+            count(
+                &reader,
+                "SELECT COUNT(*) FROM checkpoints WHERE pipeline = 'p'"
+            ),
+            1
+        );
+        assert!(matches!(
+            store.call(|_| Ok(())).await,
+            Err(StoreError::WriterGone)
+        ));
     }
 
     #[test]

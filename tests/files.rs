@@ -1,6 +1,6 @@
 //! The files ordersync leaves on disk (issue 13): the database, its `-wal` and `-shm` are
-//! owner-only whatever the umask; a database path that cannot be opened is one sentence naming it
-//! once.
+//! owner-only whatever the umask; after a command that wrote exits, the `.db` file alone holds
+//! every committed row; a database path that cannot be opened is one sentence naming it once.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use ordersync_sim::Faults;
+use rusqlite::Connection;
 
 use crate::common::*;
 
@@ -130,6 +131,84 @@ fn an_existing_database_readable_by_others_is_tightened_to_0600_with_a_warning()
         stderr.contains("0644") && stderr.contains(&db.display().to_string()),
         "the operator is told what changed: {stderr}"
     );
+}
+
+// ---- 2. checkpoint at exit ---------------------------------------------------------------------
+
+/// Copies the `.db` file alone (what operators do) and checks the copy holds every order.
+fn assert_db_file_alone_is_complete(h: &Harness) {
+    let copy_dir = tempfile::tempdir().expect("temp dir");
+    let copy = copy_dir.path().join("copy.db");
+    std::fs::copy(h.db_path(), &copy).expect("copy the .db file");
+    let conn = Connection::open(&copy).expect("open the copy");
+    let integrity: String = scalar(&conn, "PRAGMA integrity_check");
+    assert_eq!(integrity, "ok");
+    let mut truth: Vec<String> = h.sim.truth().into_iter().map(|o| o.order_id).collect();
+    truth.sort();
+    let stored: Vec<String> = conn
+        .prepare("SELECT order_id FROM orders WHERE source = 'veapi' ORDER BY order_id")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .expect("read orders from the copy");
+    assert_eq!(stored.len(), truth.len(), "orders in the copied .db file");
+    assert_eq!(stored, truth);
+    let lines: i64 = scalar(&conn, "SELECT COUNT(*) FROM sub_orders");
+    assert_eq!(lines, truth.len() as i64, "lines in the copied .db file");
+}
+
+#[test]
+fn after_sync_exits_the_db_file_alone_holds_every_order() {
+    let h = Harness::veapi(1200, 20, Faults::default());
+    assert_ok(&h.run(&["sync"]));
+    assert_db_file_alone_is_complete(&h);
+}
+
+#[test]
+fn after_backfill_exits_the_db_file_alone_holds_every_order() {
+    let h = Harness::veapi(1200, 20, Faults::default());
+    let from = (h.now - chrono::Duration::days(21))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_ok(&h.run(&["backfill", "ve", "--from", &from]));
+    assert_db_file_alone_is_complete(&h);
+}
+
+#[test]
+fn after_run_stops_on_sigterm_the_db_file_alone_holds_every_order() {
+    for signal in ["-TERM", "-INT"] {
+        let h = Harness::veapi(1200, 20, Faults::default());
+        h.write_config("schedule = \"* * * * * *\"");
+        let child = h
+            .command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut reaper = Reaper(child);
+        let db = h.db_path();
+        wait_for("a finished run", Duration::from_secs(60), || {
+            Connection::open(&db)
+                .and_then(|c| {
+                    c.query_row("SELECT COUNT(*) FROM runs WHERE outcome = 'ok'", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                })
+                .is_ok_and(|n| n > 0)
+        });
+        let sent = Command::new("kill")
+            .args([signal, &reaper.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        assert_eq!(
+            wait_exit(&mut reaper.0, Duration::from_secs(30)),
+            Some(0),
+            "{signal}"
+        );
+        assert_db_file_alone_is_complete(&h);
+    }
 }
 
 // ---- 5. a path that cannot be opened -----------------------------------------------------------
