@@ -1,6 +1,7 @@
 //! The files ordersync leaves on disk (issue 13): the database, its `-wal` and `-shm` are
 //! owner-only whatever the umask; after a command that wrote exits, the `.db` file alone holds
-//! every committed row; a database path that cannot be opened is one sentence naming it once.
+//! every committed row; a `{ file = … }` secret is read up to a limit; a database path that cannot
+//! be opened is one sentence naming it once.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -209,6 +210,53 @@ fn after_run_stops_on_sigterm_the_db_file_alone_holds_every_order() {
         );
         assert_db_file_alone_is_complete(&h);
     }
+}
+
+// ---- 4. secret files ---------------------------------------------------------------------------
+
+/// The harness's config, with the key read from `path`.
+fn with_secret_file(h: &Harness, path: &Path) {
+    h.write_config("");
+    let config = std::fs::read_to_string(h.config_path()).expect("config");
+    let config = config.replace(
+        "{ env = \"TEST_VEKEY\" }",
+        &format!("{{ file = \"{}\" }}", path.display()),
+    );
+    std::fs::write(h.config_path(), config).expect("config");
+}
+
+#[test]
+fn a_secret_file_is_read_up_to_64_kib_and_must_be_text() {
+    let h = Harness::veapi(10, 5, Faults::default());
+    // /dev/zero never ends: under a 2 GB address-space limit, reading it whole would abort.
+    with_secret_file(&h, Path::new("/dev/zero"));
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg("ulimit -v 2000000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ordersync"))
+        .arg("--config")
+        .arg(h.config_path())
+        .arg("check")
+        .env_remove("ORDERSYNC_CONFIG");
+    let out = sh.output().expect("check runs");
+    assert_one_sentence_naming(&out, 2, &["`ve`", "auth.vekey", "/dev/zero", "64 KiB"]);
+
+    let big = h.dir.path().join("big-secret");
+    std::fs::write(&big, vec![b'k'; 64 * 1024 + 1]).expect("write");
+    with_secret_file(&h, &big);
+    let out = h.run(&["check"]);
+    assert_one_sentence_naming(&out, 2, &["`ve`", "auth.vekey", "64 KiB"]);
+
+    let binary = h.dir.path().join("binary-secret");
+    std::fs::write(&binary, [0x6b, 0xff, 0xfe, 0x00, 0x6b]).expect("write");
+    with_secret_file(&h, &binary);
+    let out = h.run(&["check"]);
+    assert_one_sentence_naming(&out, 2, &["`ve`", "auth.vekey", "UTF-8"]);
+
+    // The limit itself is allowed.
+    std::fs::write(&big, vec![b'k'; 64 * 1024]).expect("write");
+    with_secret_file(&h, &big);
+    assert_ok(&h.run(&["check"]));
 }
 
 // ---- 5. a path that cannot be opened -----------------------------------------------------------
