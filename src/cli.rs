@@ -17,7 +17,7 @@ use crate::http::{Http, RetryPolicy};
 use crate::redact::Redactor;
 use crate::sources::{self, Axis, PageQuery};
 use crate::store::{self, Outcome, Store};
-use crate::{status, timefmt};
+use crate::{backup, status, timefmt};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,6 +72,8 @@ pub enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Write a consistent copy of the database to PATH (mode 0600); safe while the daemon runs
+    Backup { path: PathBuf },
 }
 
 /// An error with its exit code.
@@ -143,6 +145,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             } else {
                 print!("{}", status::render_text(&all));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { path } => {
+            // Like `status`, no pipeline secrets are needed: nothing is fetched.
+            let done = backup::backup(&db_path, &path)?;
+            println!(
+                "{}: a consistent copy of {} ({} bytes)",
+                path.display(),
+                db_path.display(),
+                done.bytes
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { pipelines, online } => {
@@ -281,6 +294,15 @@ fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
     let store = Store::open(db_path)?;
     let http = Http::new().context("cannot build the HTTP client")?;
     Ok(Engine { store, http })
+}
+
+impl From<backup::BackupError> for Failure {
+    fn from(e: backup::BackupError) -> Self {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
 }
 
 impl From<store::StoreError> for Failure {

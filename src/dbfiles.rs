@@ -163,7 +163,7 @@ pub fn explain(path: &Path, cause: Cause<'_>) -> String {
 }
 
 /// An OS error without Rust's `(os error N)` tail.
-fn os_reason(e: &io::Error) -> String {
+pub fn os_reason(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

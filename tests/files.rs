@@ -1,7 +1,7 @@
-//! The files ordersync leaves on disk (issue 13): the database, its `-wal` and `-shm` are
-//! owner-only whatever the umask; after a command that wrote exits, the `.db` file alone holds
-//! every committed row; a `{ file = … }` secret is read up to a limit; a database path that cannot
-//! be opened is one sentence naming it once.
+//! The files ordersync leaves on disk (issue 13): the database, its `-wal` and `-shm` are owner-only
+//! whatever the umask; after a command that wrote exits, the `.db` file alone holds every committed
+//! row; `backup PATH` copies a consistent snapshot while a sync writes; a `{ file = … }` secret is
+//! read up to a limit; a database path that cannot be opened is one sentence naming it once.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -210,6 +210,120 @@ fn after_run_stops_on_sigterm_the_db_file_alone_holds_every_order() {
         );
         assert_db_file_alone_is_complete(&h);
     }
+}
+
+// ---- 3. backup ---------------------------------------------------------------------------------
+
+fn runs_rows_seen(db: &Path) -> i64 {
+    Connection::open(db)
+        .and_then(|c| {
+            c.query_row("SELECT COALESCE(SUM(rows_seen), 0) FROM runs", [], |r| {
+                r.get(0)
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// A backup taken while a backfill writes is a snapshot between two page commits: it passes
+/// SQLite's integrity check, is owner-only, and its orders are exactly those its runs counted —
+/// a copy torn between pages would hold rows its counters do not (or the reverse).
+#[test]
+fn backup_while_a_backfill_writes_is_a_consistent_private_copy() {
+    let h = Harness::veapi(4000, 20, slow_pages(40));
+    let from = (h.now - chrono::Duration::days(21))
+        .format("%Y-%m-%d")
+        .to_string();
+    let child = h
+        .command(&["backfill", "ve", "--from", &from])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut reaper = Reaper(child);
+    let db = h.db_path();
+    wait_for("some committed pages", Duration::from_secs(30), || {
+        runs_rows_seen(&db) >= 300
+    });
+    let backups = tempfile::tempdir().expect("temp dir");
+    let backup = backups.path().join("orders-backup.db");
+    // An old file at PATH is replaced; backups run without the pipelines' secrets.
+    std::fs::write(&backup, b"yesterday's backup").expect("old backup");
+    std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    for round in 0..2 {
+        let mut cmd = with_umask(h.command(&["backup", backup.to_str().unwrap()]), 0o022);
+        cmd.env_remove("TEST_VEKEY");
+        let out = cmd.output().expect("backup runs");
+        assert_ok(&out);
+        assert_eq!(
+            reaper.0.try_wait().expect("wait"),
+            None,
+            "round {round}: the backfill was still writing when the backup finished"
+        );
+        assert_eq!(mode(&backup), 0o600, "round {round}");
+        let conn = Connection::open(&backup).expect("open the backup");
+        let integrity: String = scalar(&conn, "PRAGMA integrity_check");
+        assert_eq!(integrity, "ok", "round {round}");
+        let orders: i64 = scalar(&conn, "SELECT COUNT(*) FROM orders");
+        let counted: i64 = scalar(&conn, "SELECT COALESCE(SUM(rows_changed), 0) FROM runs");
+        let lines: i64 = scalar(&conn, "SELECT COUNT(*) FROM sub_orders");
+        assert!(
+            orders > 0 && orders < 4000,
+            "round {round}: {orders} orders"
+        );
+        assert_eq!(
+            orders, counted,
+            "round {round}: orders against run counters"
+        );
+        assert_eq!(lines, orders, "round {round}: each order with its line");
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let leftovers: Vec<String> = std::fs::read_dir(backups.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec!["orders-backup.db".to_string()],
+        "no temp files left"
+    );
+    let status = h.run(&["--db", backup.to_str().unwrap(), "status", "--json"]);
+    assert_ok(&status);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert_eq!(v[0]["pipeline"], "ve");
+    assert!(
+        v[0]["tracks"].as_array().is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+    assert_eq!(wait_exit(&mut reaper.0, Duration::from_secs(120)), Some(0));
+}
+
+#[test]
+fn backup_failures_are_one_sentence_naming_the_path() {
+    let h = Harness::veapi(20, 5, Faults::default());
+    assert_ok(&h.run(&["sync"]));
+    let nowhere = h.dir.path().join("no-such-dir").join("b.db");
+    let out = h.run(&["backup", nowhere.to_str().unwrap()]);
+    assert_one_sentence_naming(&out, 1, &[nowhere.to_str().unwrap()]);
+    // The database itself is never a backup target: renaming over it would lose it.
+    let db = h.db_path();
+    let out = h.run(&["backup", db.to_str().unwrap()]);
+    assert_one_sentence_naming(&out, 1, &[db.to_str().unwrap()]);
+    let wal = sibling(&db, "-wal");
+    let out = h.run(&["backup", wal.to_str().unwrap()]);
+    assert_one_sentence_naming(&out, 1, &[wal.to_str().unwrap()]);
+    let orders: i64 = scalar(&h.db(), "SELECT COUNT(*) FROM orders");
+    assert_eq!(orders, 20, "the database is intact");
+    // No database to copy: said so, and none is created.
+    let missing = h.dir.path().join("missing.db");
+    let out = h.run(&[
+        "--db",
+        missing.to_str().unwrap(),
+        "backup",
+        h.dir.path().join("b.db").to_str().unwrap(),
+    ]);
+    assert_one_sentence_naming(&out, 1, &[missing.to_str().unwrap()]);
+    assert!(!missing.exists());
 }
 
 // ---- 4. secret files ---------------------------------------------------------------------------
