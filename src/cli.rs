@@ -204,9 +204,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 )
                 .await
             });
-            let closed = runtime.block_on(store.close());
+            close_store(&runtime, &store, stopped.is_err())?;
             stopped?;
-            closed?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { pipelines } => {
@@ -220,7 +219,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_report(r);
                 ok &= r.outcome == Outcome::Ok;
             }
-            runtime.block_on(engine.store.close())?;
+            close_store(&runtime, &engine.store, !ok)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -280,7 +279,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if report.outcome == Outcome::Interrupted {
                 eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
             }
-            runtime.block_on(engine.store.close())?;
+            close_store(&runtime, &engine.store, report.outcome != Outcome::Ok)?;
             Ok(if report.outcome == Outcome::Ok {
                 ExitCode::SUCCESS
             } else {
@@ -294,6 +293,23 @@ fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
     let store = Store::open(db_path)?;
     let http = Http::new().context("cannot build the HTTP client")?;
     Ok(Engine { store, http })
+}
+
+/// Closes the store before the process exits, copying the WAL into the database file. When the
+/// command already failed, a failed close is only logged: a sync that failed on a full disk
+/// cannot checkpoint either, and its own error is the one sentence the operator needs.
+fn close_store(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    already_failed: bool,
+) -> Result<(), Failure> {
+    match runtime.block_on(store.close()) {
+        Err(e) if already_failed => {
+            tracing::warn!("{e}");
+            Ok(())
+        }
+        closed => Ok(closed?),
+    }
 }
 
 impl From<backup::BackupError> for Failure {

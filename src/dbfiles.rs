@@ -172,7 +172,7 @@ pub fn os_reason(e: &io::Error) -> String {
 }
 
 /// SQLite's message without the path rusqlite appends to some of them.
-fn sqlite_reason(e: &rusqlite::Error, path: &Path) -> String {
+pub fn sqlite_reason(e: &rusqlite::Error, path: &Path) -> String {
     match e {
         rusqlite::Error::SqliteFailure(_, Some(msg)) => msg
             .strip_suffix(&format!(": {}", path.display()))

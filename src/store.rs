@@ -43,6 +43,8 @@ pub enum StoreError {
     },
     #[error("database writer has stopped")]
     WriterGone,
+    #[error("database {path}: its write-ahead log could not be copied into the database file at exit ({reason}); the commits are safe in its -wal file, and the next ordersync command to open it copies them in")]
+    Checkpoint { path: String, reason: String },
 }
 
 /// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.
@@ -236,15 +238,21 @@ impl Store {
 /// when it is the last to close), and the wait for it is short so that a stopping daemon stays
 /// within its unit's stop timeout.
 fn checkpoint_and_close(conn: Connection, path: &str) -> Result<(), StoreError> {
-    conn.busy_timeout(Duration::from_secs(2))?;
-    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    let failed = |e: rusqlite::Error| StoreError::Checkpoint {
+        path: path.to_string(),
+        reason: dbfiles::sqlite_reason(&e, Path::new(path)),
+    };
+    conn.busy_timeout(Duration::from_secs(2)).map_err(failed)?;
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(failed)?;
     if busy != 0 {
         tracing::warn!(
             "database {path}: another process is reading it, so its write-ahead log could not be \
              copied into the database file at exit; the file alone is complete once that process closes it"
         );
     }
-    conn.close().map_err(|(_, e)| StoreError::Sql(e))
+    conn.close().map_err(|(_, e)| failed(e))
 }
 
 fn pid_alive(pid: i64) -> bool {
