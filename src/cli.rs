@@ -17,7 +17,7 @@ use crate::http::{Http, RetryPolicy};
 use crate::redact::Redactor;
 use crate::sources::{self, Axis, PageQuery};
 use crate::store::{self, Outcome, Store};
-use crate::{rejects, status, timefmt};
+use crate::{backup, rejects, status, timefmt};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +81,8 @@ pub enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Write a consistent copy of the database to PATH (mode 0600); safe while the daemon runs
+    Backup { path: PathBuf },
 }
 
 /// An error with its exit code.
@@ -181,6 +183,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { path } => {
+            // Like `status`, no pipeline secrets are needed: nothing is fetched.
+            let done = backup::backup(&db_path, &path)?;
+            println!(
+                "{}: a consistent copy of {} ({} bytes)",
+                path.display(),
+                db_path.display(),
+                done.bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { pipelines, online } => {
             let selected = select_with_auth(&config, &pipelines)?;
             if online {
@@ -213,7 +226,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 .into());
             }
             let engine = open_engine(&db_path)?;
-            runtime.block_on(async {
+            let store = engine.store.clone();
+            let stopped = runtime.block_on(async {
                 let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
                 signals(shutdown.clone(), Some(force.clone()));
                 crate::daemon::run(
@@ -225,7 +239,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     SHUTDOWN_DEADLINE,
                 )
                 .await
-            })?;
+            });
+            close_store(&runtime, &store, stopped.is_err())?;
+            stopped?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync { pipelines } => {
@@ -239,6 +255,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_report(r);
                 ok &= r.outcome == Outcome::Ok;
             }
+            close_store(&runtime, &engine.store, !ok)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -298,6 +315,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if report.outcome == Outcome::Interrupted {
                 eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
             }
+            close_store(&runtime, &engine.store, report.outcome != Outcome::Ok)?;
             Ok(if report.outcome == Outcome::Ok {
                 ExitCode::SUCCESS
             } else {
@@ -311,6 +329,32 @@ fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
     let store = Store::open(db_path)?;
     let http = Http::new().context("cannot build the HTTP client")?;
     Ok(Engine { store, http })
+}
+
+/// Closes the store before the process exits, copying the WAL into the database file. When the
+/// command already failed, a failed close is only logged: a sync that failed on a full disk
+/// cannot checkpoint either, and its own error is the one sentence the operator needs.
+fn close_store(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    already_failed: bool,
+) -> Result<(), Failure> {
+    match runtime.block_on(store.close()) {
+        Err(e) if already_failed => {
+            tracing::warn!("{e}");
+            Ok(())
+        }
+        closed => Ok(closed?),
+    }
+}
+
+impl From<backup::BackupError> for Failure {
+    fn from(e: backup::BackupError) -> Self {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
 }
 
 impl From<store::StoreError> for Failure {

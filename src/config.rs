@@ -109,16 +109,36 @@ impl SecretSource {
             },
             SecretSource::File(path) => {
                 let path = expand_credentials_dir(path)?;
-                match std::fs::read_to_string(&path) {
-                    Ok(v) if !v.trim().is_empty() => {
-                        Ok(Secret::new(v.trim_end_matches(['\n', '\r'])))
-                    }
-                    Ok(_) => Err(format!("reads file {path}, which is empty")),
-                    Err(e) => Err(format!("reads file {path}, which cannot be read ({e})")),
+                let v = read_secret_file(&path)?;
+                if v.trim().is_empty() {
+                    return Err(format!("reads file {path}, which is empty"));
                 }
+                Ok(Secret::new(v.trim_end_matches(['\n', '\r'])))
             }
         }
     }
+}
+
+/// The most of a secret file that is read. A secret is a short key; without a cap a wrong path
+/// (`/dev/zero`, a log file) would be read until memory runs out.
+pub const SECRET_FILE_LIMIT: u64 = 64 * 1024;
+
+/// The file's text, refused when longer than [`SECRET_FILE_LIMIT`] or not UTF-8.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| format!("reads file {path}, which cannot be read ({e})");
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Vec::new();
+    file.take(SECRET_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > SECRET_FILE_LIMIT {
+        return Err(format!(
+            "reads file {path}, which holds more than the {} KiB a secret file may hold",
+            SECRET_FILE_LIMIT / 1024
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("reads file {path}, which is not UTF-8 text"))
 }
 
 fn expand_credentials_dir(path: &str) -> Result<String, String> {

@@ -5,9 +5,11 @@
 //! with retries; `store` commits each page with its checkpoint; `engine` runs a pipeline through
 //! all of them; `status` reports; `cli` ties them to the command line.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dbfiles;
 pub mod engine;
 pub mod http;
 pub mod metrics;

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use md5::{Digest, Md5};
 
+use crate::dbfiles;
 use crate::model::{OrderRow, RejectedRow, Status, SubOrderRow};
 use crate::planner::Window;
 use crate::sources::SourceKind;
@@ -27,12 +28,10 @@ const SCHEMA: &str = include_str!("../schema.sql");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// `problem` already says what SQLite or the OS refused (see `dbfiles::explain`): the path is
+    /// named once, and no error chain repeats it.
+    #[error("cannot open database {path}: {problem}")]
+    Open { path: String, problem: String },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this ordersync understands ({known}); upgrade ordersync")]
@@ -47,13 +46,20 @@ pub enum StoreError {
     },
     #[error("database writer has stopped")]
     WriterGone,
+    #[error("database {path}: its write-ahead log could not be copied into the database file at exit ({reason}); the commits are safe in its -wal file, and the next ordersync command to open it copies them in")]
+    Checkpoint { path: String, reason: String },
 }
 
 /// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.
+/// Every way into the database comes through here, so its files are owner-only (`dbfiles`).
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open {
+    dbfiles::prepare(path).map_err(|problem| StoreError::Open {
         path: path.display().to_string(),
-        source,
+        problem,
+    })?;
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        problem: dbfiles::explain(path, dbfiles::Cause::Sqlite(&e)),
     };
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(10))
@@ -151,10 +157,23 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// What the writer thread is asked to do.
+enum Message {
+    Job(Job),
+    /// Checkpoint the WAL into the database file, close the connection, stop.
+    Close(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
 /// The single writer: a thread owning the connection, fed closures over a channel.
+///
+/// # Lifecycle
+/// [`Store::open`] starts the thread; [`Store::close`] must be awaited before the process exits
+/// after writing: a process that just exits leaves its commits in the `-wal` file (checkpoints
+/// come only every 30,000 pages), so the `.db` file alone, which is what operators copy, would be
+/// stale or malformed.
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
     path: PathBuf,
 }
 
@@ -162,13 +181,20 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = open_connection(path)?;
         mark_abandoned_runs(&mut conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Message>();
+        let shown = path.display().to_string();
         std::thread::Builder::new()
             .name("ordersync-store".into())
             .spawn(move || {
                 let mut conn = conn;
-                for job in rx {
-                    job(&mut conn);
+                for message in rx {
+                    match message {
+                        Message::Job(job) => job(&mut conn),
+                        Message::Close(done) => {
+                            let _ = done.send(checkpoint_and_close(conn, &shown));
+                            return;
+                        }
+                    }
                 }
             })
             .map_err(|_| StoreError::WriterGone)?;
@@ -192,9 +218,44 @@ impl Store {
         let job: Job = Box::new(move |conn| {
             let _ = tx.send(f(conn));
         });
-        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
+        self.jobs
+            .send(Message::Job(job))
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
+
+    /// Waits for the jobs already sent, copies the whole WAL into the database file and closes
+    /// the connection, so that the `.db` file alone holds every commit. Every clone is closed with
+    /// it: later calls fail with [`StoreError::WriterGone`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Message::Close(tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// `wal_checkpoint(TRUNCATE)`, then close. Another process reading the database can keep the
+/// checkpoint from finishing; that is a warning (nothing is lost, and its connection checkpoints
+/// when it is the last to close), and the wait for it is short so that a stopping daemon stays
+/// within its unit's stop timeout.
+fn checkpoint_and_close(conn: Connection, path: &str) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| StoreError::Checkpoint {
+        path: path.to_string(),
+        reason: dbfiles::sqlite_reason(&e, Path::new(path)),
+    };
+    conn.busy_timeout(Duration::from_secs(2)).map_err(failed)?;
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(failed)?;
+    if busy != 0 {
+        tracing::warn!(
+            "database {path}: another process is reading it, so its write-ahead log could not be \
+             copied into the database file at exit; the file alone is complete once that process closes it"
+        );
+    }
+    conn.close().map_err(|(_, e)| failed(e))
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -1110,6 +1171,36 @@ mod tests {
             Err(StoreError::Busy { pid: 1, .. })
         ));
         assert!(begin_run(&mut conn, "p", "backfill", "backfill x").is_ok());
+    }
+
+    #[tokio::test]
+    async fn close_checkpoints_the_wal_into_the_database_file_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = Store::open(&path).unwrap();
+        // Another connection stays open, so what empties the WAL is the checkpoint, not SQLite's
+        // own one when the last connection closes.
+        let reader = Connection::open(&path).unwrap();
+        assert!(count(&reader, "SELECT COUNT(*) FROM sqlite_schema") > 0);
+        store
+            .call(|conn| ensure_track(conn, "p", "live", None).map(|_| ()))
+            .await
+            .unwrap();
+        let wal = crate::dbfiles::with_suffix(&path, "-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        store.close().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        assert_eq!(
+            count(
+                &reader,
+                "SELECT COUNT(*) FROM checkpoints WHERE pipeline = 'p'"
+            ),
+            1
+        );
+        assert!(matches!(
+            store.call(|_| Ok(())).await,
+            Err(StoreError::WriterGone)
+        ));
     }
 
     #[test]

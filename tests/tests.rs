@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod daemon;
 mod damaijia;
+mod files;
 mod miaoyouquan;
 mod rejected;
 mod reliability;
