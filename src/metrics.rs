@@ -129,24 +129,25 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
             );
         }
     }
+    // Each family's HELP and TYPE lines right above its own samples: a sample under another
+    // family's TYPE line is read by client parsers as part of that family, or as untyped.
+    let live = state.live.lock().ok();
     out.push_str("# HELP ordersync_upstream_errors_total Failed upstream attempts since start, by upstream code.\n# TYPE ordersync_upstream_errors_total counter\n");
+    for ((p, code), n) in live.iter().flat_map(|l| &l.upstream_errors) {
+        let _ = writeln!(
+            out,
+            "ordersync_upstream_errors_total{{pipeline=\"{}\",code=\"{}\"}} {n}",
+            label(p),
+            label(code)
+        );
+    }
     out.push_str("# HELP ordersync_skipped_ticks_total Schedule ticks skipped because a run was still going.\n# TYPE ordersync_skipped_ticks_total counter\n");
-    if let Ok(live) = state.live.lock() {
-        for ((p, code), n) in &live.upstream_errors {
-            let _ = writeln!(
-                out,
-                "ordersync_upstream_errors_total{{pipeline=\"{}\",code=\"{}\"}} {n}",
-                label(p),
-                label(code)
-            );
-        }
-        for (p, n) in &live.skipped_ticks {
-            let _ = writeln!(
-                out,
-                "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
-                label(p)
-            );
-        }
+    for (p, n) in live.iter().flat_map(|l| &l.skipped_ticks) {
+        let _ = writeln!(
+            out,
+            "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
+            label(p)
+        );
     }
     Ok(out)
 }

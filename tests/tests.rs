@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod daemon;
 mod damaijia;
+mod metrics_server;
 mod miaoyouquan;
 mod reliability;
 mod sxt;

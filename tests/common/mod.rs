@@ -383,24 +383,68 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 /// One sample: metric name, labels, value.
 pub type Sample = (String, Vec<(String, String)>, f64);
 
-/// Parses Prometheus text exposition by the format's rules; panics on a malformed line.
+/// Parses Prometheus text exposition (format 0.0.4) by the format's rules; panics on a line or an
+/// order that breaks them. Beyond each line's syntax: every family's lines form one group, its
+/// `# TYPE` comes before its first sample, and a sample belongs to the family of the `# HELP`/
+/// `# TYPE` lines just above it — so a sample can never be read as part of another family (or as
+/// untyped, as a client parser reads a sample that follows another family's `# TYPE`).
 pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    struct Family {
+        name: String,
+        has_help: bool,
+        has_type: bool,
+        samples: usize,
+    }
     let mut out = Vec::new();
+    let mut current: Option<Family> = None;
+    let mut finished: Vec<String> = Vec::new();
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+    };
     for line in text.lines() {
         if line.is_empty() {
             continue;
         }
         if let Some(rest) = line.strip_prefix('#') {
             let words: Vec<&str> = rest.split_whitespace().collect();
-            assert!(
-                matches!(words.first(), Some(&"HELP") | Some(&"TYPE")),
-                "bad comment line {line:?}"
-            );
-            if words[0] == "TYPE" {
+            let (kind, name) = match words.as_slice() {
+                [kind @ ("HELP" | "TYPE"), name, ..] => (*kind, *name),
+                _ => panic!("bad comment line {line:?}"),
+            };
+            assert!(valid_name(name), "bad metric name in {line:?}");
+            if current.as_ref().is_none_or(|f| f.name != name) {
+                if let Some(done) = current.take() {
+                    finished.push(done.name);
+                }
                 assert!(
-                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&words[2]),
-                    "{line}"
+                    !finished.iter().any(|f| f == name),
+                    "family {name} appears in two groups: {line:?}"
                 );
+                current = Some(Family {
+                    name: name.to_string(),
+                    has_help: false,
+                    has_type: false,
+                    samples: 0,
+                });
+            }
+            let family = current.as_mut().expect("set above");
+            if kind == "HELP" {
+                assert!(!family.has_help, "second HELP line for {name}");
+                family.has_help = true;
+            } else {
+                assert!(
+                    words.len() == 3
+                        && ["counter", "gauge", "histogram", "summary", "untyped"]
+                            .contains(&words[2]),
+                    "bad TYPE line {line:?}"
+                );
+                assert!(!family.has_type, "second TYPE line for {name}");
+                assert_eq!(family.samples, 0, "TYPE of {name} after its samples");
+                family.has_type = true;
             }
             continue;
         }
@@ -429,12 +473,18 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             }
             None => (series.to_string(), Vec::new()),
         };
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-                && !name.starts_with(|c: char| c.is_ascii_digit()),
-            "bad metric name {name:?}"
-        );
+        assert!(valid_name(&name), "bad metric name {name:?}");
+        match current.as_mut() {
+            Some(f) if f.name == name => {
+                assert!(f.has_type, "sample of {name} before its TYPE line");
+                f.samples += 1;
+            }
+            Some(f) => panic!(
+                "sample {line:?} follows the HELP/TYPE of {}: a parser reads it as untyped",
+                f.name
+            ),
+            None => panic!("sample {line:?} before any TYPE line"),
+        }
         out.push((name, labels, value));
     }
     out

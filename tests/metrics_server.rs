@@ -1,0 +1,165 @@
+//! The daemon's `/metrics` server against clients that misbehave (idle connections by the hundred,
+//! half-sent requests, under a low file-descriptor limit), and the exposition it serves, read by the
+//! strict rules of the Prometheus text format with upstream error codes it must not repeat verbatim.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ordersync_sim::Faults;
+
+use crate::common::*;
+
+/// `ordersync run` on a one-second schedule, serving on `port`; `pipelines` are `(name, auth
+/// value)` pairs against the harness's simulator.
+fn write_daemon_config(h: &Harness, port: u16, pipelines: &[(&str, &str)]) {
+    let start = (h.now - chrono::Duration::days(h.days + 1)).format("%Y-%m-%d");
+    let mut text = format!(
+        r#"[database]
+path = "{db}"
+[daemon]
+listen = "127.0.0.1:{port}"
+[defaults]
+settle_lag = "1s"
+retry_initial = "5ms"
+max_retries = 2
+timeout = "2s"
+schedule = "* * * * * *"
+start = "{start}"
+"#,
+        db = h.db_path().display(),
+    );
+    for (name, vekey) in pipelines {
+        text.push_str(&format!(
+            "[[pipeline]]\nname = \"{name}\"\nsource = \"veapi\"\nendpoint = \"{}\"\n[pipeline.auth]\nvekey = {vekey}\n",
+            h.sim.endpoint()
+        ));
+    }
+    std::fs::write(h.config_path(), text).expect("write config");
+}
+
+const GOOD_KEY: &str = "{ env = \"TEST_VEKEY\" }";
+
+/// A running `ordersync run` whose stderr is collected as it comes (a full pipe would stall it).
+struct Daemon {
+    reaper: Reaper,
+    log: JoinHandle<String>,
+    port: u16,
+}
+
+impl Daemon {
+    /// Starts the daemon, with its open-file limit lowered to `fd_limit` when given, and waits
+    /// until `/healthz` answers.
+    fn start(h: &Harness, port: u16, fd_limit: Option<u64>) -> Daemon {
+        let mut cmd = h.command(&["run"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(limit) = fd_limit {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("daemon starts");
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut d = Daemon {
+            reaper: Reaper(child),
+            log,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(port, "/healthz").is_none() {
+            assert!(
+                d.reaper.0.try_wait().expect("try_wait").is_none(),
+                "daemon exited early"
+            );
+            assert!(Instant::now() < deadline, "/healthz never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// SIGTERM; the exit code and everything the daemon logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        sigterm(&self.reaper.0);
+        let code = wait_exit(&mut self.reaper.0, Duration::from_secs(25));
+        let log = self.log.join().expect("log reader");
+        (code, log)
+    }
+
+    /// `/metrics` once `done` accepts it; panics after 20 s with the last body.
+    fn metrics_when(&mut self, mut done: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                self.reaper.0.try_wait().expect("try_wait").is_none(),
+                "daemon exited early"
+            );
+            let body = match http_get(self.port, "/metrics") {
+                Some((200, body)) => body,
+                other => panic!("/metrics answered {other:?}"),
+            };
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "gave up waiting; last:\n{body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn each_metric_family_has_its_type_line_right_above_its_own_samples() {
+    let h = Harness::veapi(50, 10, Faults::default());
+    let port = free_port();
+    // A pipeline with a wrong key: its failed attempts are upstream error samples.
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY), ("broken", "\"not-the-key\"")]);
+    let mut d = Daemon::start(&h, port, None);
+    let body = d.metrics_when(|b| {
+        b.lines()
+            .any(|l| l.starts_with("ordersync_upstream_errors_total{"))
+    });
+    // parse_metrics panics on a sample under another family's TYPE line.
+    let all = parse_metrics(&body);
+    assert!(
+        metric(
+            &all,
+            "ordersync_upstream_errors_total",
+            &[("pipeline", "broken"), ("code", "10001")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    for family in [
+        "ordersync_runs_total",
+        "ordersync_rows_seen_total",
+        "ordersync_rows_changed_total",
+        "ordersync_requests_total",
+        "ordersync_watermark_lag_seconds",
+        "ordersync_upstream_errors_total",
+        "ordersync_skipped_ticks_total",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "no TYPE line for {family}:\n{body}"
+        );
+    }
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
