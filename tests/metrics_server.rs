@@ -163,3 +163,90 @@ fn each_metric_family_has_its_type_line_right_above_its_own_samples() {
     let (code, log) = d.stop();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// The `code` label values a veapi pipeline may carry, written out from the documented set.
+const VEAPI_CODE_LABELS: &[&str] = &[
+    "0",
+    "10001",
+    "10002",
+    "10009",
+    "HTTP 429",
+    "HTTP 5xx",
+    "HTTP 4xx",
+    "timeout",
+    "connect",
+    "body",
+    "network",
+    "malformed",
+    "drift",
+    "cursor",
+    "config",
+    "body_too_large",
+    "redirect",
+    "other",
+];
+
+#[test]
+fn an_upstream_code_outside_the_known_set_is_counted_as_other() {
+    // Some 5xx answers (counted as `HTTP 5xx`, never per status), then a fatal code veapi never
+    // documented, carrying text a label must not repeat.
+    let faults = Faults {
+        p_5xx: 0.3,
+        seed: 7,
+        ..Faults::default()
+    };
+    let h = Harness::veapi(50, 10, faults);
+    const ODD_CODE: &str = "echo-SeCrEt-7f3a";
+    h.sim
+        .set_forced_error(Some((ODD_CODE, "upstream said something new")));
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
+    let mut d = Daemon::start(&h, port, None);
+
+    let body = d.metrics_when(|b| {
+        assert!(
+            !b.contains(ODD_CODE),
+            "the upstream code became a label:\n{b}"
+        );
+        let all = parse_metrics(b);
+        let count = |code| {
+            metric(
+                &all,
+                "ordersync_upstream_errors_total",
+                &[("pipeline", "ve"), ("code", code)],
+            )
+        };
+        count("other").is_some() && count("HTTP 5xx").is_some()
+    });
+    for (name, labels, _) in parse_metrics(&body) {
+        if name != "ordersync_upstream_errors_total" {
+            continue;
+        }
+        let code = labels
+            .iter()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        assert!(
+            VEAPI_CODE_LABELS.contains(&code),
+            "code label {code:?} is outside veapi's closed set"
+        );
+    }
+    // The label is closed; the run's error still names what upstream said.
+    let errors: Vec<String> = {
+        let conn = h.db();
+        let mut stmt = conn
+            .prepare("SELECT error FROM runs WHERE pipeline = 've' AND outcome = 'failed'")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert!(
+        errors.iter().any(|e| e.contains(ODD_CODE)),
+        "the failed run does not name the upstream code: {errors:?}"
+    );
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
