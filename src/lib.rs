@@ -17,6 +17,7 @@ pub mod notify;
 pub mod planner;
 pub mod redact;
 pub mod secret;
+pub mod server;
 pub mod sources;
 pub mod status;
 pub mod store;

@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Shared;
+use crate::server;
 use crate::timefmt;
 
 #[derive(Clone)]
@@ -24,17 +25,13 @@ pub struct State {
     pub live: Shared,
 }
 
+/// Serves `/metrics` and `/healthz` until `stop` fires, within [`server::Limits::DAEMON`].
 pub async fn serve(listener: tokio::net::TcpListener, state: State, stop: CancellationToken) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "metrics server stopped");
-    }
+    server::serve(listener, app, server::Limits::DAEMON, stop).await;
 }
 
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {

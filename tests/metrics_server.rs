@@ -2,7 +2,8 @@
 //! half-sent requests, under a low file-descriptor limit), and the exposition it serves, read by the
 //! strict rules of the Prometheus text format with upstream error codes it must not repeat verbatim.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::thread::JoinHandle;
@@ -11,6 +12,14 @@ use std::time::{Duration, Instant};
 use ordersync_sim::Faults;
 
 use crate::common::*;
+
+/// The daemon's open-file limit in the idle-connection test, and how many idle connections that
+/// test holds: more than the limit, so a server that keeps every connection it accepts runs out of
+/// descriptors whatever else the daemon has open.
+const FD_LIMIT: u64 = 256;
+const IDLE_CONNECTIONS: usize = 300;
+/// The documented cap on the metrics server's open connections.
+const MAX_CONNECTIONS: usize = 64;
 
 /// `ordersync run` on a one-second schedule, serving on `port`; `pipelines` are `(name, auth
 /// value)` pairs against the harness's simulator.
@@ -122,6 +131,111 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+#[test]
+fn healthz_and_syncs_go_on_while_idle_connections_outnumber_the_fd_limit() {
+    let h = Harness::veapi(200, 10, Faults::default());
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
+    let mut d = Daemon::start(&h, port, Some(FD_LIMIT));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs_with(&h, "ve", "ok") < 1 {
+        assert!(Instant::now() < deadline, "no ok run before the test began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Clients that connect and send nothing, or half a request line, and never go away.
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for i in 0..IDLE_CONNECTIONS {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        if i % 2 == 1 {
+            s.write_all(b"GET /hea").expect("half a request line");
+        }
+        idle.push(s);
+    }
+    let ok_before = runs_with(&h, "ve", "ok");
+
+    // A new client is served while they hold on (retried: connections queued before it go first).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http_get(port, "/healthz") {
+            Some((200, body)) if body.trim() == "ok" => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "/healthz did not answer while {IDLE_CONNECTIONS} connections were held: {other:?}"
+            ),
+        }
+    }
+    let (status, body) = http_get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        metric(
+            &parse_metrics(&body),
+            "ordersync_runs_total",
+            &[("pipeline", "ve"), ("outcome", "ok")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+
+    // The daemon keeps syncing: two more runs, so at least one began after the connections came.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs_with(&h, "ve", "ok") < ok_before + 2 {
+        assert!(
+            d.reaper.0.try_wait().expect("try_wait").is_none(),
+            "daemon exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no new ok runs while the connections were held"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The server holds no more than its cap: the rest of the idle clients were closed by it.
+    let still_open = idle
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut s: &TcpStream = s;
+            let mut byte = [0u8; 1];
+            matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert!(
+        still_open <= MAX_CONNECTIONS,
+        "{still_open} idle connections still open, cap {MAX_CONNECTIONS}"
+    );
+
+    drop(idle);
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_half_sent_request_is_closed_by_the_server() {
+    let h = Harness::veapi(50, 10, Faults::default());
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
+    let d = Daemon::start(&h, port, None);
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .expect("half a request");
+    // Far longer than the server's header-read timeout: only a server that never times out waits.
+    s.set_read_timeout(Some(Duration::from_secs(25)))
+        .expect("read timeout");
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the server kept a half-sent request open: {other:?}"),
+    }
+
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
 }
 
 #[test]
