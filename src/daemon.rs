@@ -22,6 +22,7 @@ use crate::config::{Auth, Pipeline, Schedule};
 use crate::engine::{Engine, Mode, RunReport};
 use crate::metrics;
 use crate::notify;
+use crate::sources;
 use crate::store::Outcome;
 use crate::timefmt;
 
@@ -111,7 +112,9 @@ where
 /// What the daemon knows that the database does not: upstream error codes seen since start.
 #[derive(Debug, Default)]
 pub struct Live {
-    pub upstream_errors: BTreeMap<(String, String), u64>,
+    /// By pipeline and metric label: codes from a closed set per source
+    /// ([`sources::metric_label`]), so the number of series stays bounded whatever upstream sends.
+    pub upstream_errors: BTreeMap<(String, &'static str), u64>,
     pub skipped_ticks: BTreeMap<String, u64>,
 }
 
@@ -170,7 +173,8 @@ pub async fn run(
                         let report = engine.run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {}).await;
                         if let Ok(mut l) = live.lock() {
                             for (code, n) in &report.upstream_errors {
-                                *l.upstream_errors.entry((p.name.clone(), code.clone())).or_default() += n;
+                                let label = sources::metric_label(p.source, code);
+                                *l.upstream_errors.entry((p.name.clone(), label)).or_default() += n;
                             }
                         }
                         if report.outcome == Outcome::Failed {

@@ -20,6 +20,7 @@ pub mod planner;
 pub mod redact;
 pub mod rejects;
 pub mod secret;
+pub mod server;
 pub mod sources;
 pub mod status;
 pub mod store;

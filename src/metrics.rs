@@ -16,6 +16,7 @@ use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Shared;
+use crate::server;
 use crate::timefmt;
 
 #[derive(Clone)]
@@ -24,17 +25,13 @@ pub struct State {
     pub live: Shared,
 }
 
+/// Serves `/metrics` and `/healthz` until `stop` fires, within [`server::Limits::DAEMON`].
 pub async fn serve(listener: tokio::net::TcpListener, state: State, stop: CancellationToken) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "metrics server stopped");
-    }
+    server::serve(listener, app, server::Limits::DAEMON, stop).await;
 }
 
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
@@ -129,24 +126,25 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
             );
         }
     }
+    // Each family's HELP and TYPE lines right above its own samples: a sample under another
+    // family's TYPE line is read by client parsers as part of that family, or as untyped.
+    let live = state.live.lock().ok();
     out.push_str("# HELP ordersync_upstream_errors_total Failed upstream attempts since start, by upstream code.\n# TYPE ordersync_upstream_errors_total counter\n");
+    for ((p, code), n) in live.iter().flat_map(|l| &l.upstream_errors) {
+        let _ = writeln!(
+            out,
+            "ordersync_upstream_errors_total{{pipeline=\"{}\",code=\"{}\"}} {n}",
+            label(p),
+            label(code)
+        );
+    }
     out.push_str("# HELP ordersync_skipped_ticks_total Schedule ticks skipped because a run was still going.\n# TYPE ordersync_skipped_ticks_total counter\n");
-    if let Ok(live) = state.live.lock() {
-        for ((p, code), n) in &live.upstream_errors {
-            let _ = writeln!(
-                out,
-                "ordersync_upstream_errors_total{{pipeline=\"{}\",code=\"{}\"}} {n}",
-                label(p),
-                label(code)
-            );
-        }
-        for (p, n) in &live.skipped_ticks {
-            let _ = writeln!(
-                out,
-                "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
-                label(p)
-            );
-        }
+    for (p, n) in live.iter().flat_map(|l| &l.skipped_ticks) {
+        let _ = writeln!(
+            out,
+            "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
+            label(p)
+        );
     }
     Ok(out)
 }

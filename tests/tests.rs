@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod damaijia;
 mod files;
+mod metrics_server;
 mod miaoyouquan;
 mod rejected;
 mod reliability;

@@ -25,6 +25,21 @@ pub const MAX_PAGE_SIZE: u32 = 200;
 pub const FIRST_CURSOR: &str = "0";
 pub const OPTION_KEYS: &[&str] = &["time_type", "distribution_type", "pid", "query_order_type"];
 
+/// Status codes from the document: the body `code`, or the HTTP status when the body has none.
+pub mod codes {
+    pub const OK: i64 = 200;
+    /// 数据获取失败: worth asking again.
+    pub const FETCH_FAILED: i64 = -1;
+    pub const IP_NOT_WHITELISTED: i64 = 401;
+    pub const MISSING_PARAMETER: i64 = 403;
+    pub const WRONG_METHOD: i64 = 405;
+    pub const RATE_LIMITED: i64 = 429;
+}
+
+/// The codes above as errors carry them: the closed set of `code` metric labels of this source's
+/// own (see [`sources::metric_label`]).
+pub const METRIC_CODES: &[&str] = &["-1", "200", "401", "403", "405", "429"];
+
 pub fn window_rules() -> WindowRules {
     WindowRules {
         horizon: Some(Duration::days(90)),
@@ -120,8 +135,8 @@ pub fn build_request(q: &PageQuery<'_>, opts: &Options) -> Result<HttpRequest, U
 fn classify(code: i64, msg: &str) -> UpstreamError {
     let code_s = code.to_string();
     match code {
-        -1 => UpstreamError::transient(code_s, msg),
-        429 => UpstreamError::RateLimited {
+        codes::FETCH_FAILED => UpstreamError::transient(code_s, msg),
+        codes::RATE_LIMITED => UpstreamError::RateLimited {
             code: code_s,
             message: msg.into(),
             retry_after: None,
@@ -204,7 +219,7 @@ fn check_answer(status: u16, head: &Value) -> Result<(), UpstreamError> {
         Ok(None) => return Err(malformed("body has no `code`")),
         Err(e) => return Err(malformed(e)),
     };
-    if code != 200 {
+    if code != codes::OK {
         return Err(classify(code, &msg));
     }
     if status != 200 {

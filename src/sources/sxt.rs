@@ -31,6 +31,9 @@ pub const COST: &str = "消耗(元)";
 pub const PLAYS: &str = "播放次数";
 pub const ROI: &str = "支付ROI";
 pub const GMV: &str = "成交订单金额(元)";
+/// The one error code we know (rate limited; the document lists none): the closed set of `code`
+/// metric labels of this source's own (see [`sources::metric_label`]).
+pub const METRIC_CODES: &[&str] = &["429"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {

@@ -31,6 +31,24 @@ use crate::timefmt;
 pub const METHOD: &str = "alibaba.taobao.ud.smart.order.detail.pull";
 pub const DEFAULT_ENDPOINT: &str = "https://eco.taobao.com/router/rest";
 pub const OPTION_KEYS: &[&str] = &["prod_type"];
+
+/// TOP's platform error codes (the gateway's, the same for every TOP method: call limits,
+/// permissions, signature, session, app key, timestamp, version, arguments, remote service) as
+/// errors carry them, without a sub-code: the closed set of `code` metric labels of this source's
+/// own (see [`sources::metric_label`]).
+pub const METRIC_CODES: &[&str] = &[
+    "TOP 3", "TOP 7", "TOP 9", "TOP 10", "TOP 11", "TOP 12", "TOP 13", "TOP 15", "TOP 21",
+    "TOP 22", "TOP 23", "TOP 24", "TOP 25", "TOP 26", "TOP 27", "TOP 28", "TOP 29", "TOP 30",
+    "TOP 31", "TOP 32", "TOP 33", "TOP 34", "TOP 40", "TOP 41", "TOP 42", "TOP 43", "TOP 47",
+    "TOP 50",
+];
+
+/// The metric label of an error code built by [`classify`]: `TOP <code>` when the code is one of
+/// TOP's, its sub-code left out (sub-codes are free text upstream may add to at will).
+pub fn metric_code(code: &str) -> Option<&'static str> {
+    let main = code.split_once('/').map_or(code, |(main, _)| main);
+    sources::one_of(METRIC_CODES, main)
+}
 const RESPONSE_KEY: &str = "alibaba_taobao_ud_smart_order_detail_pull_response";
 
 pub fn window_rules() -> WindowRules {
@@ -351,6 +369,34 @@ mod tests {
         assert!(matches!(err("27", ""), UpstreamError::Fatal { .. }));
         assert!(
             matches!(err("41", "isv.invalid-parameter"), UpstreamError::Fatal { code, .. } if code == "TOP 41/isv.invalid-parameter")
+        );
+    }
+
+    #[test]
+    fn metric_labels_keep_the_top_code_and_drop_the_sub_code() {
+        let label = |code: &str, sub: &str| {
+            let body = format!(
+                r#"{{"error_response":{{"code":{code},"msg":"m","sub_code":"{sub}","sub_msg":"s"}}}}"#
+            );
+            let err = parse_page(200, body.as_bytes()).unwrap_err();
+            metric_code(err.code())
+        };
+        assert_eq!(
+            label("7", "accesscontrol.limited-by-app-access-count"),
+            Some("TOP 7")
+        );
+        assert_eq!(label("15", "isp.remote-service-error"), Some("TOP 15"));
+        assert_eq!(label("25", ""), Some("TOP 25"));
+        assert_eq!(label("41", "isv.invalid-parameter"), Some("TOP 41"));
+        assert_eq!(label("43", "isv.anything-new"), Some("TOP 43"));
+        // Not one of TOP's codes, or not a code at all.
+        assert_eq!(label("99", "isv.x"), None);
+        assert_eq!(label("\"7x\"", ""), None);
+        let unsuccessful =
+            br#"{"alibaba_taobao_ud_smart_order_detail_pull_response":{"success":false}}"#;
+        assert_eq!(
+            metric_code(parse_page(200, unsuccessful).unwrap_err().code()),
+            None
         );
     }
 }

@@ -36,6 +36,15 @@ pub mod codes {
     pub const RATE_LIMITED: &str = "10009";
 }
 
+/// The codes above: the closed set of `code` metric labels of this source's own (see
+/// [`sources::metric_label`]).
+pub const METRIC_CODES: &[&str] = &[
+    codes::OK,
+    codes::BAD_KEY,
+    codes::BAD_PARAMETER,
+    codes::RATE_LIMITED,
+];
+
 pub fn window_rules() -> WindowRules {
     WindowRules {
         max_span: Some(Duration::days(90)),

@@ -146,6 +146,8 @@ struct Shared {
     cursors: Mutex<HashMap<String, Scope>>,
     /// Cursors handed out carry the key (an upstream echoing what it was sent).
     key_in_cursor: std::sync::atomic::AtomicBool,
+    /// `(error, msg)` every real answer is replaced with, when set.
+    forced: Mutex<Option<(String, String)>>,
     ledger: Ledger,
 }
 
@@ -169,6 +171,7 @@ impl VeapiSim {
             vekey: Mutex::new(cfg.vekey.clone()),
             cursors: Mutex::new(HashMap::new()),
             key_in_cursor: std::sync::atomic::AtomicBool::new(false),
+            forced: Mutex::new(None),
             ledger: Ledger::new(cfg.faults.clone()),
         });
         let router = Router::new()
@@ -196,6 +199,15 @@ impl VeapiSim {
     /// Changes the key the simulator accepts (to simulate a revoked or rotated key).
     pub fn set_vekey(&self, vekey: &str) {
         *lock(&self.shared.vekey) = vekey.to_string();
+    }
+
+    /// `Some((error, msg))`: from now on, answer HTTP 200 `{"error":error,"msg":msg,"data":[],
+    /// "cursor":""}` in place of every real answer — before any rule is checked, and without recording
+    /// a violation — until `None`. Any text goes, so a test can send a code ordersync does not know.
+    /// Injected faults still come first: they stand for the network and the gateway in front of
+    /// the API, which answer whatever the API would have said.
+    pub fn set_forced_error(&self, error: Option<(&str, &str)>) {
+        *lock(&self.shared.forced) = error.map(|(code, msg)| (code.to_string(), msg.to_string()));
     }
 
     /// Moves up to `n` orders one step along PAY_SUCC→CONFIRM→SETTLE (or PAY_SUCC→REFUND, one in
@@ -318,6 +330,9 @@ async fn unknown_path(
 impl Shared {
     /// The real answer to request number `n`.
     fn answer(&self, n: u64, params: &Params) -> Vec<u8> {
+        if let Some((code, msg)) = lock(&self.forced).as_ref() {
+            return error_body(code, msg);
+        }
         let vekey = lock(&self.vekey).clone();
         let world = lock(&self.world);
         let mut cursors = lock(&self.cursors);

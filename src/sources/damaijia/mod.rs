@@ -42,6 +42,12 @@ pub mod codes {
     pub const TIMEOUT_RETRY: i64 = 101;
 }
 
+/// The document's error codes (100 bad parameters, 101 timeout, 103 no account, 200 system error,
+/// 203 unsupported, 204 no permission or quota used up, 302 shop not authorised), as errors carry
+/// them: the closed set of `code` metric labels of this source's own (see
+/// [`sources::metric_label`]).
+pub const METRIC_CODES: &[&str] = &["100", "101", "103", "200", "203", "204", "302"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub pii: PiiMode,

@@ -1,0 +1,366 @@
+//! The daemon's `/metrics` server against clients that misbehave (idle connections by the hundred,
+//! half-sent requests, under a low file-descriptor limit), and the exposition it serves, read by the
+//! strict rules of the Prometheus text format with upstream error codes it must not repeat verbatim.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ordersync_sim::Faults;
+
+use crate::common::*;
+
+/// The daemon's open-file limit in the idle-connection test, and how many idle connections that
+/// test holds: more than the limit, so a server that keeps every connection it accepts runs out of
+/// descriptors whatever else the daemon has open.
+const FD_LIMIT: u64 = 256;
+const IDLE_CONNECTIONS: usize = 300;
+/// The documented cap on the metrics server's open connections.
+const MAX_CONNECTIONS: usize = 64;
+
+/// `ordersync run` on a one-second schedule, serving on `port`; `pipelines` are `(name, auth
+/// value)` pairs against the harness's simulator.
+fn write_daemon_config(h: &Harness, port: u16, pipelines: &[(&str, &str)]) {
+    let start = (h.now - chrono::Duration::days(h.days + 1)).format("%Y-%m-%d");
+    let mut text = format!(
+        r#"[database]
+path = "{db}"
+[daemon]
+listen = "127.0.0.1:{port}"
+[defaults]
+settle_lag = "1s"
+retry_initial = "5ms"
+max_retries = 2
+timeout = "2s"
+schedule = "* * * * * *"
+start = "{start}"
+"#,
+        db = h.db_path().display(),
+    );
+    for (name, vekey) in pipelines {
+        text.push_str(&format!(
+            "[[pipeline]]\nname = \"{name}\"\nsource = \"veapi\"\nendpoint = \"{}\"\n[pipeline.auth]\nvekey = {vekey}\n",
+            h.sim.endpoint()
+        ));
+    }
+    std::fs::write(h.config_path(), text).expect("write config");
+}
+
+const GOOD_KEY: &str = "{ env = \"TEST_VEKEY\" }";
+
+/// A running `ordersync run` whose stderr is collected as it comes (a full pipe would stall it).
+struct Daemon {
+    reaper: Reaper,
+    log: JoinHandle<String>,
+    port: u16,
+}
+
+impl Daemon {
+    /// Starts the daemon, with its open-file limit lowered to `fd_limit` when given, and waits
+    /// until `/healthz` answers.
+    fn start(h: &Harness, port: u16, fd_limit: Option<u64>) -> Daemon {
+        let mut cmd = h.command(&["run"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        if let Some(limit) = fd_limit {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().expect("daemon starts");
+        let mut stderr = child.stderr.take().expect("stderr piped");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let mut d = Daemon {
+            reaper: Reaper(child),
+            log,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(port, "/healthz").is_none() {
+            assert!(
+                d.reaper.0.try_wait().expect("try_wait").is_none(),
+                "daemon exited early"
+            );
+            assert!(Instant::now() < deadline, "/healthz never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// SIGTERM; the exit code and everything the daemon logged.
+    fn stop(mut self) -> (Option<i32>, String) {
+        sigterm(&self.reaper.0);
+        let code = wait_exit(&mut self.reaper.0, Duration::from_secs(25));
+        let log = self.log.join().expect("log reader");
+        (code, log)
+    }
+
+    /// `/metrics` once `done` accepts it; panics after 20 s with the last body.
+    fn metrics_when(&mut self, mut done: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                self.reaper.0.try_wait().expect("try_wait").is_none(),
+                "daemon exited early"
+            );
+            let body = match http_get(self.port, "/metrics") {
+                Some((200, body)) => body,
+                other => panic!("/metrics answered {other:?}"),
+            };
+            if done(&body) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "gave up waiting; last:\n{body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn healthz_and_syncs_go_on_while_idle_connections_outnumber_the_fd_limit() {
+    let h = Harness::veapi(200, 10, Faults::default());
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
+    let mut d = Daemon::start(&h, port, Some(FD_LIMIT));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs_with(&h, "ve", "ok") < 1 {
+        assert!(Instant::now() < deadline, "no ok run before the test began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Clients that connect and send nothing, or half a request line, and never go away.
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for i in 0..IDLE_CONNECTIONS {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        if i % 2 == 1 {
+            s.write_all(b"GET /hea").expect("half a request line");
+        }
+        idle.push(s);
+    }
+    let ok_before = runs_with(&h, "ve", "ok");
+
+    // A new client is served while they hold on (retried: connections queued before it go first).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http_get(port, "/healthz") {
+            Some((200, body)) if body.trim() == "ok" => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "/healthz did not answer while {IDLE_CONNECTIONS} connections were held: {other:?}"
+            ),
+        }
+    }
+    let (status, body) = http_get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        metric(
+            &parse_metrics(&body),
+            "ordersync_runs_total",
+            &[("pipeline", "ve"), ("outcome", "ok")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+
+    // The daemon keeps syncing: two more runs, so at least one began after the connections came.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs_with(&h, "ve", "ok") < ok_before + 2 {
+        assert!(
+            d.reaper.0.try_wait().expect("try_wait").is_none(),
+            "daemon exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no new ok runs while the connections were held"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The server holds no more than its cap: the rest of the idle clients were closed by it.
+    let still_open = idle
+        .iter()
+        .filter(|s| {
+            s.set_nonblocking(true).expect("nonblocking");
+            let mut s: &TcpStream = s;
+            let mut byte = [0u8; 1];
+            matches!(s.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert!(
+        still_open <= MAX_CONNECTIONS,
+        "{still_open} idle connections still open, cap {MAX_CONNECTIONS}"
+    );
+
+    drop(idle);
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_half_sent_request_is_closed_by_the_server() {
+    let h = Harness::veapi(50, 10, Faults::default());
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
+    let d = Daemon::start(&h, port, None);
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+        .expect("half a request");
+    // Far longer than the server's header-read timeout: only a server that never times out waits.
+    s.set_read_timeout(Some(Duration::from_secs(25)))
+        .expect("read timeout");
+    let mut buf = [0u8; 256];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the server kept a half-sent request open: {other:?}"),
+    }
+
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn each_metric_family_has_its_type_line_right_above_its_own_samples() {
+    let h = Harness::veapi(50, 10, Faults::default());
+    let port = free_port();
+    // A pipeline with a wrong key: its failed attempts are upstream error samples.
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY), ("broken", "\"not-the-key\"")]);
+    let mut d = Daemon::start(&h, port, None);
+    let body = d.metrics_when(|b| {
+        b.lines()
+            .any(|l| l.starts_with("ordersync_upstream_errors_total{"))
+    });
+    // parse_metrics panics on a sample under another family's TYPE line.
+    let all = parse_metrics(&body);
+    assert!(
+        metric(
+            &all,
+            "ordersync_upstream_errors_total",
+            &[("pipeline", "broken"), ("code", "10001")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+    for family in [
+        "ordersync_runs_total",
+        "ordersync_rows_seen_total",
+        "ordersync_rows_changed_total",
+        "ordersync_requests_total",
+        "ordersync_watermark_lag_seconds",
+        "ordersync_upstream_errors_total",
+        "ordersync_skipped_ticks_total",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "no TYPE line for {family}:\n{body}"
+        );
+    }
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+/// The `code` label values a veapi pipeline may carry, written out from the documented set.
+const VEAPI_CODE_LABELS: &[&str] = &[
+    "0",
+    "10001",
+    "10002",
+    "10009",
+    "HTTP 429",
+    "HTTP 5xx",
+    "HTTP 4xx",
+    "timeout",
+    "connect",
+    "body",
+    "network",
+    "malformed",
+    "drift",
+    "cursor",
+    "config",
+    "body_too_large",
+    "redirect",
+    "other",
+];
+
+#[test]
+fn an_upstream_code_outside_the_known_set_is_counted_as_other() {
+    // Some 5xx answers (counted as `HTTP 5xx`, never per status), then a fatal code veapi never
+    // documented, carrying text a label must not repeat.
+    let faults = Faults {
+        p_5xx: 0.3,
+        seed: 7,
+        ..Faults::default()
+    };
+    let h = Harness::veapi(50, 10, faults);
+    const ODD_CODE: &str = "echo-SeCrEt-7f3a";
+    h.sim
+        .set_forced_error(Some((ODD_CODE, "upstream said something new")));
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
+    let mut d = Daemon::start(&h, port, None);
+
+    let body = d.metrics_when(|b| {
+        assert!(
+            !b.contains(ODD_CODE),
+            "the upstream code became a label:\n{b}"
+        );
+        let all = parse_metrics(b);
+        let count = |code| {
+            metric(
+                &all,
+                "ordersync_upstream_errors_total",
+                &[("pipeline", "ve"), ("code", code)],
+            )
+        };
+        count("other").is_some() && count("HTTP 5xx").is_some()
+    });
+    for (name, labels, _) in parse_metrics(&body) {
+        if name != "ordersync_upstream_errors_total" {
+            continue;
+        }
+        let code = labels
+            .iter()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        assert!(
+            VEAPI_CODE_LABELS.contains(&code),
+            "code label {code:?} is outside veapi's closed set"
+        );
+    }
+    // The label is closed; the run's error still names what upstream said.
+    let errors: Vec<String> = {
+        let conn = h.db();
+        let mut stmt = conn
+            .prepare("SELECT error FROM runs WHERE pipeline = 've' AND outcome = 'failed'")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert!(
+        errors.iter().any(|e| e.contains(ODD_CODE)),
+        "the failed run does not name the upstream code: {errors:?}"
+    );
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
