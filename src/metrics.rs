@@ -97,6 +97,11 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
             "Orders inserted or updated.",
         ),
         (
+            "rows_rejected",
+            "ordersync_rows_rejected_total",
+            "Rows upstream sent that could not be read, kept in rejected_rows (each time read).",
+        ),
+        (
             "requests",
             "ordersync_requests_total",
             "HTTP requests sent upstream, retries included.",

@@ -133,6 +133,20 @@ fn one_bad_row_of_each_kind_costs_only_itself_and_the_run_goes_on() {
         })
         .unwrap();
     assert_eq!(run, ("ok".to_string(), 6));
+    let exposition = ordersync::metrics::render(&ordersync::metrics::State {
+        db_path: h.db_path(),
+        live: Default::default(),
+    })
+    .unwrap();
+    let counted: Vec<f64> = parse_metrics(&exposition)
+        .into_iter()
+        .filter(|(name, labels, _)| {
+            name == "ordersync_rows_rejected_total"
+                && labels == &[("pipeline".to_string(), "ve".to_string())]
+        })
+        .map(|(.., v)| v)
+        .collect();
+    assert_eq!(counted, [6.0], "{exposition}");
 
     // Reading them all again adds no copies; each is seen twice.
     assert_ok(&backfill_all(&h, 1));
