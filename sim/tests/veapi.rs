@@ -831,3 +831,19 @@ async fn hostile_answers_replace_every_answer_until_cleared_and_are_not_violatio
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     assert_eq!(sim.faults_injected(), 0);
 }
+
+#[tokio::test]
+async fn a_forced_code_answers_every_request_with_it() {
+    let sim = VeapiSim::start(config(5, 10)).await.expect("start");
+    let params = window(wall(now() - Duration::days(11)), wall(now()), "pay", 50);
+    sim.set_forced_code(Some((KEY.to_string(), "echoed".to_string())));
+    let v = get(&sim, &params).await.json();
+    assert_eq!(
+        (v["error"].as_str(), v["msg"].as_str()),
+        (Some(KEY), Some("echoed"))
+    );
+    assert_eq!(rows(&v).len(), 0);
+    sim.set_forced_code(None);
+    assert_eq!(rows(&get(&sim, &params).await.json()).len(), 5);
+    assert!(sim.violations().is_empty());
+}

@@ -37,7 +37,8 @@ pub const PATH: &str = "/douke/csj_ordersearch";
 
 /// Body-level `error` codes. The document lists none; these are the simulator's documented choice,
 /// and ordersync's veapi source classifies answers by them. Every answer is HTTP 200; an error body
-/// is `{"error":"<code>","msg":"…","data":[],"cursor":""}`.
+/// is `{"error":"<code>","msg":"…","data":[],"cursor":""}`. [`VeapiSim::set_forced_code`] answers
+/// any other code the test chooses, the same way.
 pub mod codes {
     /// Success.
     pub const OK: &str = "0";
@@ -144,6 +145,8 @@ struct Shared {
     /// Every cursor handed out, with the query it continues.
     cursors: Mutex<HashMap<String, Scope>>,
     ledger: Ledger,
+    /// The `(error, msg)` every request is answered with, while set.
+    forced: Mutex<Option<(String, String)>>,
 }
 
 impl Simulator for VeapiSim {
@@ -166,6 +169,7 @@ impl VeapiSim {
             vekey: Mutex::new(cfg.vekey.clone()),
             cursors: Mutex::new(HashMap::new()),
             ledger: Ledger::new(cfg.faults.clone()),
+            forced: Mutex::new(None),
         });
         let router = Router::new()
             .route(PATH, any(handle))
@@ -192,6 +196,14 @@ impl VeapiSim {
     /// Changes the key the simulator accepts (to simulate a revoked or rotated key).
     pub fn set_vekey(&self, vekey: &str) {
         *lock(&self.shared.vekey) = vekey.to_string();
+    }
+
+    /// Until called with `None`, answers every GET or POST to [`PATH`] with HTTP 200
+    /// `{"error":code,"msg":msg,"data":[],"cursor":""}`, before the key, parameters and faults are
+    /// looked at (no fault is drawn for it, and it is not a violation). An upstream that echoes what
+    /// it was sent may put anything in `error` — the key, say.
+    pub fn set_forced_code(&self, code: Option<(String, String)>) {
+        *lock(&self.shared.forced) = code;
     }
 
     /// Moves up to `n` orders one step along PAY_SUCC→CONFIRM→SETTLE (or PAY_SUCC→REFUND, one in
@@ -256,6 +268,9 @@ async fn handle(
             "text/html",
             b"<html>405 Not Allowed</html>".to_vec(),
         );
+    }
+    if let Some((code, msg)) = lock(&shared.forced).clone() {
+        return http::json(error_body(&code, &msg));
     }
     let fault = shared.ledger.injector.decide();
     if let Some(fault) = fault {
