@@ -7,6 +7,7 @@ mod common;
 mod crash;
 mod daemon;
 mod damaijia;
+mod hostile_http;
 mod miaoyouquan;
 mod reliability;
 mod sxt;
