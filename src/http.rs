@@ -57,10 +57,12 @@ impl UpstreamError {
         }
     }
 
+    /// The error with every secret hidden in all it carries from upstream: the code as well as the
+    /// message (an upstream may echo the key it was sent in either).
     fn scrubbed(self, r: &Redactor) -> Self {
         match self {
             UpstreamError::Transient { code, message } => UpstreamError::Transient {
-                code,
+                code: r.scrub(&code),
                 message: r.scrub(&message),
             },
             UpstreamError::RateLimited {
@@ -68,12 +70,12 @@ impl UpstreamError {
                 message,
                 retry_after,
             } => UpstreamError::RateLimited {
-                code,
+                code: r.scrub(&code),
                 message: r.scrub(&message),
                 retry_after,
             },
             UpstreamError::Fatal { code, message } => UpstreamError::Fatal {
-                code,
+                code: r.scrub(&code),
                 message: r.scrub(&message),
             },
         }
@@ -291,4 +293,29 @@ fn network_error(e: reqwest::Error) -> UpstreamError {
         source = s.source();
     }
     UpstreamError::transient(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn scrubbing_hides_a_secret_in_the_code_as_well_as_the_message() {
+        let key = Secret::new("K3y-echoed");
+        let r = Redactor::new([&key]);
+        for e in [
+            UpstreamError::fatal("K3y-echoed", "bad key K3y-echoed"),
+            UpstreamError::transient("x K3y-echoed", "K3y-echoed"),
+            UpstreamError::RateLimited {
+                code: "K3y-echoed".into(),
+                message: "slow down, K3y-echoed".into(),
+                retry_after: Some(Duration::from_secs(3)),
+            },
+        ] {
+            let shown = e.scrubbed(&r);
+            assert!(!format!("{shown} {shown:?}").contains("K3y-echoed"), "{shown:?}");
+            assert!(shown.code().contains("***"), "{shown:?}");
+        }
+    }
 }
