@@ -255,7 +255,6 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(network_error)?;
         if status.as_u16() == 429 {
             return Err(UpstreamError::RateLimited {
                 code: "HTTP 429".into(),
@@ -269,7 +268,25 @@ impl Http {
                 status.canonical_reason().unwrap_or("server error"),
             ));
         }
-        parse(status.as_u16(), &body)
+        let body = resp.bytes().await.map_err(network_error);
+        if status.is_client_error() {
+            let parsed = body.and_then(|body| parse(status.as_u16(), &body).map(|_| ()));
+            return Err(client_error(status, parsed));
+        }
+        parse(status.as_u16(), &body?)
+    }
+}
+
+/// An HTTP 4xx (429 aside) is fatal whatever its body says — an HTML login page is not worth
+/// asking again. The source's own fatal code is kept when it recognised one in the body
+/// (miaoyouquan documents 401, 403 and 405 there); anything else is `HTTP <status>`.
+fn client_error(status: reqwest::StatusCode, parsed: Result<(), UpstreamError>) -> UpstreamError {
+    match parsed {
+        Err(own @ UpstreamError::Fatal { .. }) => own,
+        _ => UpstreamError::fatal(
+            format!("HTTP {}", status.as_u16()),
+            status.canonical_reason().unwrap_or("client error"),
+        ),
     }
 }
 
@@ -299,6 +316,27 @@ fn network_error(e: reqwest::Error) -> UpstreamError {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+
+    #[test]
+    fn a_4xx_is_fatal_whatever_its_body_and_keeps_a_fatal_code_the_source_read() {
+        let unauthorized = reqwest::StatusCode::UNAUTHORIZED;
+        let own = UpstreamError::fatal("401", "IP没有添加白名单");
+        assert_eq!(client_error(unauthorized, Err(own.clone())), own);
+        for parsed in [
+            Err(UpstreamError::transient("malformed", "HTTP 401 body is not JSON")),
+            Err(UpstreamError::RateLimited {
+                code: "10009".into(),
+                message: "limited".into(),
+                retry_after: None,
+            }),
+            Ok(()),
+        ] {
+            assert_eq!(
+                client_error(unauthorized, parsed),
+                UpstreamError::fatal("HTTP 401", "Unauthorized")
+            );
+        }
+    }
 
     #[test]
     fn scrubbing_hides_a_secret_in_the_code_as_well_as_the_message() {
