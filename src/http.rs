@@ -146,6 +146,9 @@ impl Http {
             .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
+            // A redirect would take the request, keys in its query string included, wherever the
+            // upstream says: a 3xx is an error instead (see `redirect_error`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Http { client })
     }
@@ -249,6 +252,10 @@ impl Http {
         }
         let resp = builder.send().await.map_err(network_error)?;
         let status = resp.status();
+        if status.is_redirection() {
+            let location = resp.headers().get(reqwest::header::LOCATION);
+            return Err(redirect_error(status, &req.url, location));
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -275,6 +282,37 @@ impl Http {
         }
         parse(status.as_u16(), &body?)
     }
+}
+
+/// A 3xx answer is fatal: nothing is sent where it points. The error names the status and the
+/// target's host (and port) only — never the `Location` itself, which may carry our own query
+/// string, key included, back to us.
+fn redirect_error(
+    status: reqwest::StatusCode,
+    from: &Url,
+    location: Option<&reqwest::header::HeaderValue>,
+) -> UpstreamError {
+    let target = location
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| from.join(l).ok())
+        .and_then(|to| {
+            let host = to.host_str()?.to_string();
+            Some(match to.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+    let message = match target {
+        Some(host) => format!(
+            "HTTP {} redirects to host {host}; redirects are not followed (the request and its key would go with it)",
+            status.as_u16()
+        ),
+        None => format!(
+            "HTTP {} redirects to a location that cannot be read; redirects are not followed",
+            status.as_u16()
+        ),
+    };
+    UpstreamError::fatal("redirect", message)
 }
 
 /// An HTTP 4xx (429 aside) is fatal whatever its body says — an HTML login page is not worth
@@ -316,6 +354,32 @@ fn network_error(e: reqwest::Error) -> UpstreamError {
 mod tests {
     use super::*;
     use crate::secret::Secret;
+
+    #[test]
+    fn a_redirect_names_its_status_and_target_host_only() {
+        let from = Url::parse("http://api.example.cn/douke/csj_ordersearch?vekey=K").unwrap();
+        let location = |l: &str| reqwest::header::HeaderValue::from_str(l).unwrap();
+        let e = redirect_error(
+            reqwest::StatusCode::FOUND,
+            &from,
+            Some(&location("http://user:pw@10.1.2.3:8080/steal?vekey=K&size=50")),
+        );
+        assert_eq!(e.code(), "redirect");
+        let shown = e.to_string();
+        assert!(shown.contains("HTTP 302") && shown.contains("host 10.1.2.3:8080"), "{shown}");
+        for hidden in ["vekey", "K&", "steal", "user", "pw"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        // A relative Location stays on the same host; none at all is still fatal.
+        let e = redirect_error(
+            reqwest::StatusCode::MOVED_PERMANENTLY,
+            &from,
+            Some(&location("/elsewhere?vekey=K")),
+        );
+        assert!(e.to_string().contains("host api.example.cn;"), "{e}");
+        let e = redirect_error(reqwest::StatusCode::TEMPORARY_REDIRECT, &from, None);
+        assert!(matches!(e, UpstreamError::Fatal { .. }) && e.to_string().contains("HTTP 307"));
+    }
 
     #[test]
     fn a_4xx_is_fatal_whatever_its_body_and_keeps_a_fatal_code_the_source_read() {
