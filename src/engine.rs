@@ -277,13 +277,11 @@ impl Engine {
                     axis,
                     start: p.start,
                 };
-                let request = sources::build_request(p.source, &query)
-                    .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
                 let kind = p.source;
                 let fetched = self
                     .http
                     .fetch(
-                        &request,
+                        || sources::build_request(kind, &query),
                         &policy,
                         &redactor,
                         cancel,

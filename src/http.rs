@@ -153,13 +153,15 @@ impl Http {
         Ok(Http { client })
     }
 
-    /// Sends `req` until `parse` accepts an answer, a fatal error comes, retries run out, or
-    /// `cancel` fires (only between attempts: a request in flight is not abandoned half-read).
-    /// The error carries how many requests were made; every failed attempt is tallied in `errors`
-    /// by upstream code.
+    /// Sends the request `build` makes until `parse` accepts an answer, a fatal error comes,
+    /// retries run out, or `cancel` fires (only between attempts: a request in flight is not
+    /// abandoned half-read). The request is built anew for every attempt, so what depends on the
+    /// time it is sent (TOP's signed `timestamp`, refused ten minutes on) is as fresh on a retry as
+    /// on the first try; an error building it is fatal. The error carries how many requests were
+    /// made; every failed attempt is tallied in `errors` by upstream code.
     pub async fn fetch<T>(
         &self,
-        req: &HttpRequest,
+        build: impl Fn() -> Result<HttpRequest, UpstreamError>,
         policy: &RetryPolicy,
         redactor: &Redactor,
         cancel: &CancellationToken,
@@ -175,15 +177,16 @@ impl Http {
             max_elapsed_time: None,
             ..Default::default()
         };
-        let shown_url = redactor.url(&req.url);
         let mut attempts: u32 = 0;
         loop {
             if cancel.is_cancelled() {
                 return Err((FetchError::Cancelled, attempts));
             }
+            let req = build().map_err(|e| (FetchError::Fatal(e.scrubbed(redactor)), attempts))?;
+            let shown_url = redactor.url(&req.url);
             attempts += 1;
             tracing::trace!(url = %shown_url, attempt = attempts, "request");
-            let outcome = self.attempt(req, policy.timeout, &parse).await;
+            let outcome = self.attempt(&req, policy.timeout, &parse).await;
             let err = match outcome {
                 Ok(value) => {
                     return Ok(Fetched {
@@ -362,11 +365,16 @@ mod tests {
         let e = redirect_error(
             reqwest::StatusCode::FOUND,
             &from,
-            Some(&location("http://user:pw@10.1.2.3:8080/steal?vekey=K&size=50")),
+            Some(&location(
+                "http://user:pw@10.1.2.3:8080/steal?vekey=K&size=50",
+            )),
         );
         assert_eq!(e.code(), "redirect");
         let shown = e.to_string();
-        assert!(shown.contains("HTTP 302") && shown.contains("host 10.1.2.3:8080"), "{shown}");
+        assert!(
+            shown.contains("HTTP 302") && shown.contains("host 10.1.2.3:8080"),
+            "{shown}"
+        );
         for hidden in ["vekey", "K&", "steal", "user", "pw"] {
             assert!(!shown.contains(hidden), "{hidden} in {shown}");
         }
@@ -387,7 +395,10 @@ mod tests {
         let own = UpstreamError::fatal("401", "IP没有添加白名单");
         assert_eq!(client_error(unauthorized, Err(own.clone())), own);
         for parsed in [
-            Err(UpstreamError::transient("malformed", "HTTP 401 body is not JSON")),
+            Err(UpstreamError::transient(
+                "malformed",
+                "HTTP 401 body is not JSON",
+            )),
             Err(UpstreamError::RateLimited {
                 code: "10009".into(),
                 message: "limited".into(),
@@ -416,7 +427,10 @@ mod tests {
             },
         ] {
             let shown = e.scrubbed(&r);
-            assert!(!format!("{shown} {shown:?}").contains("K3y-echoed"), "{shown:?}");
+            assert!(
+                !format!("{shown} {shown:?}").contains("K3y-echoed"),
+                "{shown:?}"
+            );
             assert!(shown.code().contains("***"), "{shown:?}");
         }
     }
