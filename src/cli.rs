@@ -454,6 +454,7 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
             initial: p.retry_initial,
             max_interval: p.retry_initial,
             timeout: p.timeout,
+            max_body: p.max_body,
         };
         let result = http
             .fetch(

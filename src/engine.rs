@@ -257,6 +257,7 @@ impl Engine {
             initial: p.retry_initial,
             max_interval: std::time::Duration::from_secs(60),
             timeout: p.timeout,
+            max_body: p.max_body,
         };
         let axis = match mode {
             Mode::Live => Axis::Live,

@@ -4,7 +4,14 @@
 //! worth retrying — connect errors, timeouts, 5xx, HTTP 429, and whatever the parser classes as
 //! transient or rate-limited (body codes, truncated or malformed bodies) — with exponential backoff
 //! and jitter (the `backoff` crate), honouring `Retry-After`, up to `max_retries`. A fatal answer
-//! stops at once. Nothing it logs or returns contains a secret: URLs go through the [`Redactor`].
+//! stops at once: any other 4xx, and any 3xx (redirects are never followed).
+//!
+//! Bounded by design: one answer costs at most `max_body` bytes of memory. The body is read chunk
+//! by chunk (inflated chunks, for a gzip answer) and given up as `body_too_large` (transient) the
+//! moment it would pass the cap — or before reading, when its `Content-Length` already does — and
+//! the per-request `timeout` covers the whole body, so one that never ends ends there. Nothing
+//! it logs or returns contains a secret: URLs go through the [`Redactor`], and so does every
+//! upstream error, code and message.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +21,7 @@ use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::bytesize;
 use crate::redact::Redactor;
 
 /// What an upstream said, classified by the source that knows its codes.
@@ -97,12 +105,16 @@ pub struct HttpRequest {
     pub body: Body,
 }
 
+/// How a fetch retries, and what one attempt may cost.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_retries: u32,
     pub initial: Duration,
     pub max_interval: Duration,
+    /// The whole of one attempt: connecting, sending, and reading the body to its end.
     pub timeout: Duration,
+    /// The most bytes one answer's body may have, on the wire and, for a gzip answer, inflated.
+    pub max_body: u64,
 }
 
 /// Why a fetch ended without a page.
@@ -186,7 +198,7 @@ impl Http {
             let shown_url = redactor.url(&req.url);
             attempts += 1;
             tracing::trace!(url = %shown_url, attempt = attempts, "request");
-            let outcome = self.attempt(&req, policy.timeout, &parse).await;
+            let outcome = self.attempt(&req, policy, &parse).await;
             let err = match outcome {
                 Ok(value) => {
                     return Ok(Fetched {
@@ -232,13 +244,13 @@ impl Http {
     async fn attempt<T>(
         &self,
         req: &HttpRequest,
-        timeout: Duration,
+        policy: &RetryPolicy,
         parse: &impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
     ) -> Result<T, UpstreamError> {
         let mut builder = self
             .client
             .request(req.method.clone(), req.url.clone())
-            .timeout(timeout);
+            .timeout(policy.timeout);
         for (name, value) in &req.headers {
             // Our headers carry credentials (damaijia's token): marked sensitive, so neither
             // reqwest's nor hyper's debug output ever prints them.
@@ -278,13 +290,61 @@ impl Http {
                 status.canonical_reason().unwrap_or("server error"),
             ));
         }
-        let body = resp.bytes().await.map_err(network_error);
+        let body = read_body(resp, policy).await;
         if status.is_client_error() {
             let parsed = body.and_then(|body| parse(status.as_u16(), &body).map(|_| ()));
             return Err(client_error(status, parsed));
         }
         parse(status.as_u16(), &body?)
     }
+}
+
+/// An answer's body, refused as soon as it is known to pass `max_body` bytes: from its
+/// `Content-Length` before reading, else while reading. Chunks come inflated from reqwest's gzip
+/// decoder (which hides the wire length), so for a gzip answer the cap is on inflated bytes; its
+/// wire bytes are at most those plus a few bytes of framing per deflate block, and a stream padded
+/// out with empty blocks is stopped by the timeout, which covers the whole body.
+async fn read_body(
+    mut resp: reqwest::Response,
+    policy: &RetryPolicy,
+) -> Result<Vec<u8>, UpstreamError> {
+    let max = policy.max_body;
+    let raise = "raise max_body for this pipeline if upstream really sends that much";
+    let declared = resp.content_length();
+    if let Some(len) = declared.filter(|len| *len > max) {
+        return Err(UpstreamError::transient(
+            "body_too_large",
+            format!(
+                "answer declares {} in its Content-Length, more than max_body ({}); {raise}",
+                bytesize::show(len),
+                bytesize::show(max)
+            ),
+        ));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let cut_off = |e: reqwest::Error| match e.is_timeout() {
+        true => UpstreamError::transient(
+            "timeout",
+            format!(
+                "the answer did not end within the timeout ({:?})",
+                policy.timeout
+            ),
+        ),
+        false => network_error(e),
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(cut_off)? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(UpstreamError::transient(
+                "body_too_large",
+                format!(
+                    "answer is larger than max_body ({}); {raise}",
+                    bytesize::show(max)
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A 3xx answer is fatal: nothing is sent where it points. The error names the status and the

@@ -5,6 +5,7 @@
 //! with retries; `store` commits each page with its checkpoint; `engine` runs a pipeline through
 //! all of them; `status` reports; `cli` ties them to the command line.
 
+pub mod bytesize;
 pub mod cli;
 pub mod config;
 pub mod daemon;
