@@ -3,8 +3,8 @@
 //! Where [`crate::faults`] draws ordinary trouble at random, a [`Hostile`] mode is set by a test
 //! ([`crate::Simulator::set_hostile`]) and replaces *every* answer of that simulator until it is
 //! cleared with `None`. Each simulator's handler applies it with one call, right after counting the
-//! request ([`crate::ledger::Ledger::hostile_answer`]); a hostile answer is never a rule violation
-//! and never counted as a fault. None of them holds its whole body in memory:
+//! request (`Ledger::hostile_answer`); a hostile answer is never a rule violation and never counted
+//! as a fault. None of them holds its whole body in memory:
 //! - [`Hostile::GzipBomb`]: HTTP 200, `Content-Encoding: gzip`, about 1 MB on the wire that inflates
 //!   to [`BOMB_INFLATED_BYTES`] (1 GiB) of JSON — `{"data":[` then spaces. Built once per process
 //!   from one deflate block of 1 MiB of spaces, repeated, so building it never inflates it.
@@ -214,7 +214,7 @@ mod tests {
         assert!(bomb.len() < 2_000_000, "{} bytes", bomb.len());
         let isize = u32::from_le_bytes(bomb[bomb.len() - 4..].try_into().unwrap());
         assert_eq!(u64::from(isize), BOMB_INFLATED_BYTES % (1 << 32));
-        assert!(BOMB_INFLATED_BYTES > 1 << 30);
+        const { assert!(BOMB_INFLATED_BYTES > 1 << 30) };
     }
 
     #[tokio::test]
