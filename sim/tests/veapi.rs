@@ -770,9 +770,11 @@ async fn hostile_answers_replace_every_answer_until_cleared_and_are_not_violatio
     use ordersync_sim::hostile::{Hostile, HUGE_BODY_BYTES};
     let sim = VeapiSim::start(config(30, 10)).await.expect("start");
     let params = window(wall(now() - Duration::days(11)), wall(now()), "pay", 50);
-    // Our own client, following no redirect: what the simulator sends is what we read.
+    // Our own client, following no redirect and inflating nothing (reqwest may have its gzip
+    // feature in a workspace build): what the simulator sends is what we read.
     let raw = reqwest::Client::builder()
         .no_proxy()
+        .no_gzip()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
