@@ -1,4 +1,4 @@
-//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency] [--source veapi|damaijia]`:
+//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency|hostile] [--source veapi|damaijia]`:
 //! what ordersync costs, measured, as one table.
 //!
 //! Simulators run in this process; the real release `ordersync` binary runs as a child, so its CPU
@@ -15,10 +15,15 @@
 //!    rusqlite loop inserting the same normalised rows with one prepared statement, batched in
 //!    transactions of a page, into the same schema;
 //! 3. all five sources in one `sync`, every simulated answer 50 ms late, against each pipeline
-//!    alone: the wall-time ratio says whether pipelines overlap.
+//!    alone: the wall-time ratio says whether pipelines overlap;
+//! 4. hostile answers (`sim::hostile`) with the default `max_body`: a gzip bomb inflating to 1 GiB,
+//!    300 MiB chunked, 300 MiB announced by `Content-Length` — peak RSS of a `sync` that meets one
+//!    (an attempt and a retry), against a `sync` of the same small world that meets none.
 //!
 //! Nothing here asserts a time; it prints figures (and fails only if a sync fails or the database
-//! disagrees with the simulator's order count, since a fast wrong answer is no figure at all).
+//! disagrees with the simulator's order count, since a fast wrong answer is no figure at all — or
+//! if a hostile answer does not fail the run as `body_too_large`, or takes its peak RSS to 100 MB,
+//! the bound ordersync promises).
 
 use std::path::Path;
 use std::process::Command;
@@ -32,7 +37,7 @@ use ordersync::store::{self, PageCommit, Progress};
 use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
 use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
 use ordersync_sim::{
-    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, Simulator, UnideskSim,
+    beijing_now, Faults, Hostile, MiaoyouquanSim, MiaoyouquanSimConfig, Simulator, UnideskSim,
     UnideskSimConfig, VeapiSim, VeapiSimConfig,
 };
 
@@ -43,7 +48,7 @@ const DAYS: i64 = 80;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let million = args.iter().any(|a| a == "--1m");
-    // `--only sync|store|concurrency` runs one part (while working on it); default all three.
+    // `--only sync|store|concurrency|hostile` runs one part (while working on it); default all four.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -128,6 +133,11 @@ fn main() {
         println!("\n## 3. five sources in one sync, every answer 50 ms late\n");
         concurrency(&rt);
     }
+
+    if part("hostile") {
+        println!("\n## 4. hostile answers, default max_body: peak RSS of the client\n");
+        hostile(&rt);
+    }
 }
 
 /// Figures of one child process.
@@ -138,9 +148,23 @@ struct Measured {
     max_rss_kb: i64,
 }
 
+/// Runs `cmd` to the end, reaping it with `wait4` to read its own rusage; it must succeed.
+fn measure(cmd: Command) -> Measured {
+    let ran = run_measured(cmd);
+    assert!(ran.ok, "ordersync failed:\n{}", ran.stderr);
+    ran.measured
+}
+
+/// Figures of one child process, whether it succeeded, and what it said on stderr.
+struct Ran {
+    measured: Measured,
+    ok: bool,
+    stderr: String,
+}
+
 /// Runs `cmd` to the end, reaping it with `wait4` to read its own rusage.
 #[allow(clippy::zombie_processes)] // reaped by wait4, which `Child::wait` cannot replace here
-fn measure(mut cmd: Command) -> Measured {
+fn run_measured(mut cmd: Command) -> Ran {
     let started = Instant::now();
     let child = cmd
         .stdout(std::process::Stdio::null())
@@ -183,12 +207,15 @@ fn measure(mut cmd: Command) -> Measured {
     let _ = poller.join();
     assert_eq!(reaped, pid, "wait4 failed");
     let exited_ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    assert!(exited_ok, "ordersync failed (status {status}):\n{stderr}");
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Measured {
-        wall,
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        max_rss_kb: hwm.load(std::sync::atomic::Ordering::Relaxed) as i64,
+    Ran {
+        measured: Measured {
+            wall,
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            max_rss_kb: hwm.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        },
+        ok: exited_ok,
+        stderr: format!("(status {status})\n{stderr}"),
     }
 }
 
@@ -673,6 +700,66 @@ fn concurrency(rt: &tokio::runtime::Runtime) {
     println!(
         "\nall five / slowest single = {:.2}",
         m.wall.as_secs_f64() / slowest.as_secs_f64()
+    );
+}
+
+/// Peak RSS of a `sync` meeting each hostile answer with the default `max_body`, and of one that
+/// meets none. Fails if a hostile answer does not fail the run as `body_too_large` or takes the
+/// client to 100 MB.
+fn hostile(rt: &tokio::runtime::Runtime) {
+    let now = beijing_now();
+    let sim = rt
+        .block_on(VeapiSim::start(VeapiSimConfig {
+            seed: 4,
+            vekey: "bench".into(),
+            orders: 200,
+            days: 10,
+            now,
+            faults: Faults::default(),
+        }))
+        .expect("simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("pipelines.toml");
+    // No max_body: the default is what is measured. One retry: a second attempt must not add up.
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\npath = \"{}\"\n[defaults]\nsettle_lag = \"1s\"\nmax_retries = 1\nretry_initial = \"10ms\"\n\
+             [[pipeline]]\nname = \"p\"\nsource = \"veapi\"\nendpoint = \"{}\"\nstart = \"{}\"\n\
+             [pipeline.auth]\nvekey = \"bench\"\n",
+            dir.path().join("bench.db").display(),
+            sim.endpoint(),
+            (now - ChronoDuration::days(11)).format("%Y-%m-%d"),
+        ),
+    )
+    .expect("config");
+    println!("| upstream answers | peak RSS MB | outcome |");
+    println!("|---|---:|---|");
+    const BOUND_KB: i64 = 100 * 1024;
+    for (label, mode) in [
+        ("gzip bomb: ~1 MB inflating to 1 GiB", Hostile::GzipBomb),
+        ("300 MiB, chunked", Hostile::HugeBody),
+        ("300 MiB with Content-Length", Hostile::HugeBodyWithLength),
+    ] {
+        sim.set_hostile(Some(mode));
+        let ran = run_measured(sync_command(&config));
+        let rss = ran.measured.max_rss_kb;
+        println!(
+            "| {label} | {:.1} | failed: body_too_large |",
+            rss as f64 / 1024.0
+        );
+        assert!(
+            !ran.ok && ran.stderr.contains("body_too_large"),
+            "{label}: expected a body_too_large failure:\n{}",
+            ran.stderr
+        );
+        assert!(rss < BOUND_KB, "{label}: peak RSS {rss} kB");
+    }
+    sim.set_hostile(None);
+    let calm = measure(sync_command(&config));
+    println!(
+        "| 200 orders, nothing hostile | {:.1} | ok |",
+        calm.max_rss_kb as f64 / 1024.0
     );
 }
 

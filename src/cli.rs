@@ -542,22 +542,20 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
             initial: p.retry_initial,
             max_interval: p.retry_initial,
             timeout: p.timeout,
+            max_body: p.max_body,
         };
-        let result = match sources::build_request(p.source, &query) {
-            Ok(req) => http
-                .fetch(
-                    &req,
-                    &policy,
-                    &Redactor::new(auth.values()),
-                    &cancel,
-                    &mut Default::default(),
-                    |s, b| sources::parse_page(p.source, &query, s, b),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let result = http
+            .fetch(
+                || sources::build_request(p.source, &query),
+                &policy,
+                &Redactor::new(auth.values()),
+                &cancel,
+                &mut Default::default(),
+                |s, b| sources::parse_page(p.source, &query, s, b),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e.to_string());
         if let Err(e) = result {
             eprintln!("ordersync: pipeline `{}`: {e}", p.name);
             failed = true;

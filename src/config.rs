@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use serde::Deserialize;
 
+use crate::bytesize;
 use crate::secret::Secret;
 use crate::sources::{SourceKind, SourceOptions};
 use crate::timefmt;
@@ -209,6 +210,8 @@ pub struct Pipeline {
     pub max_retries: u32,
     pub retry_initial: Duration,
     pub page_size: u32,
+    /// The most bytes one answer may have, on the wire and inflated.
+    pub max_body: u64,
     pub enabled: bool,
     pub options: SourceOptions,
     pub auth: AuthSpec,
@@ -332,6 +335,14 @@ struct RawDaemon {
 /// The longest duration a pipeline key may have: a hundred years.
 const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 
+/// `max_body` unless a pipeline says otherwise. sxt answers a whole snapshot in one response, at
+/// about 1.6 KB per ad order (the documented sample): 32 MiB holds some 20,000 of them, and is a
+/// hundred times the largest page of the paged sources. A process buffers at most this much per
+/// answer in flight, which keeps a hostile answer well inside 100 MB of RSS.
+pub const DEFAULT_MAX_BODY: u64 = 32 * bytesize::MIB;
+/// The range `max_body` may be set in: smaller cannot hold one page; larger defeats the point.
+const MAX_BODY_RANGE: std::ops::RangeInclusive<u64> = bytesize::KIB..=bytesize::GIB;
+
 /// The general keys every pipeline has; anything else is a source option, checked by the source.
 const GENERAL_KEYS: &[&str] = &[
     "name",
@@ -345,6 +356,7 @@ const GENERAL_KEYS: &[&str] = &[
     "max_retries",
     "retry_initial",
     "page_size",
+    "max_body",
     "enabled",
     "auth",
 ];
@@ -604,6 +616,18 @@ fn check_pipeline(
             ))
         }
     };
+    let max_body = {
+        let what = "must be a size like \"32MB\" or \"512KB\", from 1KB to 1GB";
+        match get("max_body") {
+            None => DEFAULT_MAX_BODY,
+            Some(toml::Value::String(s)) => bytesize::parse(s)
+                .filter(|n| MAX_BODY_RANGE.contains(n))
+                .ok_or_else(|| err("max_body", format!("{what}, got {s:?}")))?,
+            Some(other) => {
+                return Err(err("max_body", format!("{what}, got {}", other.type_str())))
+            }
+        }
+    };
     let enabled = match get("enabled") {
         None => true,
         Some(toml::Value::Boolean(b)) => *b,
@@ -657,6 +681,7 @@ fn check_pipeline(
         max_retries,
         retry_initial,
         page_size,
+        max_body,
         enabled,
         options,
         auth,
@@ -773,6 +798,25 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
         assert_eq!(days, vec![Weekday::Sat, Weekday::Sun, Weekday::Fri]);
         assert!(Schedule::parse("*/10 * * * * *").is_ok());
         assert!(Schedule::parse("* * *").is_err());
+    }
+
+    #[test]
+    fn max_body_is_a_size_defaulted_here_or_in_defaults() {
+        assert_eq!(parse(GOOD).unwrap().pipelines[0].max_body, 32 << 20);
+        let own = parse(&GOOD.replace("page_size = 40", "max_body = \"512KB\"")).unwrap();
+        assert_eq!(own.pipelines[0].max_body, 512 << 10);
+        let defaulted = parse(&GOOD.replace("lookback = \"1h\"", "max_body = \"2MB\"")).unwrap();
+        assert_eq!(defaulted.pipelines[0].max_body, 2 << 20);
+        for bad in ["\"lots\"", "\"0KB\"", "\"2GB\"", "100", "true"] {
+            let e =
+                parse(&GOOD.replace("page_size = 40", &format!("max_body = {bad}"))).unwrap_err();
+            assert_eq!(
+                (e.pipeline.as_deref(), e.key.as_deref()),
+                (Some("ve"), Some("max_body")),
+                "{bad}"
+            );
+            assert!(e.to_string().contains("like \"32MB\""), "{e}");
+        }
     }
 
     #[test]

@@ -261,6 +261,7 @@ impl Engine {
             initial: p.retry_initial,
             max_interval: std::time::Duration::from_secs(60),
             timeout: p.timeout,
+            max_body: p.max_body,
         };
         let axis = match mode {
             Mode::Live => Axis::Live,
@@ -281,13 +282,11 @@ impl Engine {
                     axis,
                     start: p.start,
                 };
-                let request = sources::build_request(p.source, &query)
-                    .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
                 let kind = p.source;
                 let fetched = self
                     .http
                     .fetch(
-                        &request,
+                        || sources::build_request(kind, &query),
                         &policy,
                         &redactor,
                         cancel,

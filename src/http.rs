@@ -4,7 +4,14 @@
 //! worth retrying — connect errors, timeouts, 5xx, HTTP 429, and whatever the parser classes as
 //! transient or rate-limited (body codes, truncated or malformed bodies) — with exponential backoff
 //! and jitter (the `backoff` crate), honouring `Retry-After`, up to `max_retries`. A fatal answer
-//! stops at once. Nothing it logs or returns contains a secret: URLs go through the [`Redactor`].
+//! stops at once: any other 4xx, and any 3xx (redirects are never followed).
+//!
+//! Bounded by design: one answer costs at most `max_body` bytes of memory. The body is read chunk
+//! by chunk (inflated chunks, for a gzip answer) and given up as `body_too_large` (transient) the
+//! moment it would pass the cap — or before reading, when its `Content-Length` already does — and
+//! the per-request `timeout` covers the whole body, so one that never ends ends there. Nothing
+//! it logs or returns contains a secret: URLs go through the [`Redactor`], and so does every
+//! upstream error, code and message.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +21,7 @@ use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::bytesize;
 use crate::redact::Redactor;
 
 /// What an upstream said, classified by the source that knows its codes.
@@ -57,10 +65,12 @@ impl UpstreamError {
         }
     }
 
+    /// The error with every secret hidden in all it carries from upstream: the code as well as the
+    /// message (an upstream may echo the key it was sent in either).
     fn scrubbed(self, r: &Redactor) -> Self {
         match self {
             UpstreamError::Transient { code, message } => UpstreamError::Transient {
-                code,
+                code: r.scrub(&code),
                 message: r.scrub(&message),
             },
             UpstreamError::RateLimited {
@@ -68,12 +78,12 @@ impl UpstreamError {
                 message,
                 retry_after,
             } => UpstreamError::RateLimited {
-                code,
+                code: r.scrub(&code),
                 message: r.scrub(&message),
                 retry_after,
             },
             UpstreamError::Fatal { code, message } => UpstreamError::Fatal {
-                code,
+                code: r.scrub(&code),
                 message: r.scrub(&message),
             },
         }
@@ -95,12 +105,16 @@ pub struct HttpRequest {
     pub body: Body,
 }
 
+/// How a fetch retries, and what one attempt may cost.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_retries: u32,
     pub initial: Duration,
     pub max_interval: Duration,
+    /// The whole of one attempt: connecting, sending, and reading the body to its end.
     pub timeout: Duration,
+    /// The most bytes one answer's body may have, on the wire and, for a gzip answer, inflated.
+    pub max_body: u64,
 }
 
 /// Why a fetch ended without a page.
@@ -144,17 +158,22 @@ impl Http {
             .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(30))
+            // A redirect would take the request, keys in its query string included, wherever the
+            // upstream says: a 3xx is an error instead (see `redirect_error`).
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Http { client })
     }
 
-    /// Sends `req` until `parse` accepts an answer, a fatal error comes, retries run out, or
-    /// `cancel` fires (only between attempts: a request in flight is not abandoned half-read).
-    /// The error carries how many requests were made; every failed attempt is tallied in `errors`
-    /// by upstream code.
+    /// Sends the request `build` makes until `parse` accepts an answer, a fatal error comes,
+    /// retries run out, or `cancel` fires (only between attempts: a request in flight is not
+    /// abandoned half-read). The request is built anew for every attempt, so what depends on the
+    /// time it is sent (TOP's signed `timestamp`, refused ten minutes on) is as fresh on a retry as
+    /// on the first try; an error building it is fatal. The error carries how many requests were
+    /// made; every failed attempt is tallied in `errors` by upstream code.
     pub async fn fetch<T>(
         &self,
-        req: &HttpRequest,
+        build: impl Fn() -> Result<HttpRequest, UpstreamError>,
         policy: &RetryPolicy,
         redactor: &Redactor,
         cancel: &CancellationToken,
@@ -170,15 +189,16 @@ impl Http {
             max_elapsed_time: None,
             ..Default::default()
         };
-        let shown_url = redactor.url(&req.url);
         let mut attempts: u32 = 0;
         loop {
             if cancel.is_cancelled() {
                 return Err((FetchError::Cancelled, attempts));
             }
+            let req = build().map_err(|e| (FetchError::Fatal(e.scrubbed(redactor)), attempts))?;
+            let shown_url = redactor.url(&req.url);
             attempts += 1;
             tracing::trace!(url = %shown_url, attempt = attempts, "request");
-            let outcome = self.attempt(req, policy.timeout, &parse).await;
+            let outcome = self.attempt(&req, policy, &parse).await;
             let err = match outcome {
                 Ok(value) => {
                     return Ok(Fetched {
@@ -224,13 +244,13 @@ impl Http {
     async fn attempt<T>(
         &self,
         req: &HttpRequest,
-        timeout: Duration,
+        policy: &RetryPolicy,
         parse: &impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
     ) -> Result<T, UpstreamError> {
         let mut builder = self
             .client
             .request(req.method.clone(), req.url.clone())
-            .timeout(timeout);
+            .timeout(policy.timeout);
         for (name, value) in &req.headers {
             // Our headers carry credentials (damaijia's token): marked sensitive, so neither
             // reqwest's nor hyper's debug output ever prints them.
@@ -247,13 +267,16 @@ impl Http {
         }
         let resp = builder.send().await.map_err(network_error)?;
         let status = resp.status();
+        if status.is_redirection() {
+            let location = resp.headers().get(reqwest::header::LOCATION);
+            return Err(redirect_error(status, &req.url, location));
+        }
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await.map_err(network_error)?;
         if status.as_u16() == 429 {
             return Err(UpstreamError::RateLimited {
                 code: "HTTP 429".into(),
@@ -267,7 +290,104 @@ impl Http {
                 status.canonical_reason().unwrap_or("server error"),
             ));
         }
-        parse(status.as_u16(), &body)
+        let body = read_body(resp, policy).await;
+        if status.is_client_error() {
+            let parsed = body.and_then(|body| parse(status.as_u16(), &body).map(|_| ()));
+            return Err(client_error(status, parsed));
+        }
+        parse(status.as_u16(), &body?)
+    }
+}
+
+/// An answer's body, refused as soon as it is known to pass `max_body` bytes: from its
+/// `Content-Length` before reading, else while reading. Chunks come inflated from reqwest's gzip
+/// decoder (which hides the wire length), so for a gzip answer the cap is on inflated bytes; its
+/// wire bytes are at most those plus a few bytes of framing per deflate block, and a stream padded
+/// out with empty blocks is stopped by the timeout, which covers the whole body.
+async fn read_body(
+    mut resp: reqwest::Response,
+    policy: &RetryPolicy,
+) -> Result<Vec<u8>, UpstreamError> {
+    let max = policy.max_body;
+    let raise = "raise max_body for this pipeline if upstream really sends that much";
+    let declared = resp.content_length();
+    if let Some(len) = declared.filter(|len| *len > max) {
+        return Err(UpstreamError::transient(
+            "body_too_large",
+            format!(
+                "answer declares {} in its Content-Length, more than max_body ({}); {raise}",
+                bytesize::show(len),
+                bytesize::show(max)
+            ),
+        ));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let cut_off = |e: reqwest::Error| match e.is_timeout() {
+        true => UpstreamError::transient(
+            "timeout",
+            format!(
+                "the answer did not end within the timeout ({:?})",
+                policy.timeout
+            ),
+        ),
+        false => network_error(e),
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(cut_off)? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(UpstreamError::transient(
+                "body_too_large",
+                format!(
+                    "answer is larger than max_body ({}); {raise}",
+                    bytesize::show(max)
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A 3xx answer is fatal: nothing is sent where it points. The error names the status and the
+/// target's host (and port) only — never the `Location` itself, which may carry our own query
+/// string, key included, back to us.
+fn redirect_error(
+    status: reqwest::StatusCode,
+    from: &Url,
+    location: Option<&reqwest::header::HeaderValue>,
+) -> UpstreamError {
+    let target = location
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| from.join(l).ok())
+        .and_then(|to| {
+            let host = to.host_str()?.to_string();
+            Some(match to.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            })
+        });
+    let message = match target {
+        Some(host) => format!(
+            "HTTP {} redirects to host {host}; redirects are not followed (the request and its key would go with it)",
+            status.as_u16()
+        ),
+        None => format!(
+            "HTTP {} redirects to a location that cannot be read; redirects are not followed",
+            status.as_u16()
+        ),
+    };
+    UpstreamError::fatal("redirect", message)
+}
+
+/// An HTTP 4xx (429 aside) is fatal whatever its body says — an HTML login page is not worth
+/// asking again. The source's own fatal code is kept when it recognised one in the body
+/// (miaoyouquan documents 401, 403 and 405 there); anything else is `HTTP <status>`.
+fn client_error(status: reqwest::StatusCode, parsed: Result<(), UpstreamError>) -> UpstreamError {
+    match parsed {
+        Err(own @ UpstreamError::Fatal { .. }) => own,
+        _ => UpstreamError::fatal(
+            format!("HTTP {}", status.as_u16()),
+            status.canonical_reason().unwrap_or("client error"),
+        ),
     }
 }
 
@@ -291,4 +411,87 @@ fn network_error(e: reqwest::Error) -> UpstreamError {
         source = s.source();
     }
     UpstreamError::transient(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn a_redirect_names_its_status_and_target_host_only() {
+        let from = Url::parse("http://api.example.cn/douke/csj_ordersearch?vekey=K").unwrap();
+        let location = |l: &str| reqwest::header::HeaderValue::from_str(l).unwrap();
+        let e = redirect_error(
+            reqwest::StatusCode::FOUND,
+            &from,
+            Some(&location(
+                "http://user:pw@10.1.2.3:8080/steal?vekey=K&size=50",
+            )),
+        );
+        assert_eq!(e.code(), "redirect");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("HTTP 302") && shown.contains("host 10.1.2.3:8080"),
+            "{shown}"
+        );
+        for hidden in ["vekey", "K&", "steal", "user", "pw"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        // A relative Location stays on the same host; none at all is still fatal.
+        let e = redirect_error(
+            reqwest::StatusCode::MOVED_PERMANENTLY,
+            &from,
+            Some(&location("/elsewhere?vekey=K")),
+        );
+        assert!(e.to_string().contains("host api.example.cn;"), "{e}");
+        let e = redirect_error(reqwest::StatusCode::TEMPORARY_REDIRECT, &from, None);
+        assert!(matches!(e, UpstreamError::Fatal { .. }) && e.to_string().contains("HTTP 307"));
+    }
+
+    #[test]
+    fn a_4xx_is_fatal_whatever_its_body_and_keeps_a_fatal_code_the_source_read() {
+        let unauthorized = reqwest::StatusCode::UNAUTHORIZED;
+        let own = UpstreamError::fatal("401", "IP没有添加白名单");
+        assert_eq!(client_error(unauthorized, Err(own.clone())), own);
+        for parsed in [
+            Err(UpstreamError::transient(
+                "malformed",
+                "HTTP 401 body is not JSON",
+            )),
+            Err(UpstreamError::RateLimited {
+                code: "10009".into(),
+                message: "limited".into(),
+                retry_after: None,
+            }),
+            Ok(()),
+        ] {
+            assert_eq!(
+                client_error(unauthorized, parsed),
+                UpstreamError::fatal("HTTP 401", "Unauthorized")
+            );
+        }
+    }
+
+    #[test]
+    fn scrubbing_hides_a_secret_in_the_code_as_well_as_the_message() {
+        let key = Secret::new("K3y-echoed");
+        let r = Redactor::new([&key]);
+        for e in [
+            UpstreamError::fatal("K3y-echoed", "bad key K3y-echoed"),
+            UpstreamError::transient("x K3y-echoed", "K3y-echoed"),
+            UpstreamError::RateLimited {
+                code: "K3y-echoed".into(),
+                message: "slow down, K3y-echoed".into(),
+                retry_after: Some(Duration::from_secs(3)),
+            },
+        ] {
+            let shown = e.scrubbed(&r);
+            assert!(
+                !format!("{shown} {shown:?}").contains("K3y-echoed"),
+                "{shown:?}"
+            );
+            assert!(shown.code().contains("***"), "{shown:?}");
+        }
+    }
 }

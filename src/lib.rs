@@ -6,6 +6,7 @@
 //! all of them; `status` reports; `cli` ties them to the command line.
 
 pub mod backup;
+pub mod bytesize;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,10 +1,14 @@
 //! What every simulator counts about the requests it serves: all of them, the refused ones (one
-//! readable line each) and the faults it injected; and the [`Simulator`] accessors reading them.
+//! readable line each) and the faults it injected; the hostile answer it is told to give instead
+//! of any other ([`Hostile`]); and the [`Simulator`] accessors reading and setting them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use axum::response::Response;
+
 use crate::faults::{FaultCounts, FaultInjector, Faults};
+use crate::hostile::Hostile;
 use crate::poison::{Poison, Poisoner};
 
 /// One simulator's counters and its fault injector, shared with its request handlers.
@@ -14,6 +18,7 @@ pub struct Ledger {
     pub(crate) poison: Poisoner,
     requests: AtomicU64,
     violations: Mutex<Vec<String>>,
+    hostile: Mutex<Option<Hostile>>,
 }
 
 impl Ledger {
@@ -23,7 +28,15 @@ impl Ledger {
             poison: Poisoner::default(),
             requests: AtomicU64::new(0),
             violations: Mutex::new(Vec::new()),
+            hostile: Mutex::new(None),
         }
+    }
+
+    /// The hostile answer to give this request (whose query string is `query`) instead of any
+    /// other, while one is set: a handler returns it right after counting the request.
+    pub(crate) fn hostile_answer(&self, query: Option<&str>) -> Option<Response> {
+        let mode = lock(&self.hostile).clone()?;
+        Some(mode.answer(query))
     }
 
     /// Counts a request that reached the server and returns its number, from 1.
@@ -72,6 +85,12 @@ pub trait Simulator {
     /// [`crate::poison`]); `None` serves it sound again. The ground truth does not change.
     fn poison(&self, order_id: &str, poison: Option<Poison>) {
         self.ledger().poison.set(order_id, poison);
+    }
+
+    /// From the next request on, answer every request with `mode` (see [`Hostile`]) instead of
+    /// anything else, until set back to `None`.
+    fn set_hostile(&self, mode: Option<Hostile>) {
+        *lock(&self.ledger().hostile) = mode;
     }
 }
 

@@ -4,11 +4,13 @@
 //! like the real API from a world of orders generated deterministically from a seed and a "now".
 //! It enforces the API's documented rules (a request that breaks one is refused the way upstream
 //! would refuse it and recorded as a violation), can change orders between syncs, injects faults
-//! on request ([`Faults`]), and exposes its ground truth so a test can compare a database with it.
+//! on request ([`Faults`]), answers like a hostile upstream on cue ([`Hostile`]), and exposes its
+//! ground truth so a test can compare a database with it.
 //! All times are `chrono::NaiveDateTime` holding Beijing wall-clock time (UTC+8, no DST).
 
 pub mod damaijia;
 pub mod faults;
+pub mod hostile;
 mod http;
 mod keyset;
 pub mod ledger;
@@ -21,6 +23,7 @@ pub mod unidesk;
 pub mod veapi;
 
 pub use faults::Faults;
+pub use hostile::Hostile;
 pub use ledger::Simulator;
 pub use miaoyouquan::{MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder};
 pub use poison::Poison;

@@ -764,3 +764,88 @@ fn the_binary_prints_its_endpoint_and_serves() {
     assert_eq!(v["error"], "0", "{v}");
     assert_eq!(rows(&v).len(), 20);
 }
+
+#[tokio::test]
+async fn hostile_answers_replace_every_answer_until_cleared_and_are_not_violations() {
+    use ordersync_sim::hostile::{Hostile, HUGE_BODY_BYTES};
+    let sim = VeapiSim::start(config(30, 10)).await.expect("start");
+    let params = window(wall(now() - Duration::days(11)), wall(now()), "pay", 50);
+    // Our own client, following no redirect and inflating nothing (reqwest may have its gzip
+    // feature in a workspace build): what the simulator sends is what we read.
+    let raw = reqwest::Client::builder()
+        .no_proxy()
+        .no_gzip()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let send = || raw.get(sim.endpoint()).query(&params).send();
+
+    sim.set_hostile(Some(Hostile::GzipBomb));
+    let resp = send().await.expect("request");
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let wire = resp.bytes().await.expect("body");
+    assert!(
+        wire.len() < 2_000_000 && wire.starts_with(&[0x1f, 0x8b]),
+        "{}",
+        wire.len()
+    );
+
+    sim.set_hostile(Some(Hostile::HugeBodyWithLength));
+    let resp = send().await.expect("request");
+    assert_eq!(resp.content_length(), Some(HUGE_BODY_BYTES));
+    drop(resp);
+
+    sim.set_hostile(Some(Hostile::HugeBody));
+    let resp = send().await.expect("request");
+    assert_eq!(
+        resp.content_length(),
+        None,
+        "chunked: the size is learnt by reading"
+    );
+    drop(resp);
+
+    let elsewhere = "http://127.0.0.1:9/douke/csj_ordersearch".to_string();
+    sim.set_hostile(Some(Hostile::Redirect {
+        to: elsewhere.clone(),
+    }));
+    let resp = send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 302);
+    let location = resp.headers()["location"]
+        .to_str()
+        .expect("text")
+        .to_string();
+    assert!(
+        location.starts_with(&format!("{elsewhere}?"))
+            && location.contains(&format!("vekey={KEY}")),
+        "{location}"
+    );
+
+    sim.set_hostile(Some(Hostile::Html401));
+    let resp = send().await.expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert!(resp.text().await.expect("body").starts_with("<html>"));
+
+    sim.set_hostile(None);
+    let r = get(&sim, &params).await;
+    assert_eq!(r.json()["error"], "0");
+    assert_eq!(rows(&r.json()).len(), 30);
+    assert_eq!(sim.requests(), 6);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    assert_eq!(sim.faults_injected(), 0);
+}
+
+#[tokio::test]
+async fn a_forced_code_answers_every_request_with_it() {
+    let sim = VeapiSim::start(config(5, 10)).await.expect("start");
+    let params = window(wall(now() - Duration::days(11)), wall(now()), "pay", 50);
+    sim.set_forced_code(Some((KEY.to_string(), "echoed".to_string())));
+    let v = get(&sim, &params).await.json();
+    assert_eq!(
+        (v["error"].as_str(), v["msg"].as_str()),
+        (Some(KEY), Some("echoed"))
+    );
+    assert_eq!(rows(&v).len(), 0);
+    sim.set_forced_code(None);
+    assert_eq!(rows(&get(&sim, &params).await.json()).len(), 5);
+    assert!(sim.violations().is_empty());
+}

@@ -410,10 +410,14 @@ const ROWS_AT: RowsAt = RowsAt {
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let n = shared.ledger.next_request();
+    if let Some(resp) = shared.ledger.hostile_answer(uri.query()) {
+        return resp;
+    }
     if let Some(status) = *lock(&shared.forced) {
         return http::json(error_body(status));
     }

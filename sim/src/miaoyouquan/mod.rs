@@ -306,6 +306,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let n = shared.ledger.next_request();
+    if let Some(resp) = shared.ledger.hostile_answer(uri.query()) {
+        return resp;
+    }
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET {
         shared.violation(

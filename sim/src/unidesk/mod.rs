@@ -77,7 +77,7 @@ pub const RESPONSE_KEY: &str = "alibaba_taobao_ud_smart_order_detail_pull_respon
 /// | 32 | Missing version | `isv.missing-version` | no `v` | fatal |
 /// | 34 | Unsupported version | `isv.unsupported-version` | `v` is not `2.0` | fatal |
 /// | 41 | Invalid arguments | `isv.invalid-parameter` | the dto (missing, not a JSON object, bad or missing times, end before start, window crossing a Beijing midnight, bad `prod_type`, unknown or foreign `cursor_id`) or `sign_method` not `md5`; `sub_msg` is `非法参数:<parameter>:<what>` | fatal |
-/// | 43 | Invalid timestamp | `isv.invalid-timestamp` | `timestamp` not `yyyy-MM-dd HH:mm:ss`, or more than 10 minutes from now | fatal |
+/// | 43 | Invalid timestamp | `isv.invalid-timestamp` | `timestamp` not `yyyy-MM-dd HH:mm:ss`, or more than 10 minutes from now ([`UnideskSim::set_timestamp_tolerance`] narrows it) | fatal |
 ///
 /// The codes and messages are TOP's; the sub-codes other than 7's, 15's, 27's, 29's and 41's are the
 /// simulator's choice in TOP's style (the document lists none). Only 7 (and any `*limited*`
@@ -272,6 +272,7 @@ impl UnideskSim {
                 app_key: cfg.app_key.clone(),
                 app_secret: cfg.app_secret.clone(),
                 session: cfg.session.clone(),
+                timestamp_tolerance_secs: query::TIMESTAMP_TOLERANCE_SECS,
             }),
             cursors: Mutex::new(HashMap::new()),
             ledger: Ledger::new(cfg.faults.clone()),
@@ -309,6 +310,13 @@ impl UnideskSim {
     /// Changes the app secret the signature is checked with (to simulate a rotated secret).
     pub fn set_secret(&self, app_secret: &str) {
         lock(&self.shared.creds).app_secret = app_secret.to_string();
+    }
+
+    /// Accepts a `timestamp` at most `secs` seconds from the gateway's now (600 at start): a
+    /// narrow tolerance stands in for ten minutes passing, so a test can show that a request
+    /// retried later is signed with the time it is sent at, not the time it was first built.
+    pub fn set_timestamp_tolerance(&self, secs: i64) {
+        lock(&self.shared.creds).timestamp_tolerance_secs = secs;
     }
 
     /// The `[start_time, end_time]` of every accepted request (refused and answer-replacing faulted
@@ -405,6 +413,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let n = shared.ledger.next_request();
+    if let Some(resp) = shared.ledger.hostile_answer(uri.query()) {
+        return resp;
+    }
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET && method != Method::POST {
         shared.violation(

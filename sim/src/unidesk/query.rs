@@ -35,7 +35,7 @@ use crate::time::{millis_text, parse_wall_clock, parse_wall_clock_millis, to_uni
 
 /// The business parameter holding the query.
 pub(crate) const DTO: &str = "order_top_cursor_query_dto";
-/// How far the `timestamp` may be from now, either way.
+/// How far the `timestamp` may be from now, either way, unless a test narrows it.
 pub(crate) const TIMESTAMP_TOLERANCE_SECS: i64 = 600;
 /// `prod_type` 1: udsmart (the default); 2: 流量通Pro.
 pub(crate) const PROD_TYPE_UDSMART: u8 = 1;
@@ -70,6 +70,8 @@ pub(crate) struct Credentials {
     pub(crate) app_key: String,
     pub(crate) app_secret: String,
     pub(crate) session: Option<String>,
+    /// How far the `timestamp` may be from now, in seconds, either way.
+    pub(crate) timestamp_tolerance_secs: i64,
 }
 
 /// A refused request: the TOP error, its `sub_msg`, and the violation's reason.
@@ -216,11 +218,14 @@ pub(crate) fn parse(
         ));
     };
     let off = (at - now).num_seconds();
-    if off.abs() > TIMESTAMP_TOLERANCE_SECS {
+    if off.abs() > creds.timestamp_tolerance_secs {
         return Err(refuse(
             codes::INVALID_TIMESTAMP,
             "timestamp与服务器时间相差超过10分钟",
-            format!("timestamp {at} is {off}s from now ({now}); at most 600s either way"),
+            format!(
+                "timestamp {at} is {off}s from now ({now}); at most {}s either way",
+                creds.timestamp_tolerance_secs
+            ),
         ));
     }
     match params.get("format") {
@@ -402,6 +407,7 @@ mod tests {
             app_key: "k".into(),
             app_secret: "s".into(),
             session: Some("sess".into()),
+            timestamp_tolerance_secs: TIMESTAMP_TOLERANCE_SECS,
         }
     }
 

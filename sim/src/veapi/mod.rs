@@ -38,7 +38,8 @@ pub const PATH: &str = "/douke/csj_ordersearch";
 
 /// Body-level `error` codes. The document lists none; these are the simulator's documented choice,
 /// and ordersync's veapi source classifies answers by them. Every answer is HTTP 200; an error body
-/// is `{"error":"<code>","msg":"…","data":[],"cursor":""}`.
+/// is `{"error":"<code>","msg":"…","data":[],"cursor":""}`. [`VeapiSim::set_forced_code`] answers
+/// any other code the test chooses, the same way.
 pub mod codes {
     /// Success.
     pub const OK: &str = "0";
@@ -146,9 +147,9 @@ struct Shared {
     cursors: Mutex<HashMap<String, Scope>>,
     /// Cursors handed out carry the key (an upstream echoing what it was sent).
     key_in_cursor: std::sync::atomic::AtomicBool,
-    /// `(error, msg)` every real answer is replaced with, when set.
-    forced: Mutex<Option<(String, String)>>,
     ledger: Ledger,
+    /// The `(error, msg)` every request is answered with, while set.
+    forced: Mutex<Option<(String, String)>>,
 }
 
 impl Simulator for VeapiSim {
@@ -171,8 +172,8 @@ impl VeapiSim {
             vekey: Mutex::new(cfg.vekey.clone()),
             cursors: Mutex::new(HashMap::new()),
             key_in_cursor: std::sync::atomic::AtomicBool::new(false),
-            forced: Mutex::new(None),
             ledger: Ledger::new(cfg.faults.clone()),
+            forced: Mutex::new(None),
         });
         let router = Router::new()
             .route(PATH, any(handle))
@@ -201,13 +202,13 @@ impl VeapiSim {
         *lock(&self.shared.vekey) = vekey.to_string();
     }
 
-    /// `Some((error, msg))`: from now on, answer HTTP 200 `{"error":error,"msg":msg,"data":[],
-    /// "cursor":""}` in place of every real answer — before any rule is checked, and without recording
-    /// a violation — until `None`. Any text goes, so a test can send a code ordersync does not know.
-    /// Injected faults still come first: they stand for the network and the gateway in front of
-    /// the API, which answer whatever the API would have said.
-    pub fn set_forced_error(&self, error: Option<(&str, &str)>) {
-        *lock(&self.shared.forced) = error.map(|(code, msg)| (code.to_string(), msg.to_string()));
+    /// Until called with `None`, answers every GET or POST to [`PATH`] with HTTP 200
+    /// `{"error":code,"msg":msg,"data":[],"cursor":""}` in place of the real answer, before the key
+    /// and parameters are looked at (not a violation). Any text goes — a code ordersync does not
+    /// know, or the key, as an upstream that echoes what it was sent might. Injected faults still
+    /// come first: they stand for the network and the gateway in front of the API.
+    pub fn set_forced_code(&self, code: Option<(String, String)>) {
+        *lock(&self.shared.forced) = code;
     }
 
     /// Moves up to `n` orders one step along PAY_SUCC→CONFIRM→SETTLE (or PAY_SUCC→REFUND, one in
@@ -276,6 +277,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let n = shared.ledger.next_request();
+    if let Some(resp) = shared.ledger.hostile_answer(uri.query()) {
+        return resp;
+    }
     let params = Params::new(uri.query(), &headers, &body);
     if method != Method::GET && method != Method::POST {
         shared.violation(n, &format!("method {method} not allowed"), &params);
