@@ -311,8 +311,10 @@ fn an_upstream_code_outside_the_known_set_is_counted_as_other() {
     };
     let h = Harness::veapi(50, 10, faults);
     const ODD_CODE: &str = "echo-SeCrEt-7f3a";
-    h.sim
-        .set_forced_code(Some((ODD_CODE.into(), "upstream said something new".into())));
+    h.sim.set_forced_code(Some((
+        ODD_CODE.into(),
+        "upstream said something new".into(),
+    )));
     let port = free_port();
     write_daemon_config(&h, port, &[("ve", GOOD_KEY)]);
     let mut d = Daemon::start(&h, port, None);

@@ -217,6 +217,10 @@ fn no_secret_in_trace_logs_status_or_database() {
 #[test]
 fn readme_queries_run_against_a_synced_database() {
     let h = Harness::veapi(600, 90, Faults::default());
+    // One row upstream spoils, so that the rejected_rows example has something to show.
+    let spoiled = h.sim.truth()[5].order_id.clone();
+    h.sim
+        .poison(&spoiled, Some(ordersync_sim::Poison::BadAmount));
     assert_ok(&h.run(&["sync"]));
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
