@@ -310,22 +310,7 @@ impl Engine {
                     }
                     next => next,
                 };
-                let progress = match &next {
-                    // A cursor that echoes a secret is not written to the database: a resumed
-                    // run reads the window again from its start instead.
-                    Some(next) if redactor.reveals(next) => {
-                        tracing::warn!(pipeline = %p.name, "upstream's cursor holds a secret; it is not saved, so a resumed run starts this window again");
-                        Progress::Next {
-                            window,
-                            cursor: first.to_string(),
-                        }
-                    }
-                    Some(next) => Progress::Next {
-                        window,
-                        cursor: next.clone(),
-                    },
-                    None => Progress::WindowDone { window },
-                };
+                let progress = progress_to_save(p, window, next.as_deref(), first, &redactor);
                 let commit = PageCommit {
                     run_id,
                     pipeline: p.name.clone(),
@@ -371,6 +356,32 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// What the checkpoint says after a page of `window` whose next cursor is `next`. A cursor that
+/// echoes a secret is not written to the database: the window's `first` cursor is, and a resumed
+/// run reads the window again from its start.
+fn progress_to_save(
+    p: &Pipeline,
+    window: Window,
+    next: Option<&str>,
+    first: &str,
+    redactor: &Redactor,
+) -> Progress {
+    match next {
+        Some(next) if redactor.reveals(next) => {
+            tracing::warn!(pipeline = %p.name, "upstream's cursor holds a secret; it is not saved, so a resumed run starts this window again");
+            Progress::Next {
+                window,
+                cursor: first.to_string(),
+            }
+        }
+        Some(next) => Progress::Next {
+            window,
+            cursor: next.to_string(),
+        },
+        None => Progress::WindowDone { window },
     }
 }
 
