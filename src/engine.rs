@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Pipeline};
 use crate::http::{FetchError, Http, RetryPolicy};
+use crate::model::RejectedRow;
 use crate::planner::{self, Clamp, Window};
 use crate::redact::Redactor;
 use crate::sources::{self, Axis, PageQuery};
@@ -317,7 +318,15 @@ impl Engine {
                     scope: mode.scope(),
                     source: p.source,
                     orders: page.orders,
-                    rejected: page.rejected,
+                    // A reason quotes what upstream sent; it may echo a secret.
+                    rejected: page
+                        .rejected
+                        .into_iter()
+                        .map(|r| RejectedRow {
+                            reason: redactor.scrub(&r.reason),
+                            ..r
+                        })
+                        .collect(),
                     asked: (window, redactor.scrub(&cursor)),
                     requests: fetched.requests,
                     progress,
@@ -335,7 +344,7 @@ impl Engine {
                     tracing::warn!(
                         pipeline = %p.name,
                         order_id = order_id.as_deref().unwrap_or("unknown"),
-                        reason = %redactor.scrub(reason),
+                        reason = %reason,
                         "row rejected: kept in rejected_rows (`ordersync rejects`); the run goes on"
                     );
                 }

@@ -198,6 +198,36 @@ fn one_bad_row_of_each_kind_costs_only_itself_and_the_run_goes_on() {
 }
 
 #[test]
+fn a_secret_echoed_in_a_bad_field_stays_out_of_the_reason_and_the_logs() {
+    let h = Harness::veapi(60, 5, ordersync_sim::Faults::default());
+    let id = h.sim.truth()[3].order_id.clone();
+    h.sim
+        .poison(&id, Some(Poison::AmountText(VEKEY.to_string())));
+    let out = h
+        .command(&["sync"])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(!text(&out).contains(VEKEY), "{}", text(&out));
+    let reason: String = h
+        .db()
+        .query_row("SELECT reason FROM rejected_rows", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        reason.contains("`total_pay_amount`") && reason.contains("***"),
+        "{reason}"
+    );
+    let listed = h.run(&["rejects"]);
+    let shown = String::from_utf8_lossy(&listed.stdout);
+    // The row's text is kept as upstream sent it (raw is data, not a message); the reason is ours.
+    assert!(shown.contains("reason: `total_pay_amount`"), "{shown}");
+    assert!(!shown
+        .lines()
+        .any(|l| l.contains("reason:") && l.contains(VEKEY)));
+}
+
+#[test]
 fn rejects_of_an_unknown_pipeline_is_a_config_error() {
     let h = Harness::veapi(5, 2, ordersync_sim::Faults::default());
     let out = h.run(&["rejects", "nope"]);

@@ -29,6 +29,8 @@ pub enum Poison {
     ObjectId,
     /// The amount field holds text that is not a number.
     BadAmount,
+    /// The amount field holds this text (an upstream echoing what it was sent, say).
+    AmountText(String),
     /// A field the client never reads (`remark`, added) holds one byte that is not UTF-8.
     InvalidUtf8,
     /// The order id is sent as this JSON integer, 20 digits or more (past 64 bits): not bad, only
@@ -134,9 +136,13 @@ fn spoil(row: &mut Value, poison: &Poison, at: RowsAt) {
             let old = row.pointer(at.id).cloned().unwrap_or(Value::Null);
             set(row, parent, key, json!({ "id": old }));
         }
-        Poison::BadAmount => {
+        Poison::BadAmount | Poison::AmountText(_) => {
+            let text = match poison {
+                Poison::AmountText(text) => text.as_str(),
+                _ => "12,50元",
+            };
             let (parent, key) = at.amount.rsplit_once('/').unwrap_or(("", at.amount));
-            set(row, parent, key, json!("12,50元"));
+            set(row, parent, key, json!(text));
         }
         Poison::InvalidUtf8 => set(row, "", "remark", json!(UTF8_MARK)),
         Poison::LongId(_) => set(row, parent, key, json!(LONG_MARK)),
