@@ -137,7 +137,11 @@ impl Engine {
             }
         };
         let (outcome, error, loose_requests) = match self
-            .walk(p, auth, mode, run_id, cancel, &mut report, on_event)
+            .walk(
+                &Run::new(p, auth, mode, run_id, cancel),
+                &mut report,
+                on_event,
+            )
             .await
         {
             Ok(()) => (Outcome::Ok, None, 0),
@@ -173,75 +177,26 @@ impl Engine {
         report
     }
 
-    #[allow(clippy::too_many_arguments)] // private: the run's state, threaded through once
+    /// Plans the run from its track, then reads each window page by page.
     async fn walk(
         &self,
-        p: &Pipeline,
-        auth: &Auth,
-        mode: Mode,
-        run_id: i64,
-        cancel: &CancellationToken,
+        run: &Run<'_>,
         report: &mut RunReport,
         on_event: &mut (dyn FnMut(&RunEvent) + Send),
     ) -> Result<(), Stop> {
+        let p = run.p;
         let now = timefmt::beijing_now();
-        // A snapshot has no time filter to settle: it is complete as of the moment it is taken.
-        let settle_lag = if p.source.is_snapshot() {
-            Duration::zero()
-        } else {
-            chrono_of(p.settle_lag)
-        };
-        let settled_until = now - settle_lag;
-        // On a whole second: an upstream with inclusive whole-second bounds (veapi) is asked up to
-        // the second before a window's end, so a window ending mid-second would be marked finished
-        // for part of a second nobody asked for.
-        let settled_until = settled_until.with_nanosecond(0).unwrap_or(settled_until);
-        let range = match mode {
-            Mode::Live => None,
-            Mode::Backfill { from, to } => {
-                Some((from, to.unwrap_or(settled_until).min(settled_until)))
-            }
-        };
-        let (name, scope) = (p.name.clone(), mode.scope());
+        let settled = settled_until(p, now);
+        let range = backfill_range(run.mode, settled);
+        let (name, scope) = (p.name.clone(), run.mode.scope());
         let track: Track = self
             .store
             .call(move |c| store::ensure_track(c, &name, &scope, range))
             .await
             .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
         report.watermark = track.watermark;
-
-        let mut todo: Vec<(Window, String)> = Vec::new();
-        let resume_end = track.in_progress.as_ref().map(|(w, _)| w.end);
-        if let Some((w, cursor)) = track.in_progress {
-            todo.push((w, sources::resume_cursor(p.source, &cursor)));
-        }
-        let span = match mode {
-            Mode::Live => {
-                let from = match resume_end {
-                    Some(end) => Some(end),
-                    None => planner::live_range(
-                        p.start,
-                        track.watermark,
-                        chrono_of(p.lookback),
-                        Duration::zero(),
-                        settled_until,
-                    )
-                    .map(|r| r.0),
-                };
-                from.map(|f| (f, settled_until))
-            }
-            Mode::Backfill { from, .. } => {
-                let end = range.map_or(settled_until, |r| r.1);
-                let start = resume_end.or(track.watermark).unwrap_or(from).max(from);
-                Some((start, end))
-            }
-        };
-        let rules = p.source.window_rules();
-        let plan = match span {
-            Some((from, to)) => planner::plan(&rules, from, to, now),
-            None => Default::default(),
-        };
-        if let Some(c) = plan.clamped {
+        let plan = plan_run(p, run.mode, &track, settled, now);
+        if let Some(c) = plan.clamp {
             tracing::warn!(
                 pipeline = %p.name,
                 requested = %timefmt::fmt_seconds(c.requested),
@@ -250,132 +205,246 @@ impl Engine {
             );
             report.clamp = Some(c);
         }
-        let first = sources::first_cursor(p.source);
-        todo.extend(plan.windows.into_iter().map(|w| (w, first.to_string())));
         on_event(&RunEvent::Planned {
-            windows: todo.len(),
+            windows: plan.windows.len(),
         });
-
-        let redactor = Redactor::new(auth.values());
-        let policy = RetryPolicy {
-            max_retries: p.max_retries,
-            initial: p.retry_initial,
-            max_interval: std::time::Duration::from_secs(60),
-            timeout: p.timeout,
-            max_body: p.max_body,
-        };
-        let axis = match mode {
-            Mode::Live => Axis::Live,
-            Mode::Backfill { .. } => Axis::Backfill,
-        };
-        for (window, mut cursor) in todo {
-            loop {
-                if cancel.is_cancelled() {
-                    return Err(Stop::Cancelled(0));
-                }
-                let query = PageQuery {
-                    endpoint: &p.endpoint,
-                    auth,
-                    options: &p.options,
-                    window,
-                    cursor: &cursor,
-                    page_size: p.page_size,
-                    axis,
-                    start: p.start,
-                };
-                let kind = p.source;
-                let fetched = self
-                    .http
-                    .fetch(
-                        || sources::build_request(kind, &query),
-                        &policy,
-                        &redactor,
-                        cancel,
-                        &mut report.upstream_errors,
-                        |status, body| sources::parse_page(kind, &query, status, body),
-                    )
-                    .await
-                    .map_err(|(e, n)| match e {
-                        FetchError::Cancelled => Stop::Cancelled(u64::from(n)),
-                        other => {
-                            Stop::Failed(format!("pipeline `{}`: {other}", p.name), u64::from(n))
-                        }
-                    })?;
-                let page = fetched.value;
-                let next = match page.next_cursor {
-                    Some(next) if next == cursor => {
-                        return Err(Stop::Failed(
-                            format!("pipeline `{}`: upstream returned the same cursor again; stopping instead of looping", p.name),
-                            u64::from(fetched.requests),
-                        ))
-                    }
-                    next => next,
-                };
-                let progress = progress_to_save(p, window, next.as_deref(), first, &redactor);
-                let commit = PageCommit {
-                    run_id,
-                    pipeline: p.name.clone(),
-                    scope: mode.scope(),
-                    source: p.source,
-                    orders: page.orders,
-                    // A reason quotes what upstream sent; it may echo a secret.
-                    rejected: page
-                        .rejected
-                        .into_iter()
-                        .map(|r| RejectedRow {
-                            reason: redactor.scrub(&r.reason),
-                            ..r
-                        })
-                        .collect(),
-                    asked: (window, redactor.scrub(&cursor)),
-                    requests: fetched.requests,
-                    progress,
-                };
-                let stats = self
-                    .store
-                    .call(move |c| store::commit_page(c, &commit))
-                    .await
-                    .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
-                report.rows_seen += stats.seen;
-                report.rows_changed += stats.changed;
-                report.rows_rejected += stats.rejected;
-                report.requests += u64::from(fetched.requests);
-                for (order_id, reason) in &stats.newly_rejected {
-                    tracing::warn!(
-                        pipeline = %p.name,
-                        order_id = order_id.as_deref().unwrap_or("unknown"),
-                        reason = %reason,
-                        "row rejected: kept in rejected_rows (`ordersync rejects`); the run goes on"
-                    );
-                }
-                on_event(&RunEvent::Page {
-                    window,
-                    rows: stats.seen,
-                });
-                match next {
-                    Some(next) => cursor = next,
-                    None => {
-                        report.windows += 1;
-                        report.watermark =
-                            Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
-                        on_event(&RunEvent::WindowDone { window });
-                        break;
-                    }
-                }
-            }
+        for (window, cursor) in plan.windows {
+            self.read_window(run, window, cursor, report, on_event)
+                .await?;
+            report.windows += 1;
+            report.watermark = Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
+            on_event(&RunEvent::WindowDone { window });
         }
         Ok(())
+    }
+
+    /// Reads one window from `cursor` to its last page, committing each page with its checkpoint.
+    async fn read_window(
+        &self,
+        run: &Run<'_>,
+        window: Window,
+        mut cursor: String,
+        report: &mut RunReport,
+        on_event: &mut (dyn FnMut(&RunEvent) + Send),
+    ) -> Result<(), Stop> {
+        let p = run.p;
+        loop {
+            if run.cancel.is_cancelled() {
+                return Err(Stop::Cancelled(0));
+            }
+            let query = PageQuery {
+                endpoint: &p.endpoint,
+                auth: run.auth,
+                options: &p.options,
+                window,
+                cursor: &cursor,
+                page_size: p.page_size,
+                axis: run.axis,
+                start: p.start,
+            };
+            let kind = p.source;
+            let fetched = self
+                .http
+                .fetch(
+                    || sources::build_request(kind, &query),
+                    &run.policy,
+                    &run.redactor,
+                    run.cancel,
+                    &mut report.upstream_errors,
+                    |status, body| sources::parse_page(kind, &query, status, body),
+                )
+                .await
+                .map_err(|(e, n)| match e {
+                    FetchError::Cancelled => Stop::Cancelled(u64::from(n)),
+                    other => Stop::Failed(format!("pipeline `{}`: {other}", p.name), u64::from(n)),
+                })?;
+            let requests = fetched.requests;
+            let page = fetched.value;
+            let next = match page.next_cursor {
+                Some(next) if next == cursor => {
+                    return Err(Stop::Failed(
+                        format!("pipeline `{}`: upstream returned the same cursor again; stopping instead of looping", p.name),
+                        u64::from(requests),
+                    ))
+                }
+                next => next,
+            };
+            let commit = PageCommit {
+                run_id: run.run_id,
+                pipeline: p.name.clone(),
+                scope: run.mode.scope(),
+                source: p.source,
+                orders: page.orders,
+                // A reason quotes what upstream sent; it may echo a secret.
+                rejected: page
+                    .rejected
+                    .into_iter()
+                    .map(|r| RejectedRow {
+                        reason: run.redactor.scrub(&r.reason),
+                        ..r
+                    })
+                    .collect(),
+                asked: (window, run.redactor.scrub(&cursor)),
+                requests,
+                progress: progress_to_save(p, window, next.as_deref(), &run.redactor),
+            };
+            let stats = self
+                .store
+                .call(move |c| store::commit_page(c, &commit))
+                .await
+                .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
+            report.rows_seen += stats.seen;
+            report.rows_changed += stats.changed;
+            report.rows_rejected += stats.rejected;
+            report.requests += u64::from(requests);
+            for (order_id, reason) in &stats.newly_rejected {
+                tracing::warn!(
+                    pipeline = %p.name,
+                    order_id = order_id.as_deref().unwrap_or("unknown"),
+                    reason = %reason,
+                    "row rejected: kept in rejected_rows (`ordersync rejects`); the run goes on"
+                );
+            }
+            on_event(&RunEvent::Page {
+                window,
+                rows: stats.seen,
+            });
+            match next {
+                Some(next) => cursor = next,
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// One run's settings, fixed when it starts: what every page of it is asked and committed with.
+struct Run<'a> {
+    p: &'a Pipeline,
+    auth: &'a Auth,
+    mode: Mode,
+    run_id: i64,
+    cancel: &'a CancellationToken,
+    redactor: Redactor,
+    policy: RetryPolicy,
+    axis: Axis,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        p: &'a Pipeline,
+        auth: &'a Auth,
+        mode: Mode,
+        run_id: i64,
+        cancel: &'a CancellationToken,
+    ) -> Run<'a> {
+        Run {
+            p,
+            auth,
+            mode,
+            run_id,
+            cancel,
+            redactor: Redactor::new(auth.values()),
+            policy: RetryPolicy {
+                max_retries: p.max_retries,
+                initial: p.retry_initial,
+                max_interval: std::time::Duration::from_secs(60),
+                timeout: p.timeout,
+                max_body: p.max_body,
+            },
+            axis: match mode {
+                Mode::Live => Axis::Live,
+                Mode::Backfill { .. } => Axis::Backfill,
+            },
+        }
+    }
+}
+
+/// What a run will read: its windows in order, each with the cursor it starts at (the window a
+/// previous run was cut off in first, from its saved cursor), and the clamp of a start older
+/// than upstream keeps, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPlan {
+    pub windows: Vec<(Window, String)>,
+    pub clamp: Option<Clamp>,
+}
+
+/// The end of what a run may ask for at `now`: less the settle lag (none for a snapshot, which is
+/// complete as of the moment it is taken), on a whole second — an upstream with inclusive
+/// whole-second bounds (veapi) is asked up to the second before a window's end, so a window ending
+/// mid-second would be marked finished for part of a second nobody asked for.
+pub fn settled_until(p: &Pipeline, now: NaiveDateTime) -> NaiveDateTime {
+    let settle_lag = if p.source.is_snapshot() {
+        Duration::zero()
+    } else {
+        chrono_of(p.settle_lag)
+    };
+    let settled = now - settle_lag;
+    settled.with_nanosecond(0).unwrap_or(settled)
+}
+
+/// A backfill's range, its end no later than what has settled; `None` for the live track.
+pub fn backfill_range(
+    mode: Mode,
+    settled: NaiveDateTime,
+) -> Option<(NaiveDateTime, NaiveDateTime)> {
+    match mode {
+        Mode::Live => None,
+        Mode::Backfill { from, to } => Some((from, to.unwrap_or(settled).min(settled))),
+    }
+}
+
+/// The run's windows from where its track stands. Pure: the same track, times and pipeline give
+/// the same plan.
+pub fn plan_run(
+    p: &Pipeline,
+    mode: Mode,
+    track: &Track,
+    settled: NaiveDateTime,
+    now: NaiveDateTime,
+) -> RunPlan {
+    let mut windows: Vec<(Window, String)> = Vec::new();
+    let resume_end = track.in_progress.as_ref().map(|(w, _)| w.end);
+    if let Some((w, cursor)) = &track.in_progress {
+        windows.push((*w, sources::resume_cursor(p.source, cursor)));
+    }
+    let span = match mode {
+        Mode::Live => resume_end
+            .or_else(|| {
+                planner::live_range(
+                    p.start,
+                    track.watermark,
+                    chrono_of(p.lookback),
+                    Duration::zero(),
+                    settled,
+                )
+                .map(|r| r.0)
+            })
+            .map(|from| (from, settled)),
+        Mode::Backfill { from, .. } => {
+            let end = backfill_range(mode, settled).map_or(settled, |r| r.1);
+            let start = resume_end.or(track.watermark).unwrap_or(from).max(from);
+            Some((start, end))
+        }
+    };
+    let plan = match span {
+        Some((from, to)) => planner::plan(&p.source.window_rules(), from, to, now),
+        None => Default::default(),
+    };
+    let first = sources::first_cursor(p.source);
+    windows.extend(plan.windows.into_iter().map(|w| (w, first.to_string())));
+    RunPlan {
+        windows,
+        clamp: plan.clamped,
     }
 }
 
 /// What the checkpoint says after a page of `window` whose next cursor is `next`. A cursor that
-/// echoes a secret is not written to the database: the window's `first` cursor is, and a resumed
+/// echoes a secret is not written to the database: the window's first cursor is, and a resumed
 /// run reads the window again from its start.
 fn progress_to_save(
     p: &Pipeline,
     window: Window,
     next: Option<&str>,
-    first: &str,
     redactor: &Redactor,
 ) -> Progress {
     match next {
@@ -383,7 +452,7 @@ fn progress_to_save(
             tracing::warn!(pipeline = %p.name, "upstream's cursor holds a secret; it is not saved, so a resumed run starts this window again");
             Progress::Next {
                 window,
-                cursor: first.to_string(),
+                cursor: sources::first_cursor(p.source).to_string(),
             }
         }
         Some(next) => Progress::Next {
@@ -398,4 +467,123 @@ fn progress_to_save(
 enum Stop {
     Cancelled(u64),
     Failed(String, u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn t(s: &str) -> NaiveDateTime {
+        timefmt::parse_user_time(s).unwrap()
+    }
+
+    /// One pipeline of `source` starting at `start`, lookback 2h, settle lag 30s.
+    fn pipeline(source: &str, start: &str) -> Pipeline {
+        let auth = match source {
+            "veapi" => "vekey = \"k\"",
+            "miaoyouquan" => "apkey = \"a\"\ndou_key = \"d\"",
+            _ => "user_id = \"u\"\ndy_uid = \"d\"",
+        };
+        let text = format!(
+            "[[pipeline]]\nname = \"p\"\nsource = \"{source}\"\nendpoint = \"http://127.0.0.1:1/x\"\n\
+             start = \"{start}\"\n[pipeline.auth]\n{auth}\n"
+        );
+        let config = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
+        config.pipelines[0].clone()
+    }
+
+    fn empty() -> Track {
+        Track {
+            watermark: None,
+            in_progress: None,
+        }
+    }
+
+    #[test]
+    fn a_first_live_run_reads_from_start_in_windows_the_source_allows() {
+        let p = pipeline("veapi", "2024-01-01");
+        let now = t("2024-07-01 12:00:00");
+        let settled = settled_until(&p, now);
+        assert_eq!(settled, t("2024-07-01 11:59:30"));
+        let plan = plan_run(&p, Mode::Live, &empty(), settled, now);
+        assert_eq!(plan.clamp, None);
+        let first = &plan.windows[0];
+        assert_eq!((first.0.start, first.1.as_str()), (t("2024-01-01"), "0"));
+        assert_eq!(plan.windows.last().unwrap().0.end, settled);
+        for pair in plan.windows.windows(2) {
+            assert_eq!(pair[0].0.end, pair[1].0.start, "no gap, no overlap");
+        }
+        assert!(plan
+            .windows
+            .iter()
+            .all(|(w, _)| w.end - w.start <= Duration::days(90)));
+    }
+
+    #[test]
+    fn a_live_run_resumes_its_cut_off_window_then_goes_on_from_its_end() {
+        let p = pipeline("veapi", "2024-01-01");
+        let now = t("2024-07-01 12:00:00");
+        let cut = Window {
+            start: t("2024-06-30"),
+            end: t("2024-07-01 10:00:00"),
+        };
+        let track = Track {
+            watermark: Some(t("2024-06-30")),
+            in_progress: Some((cut, "c42".into())),
+        };
+        let plan = plan_run(&p, Mode::Live, &track, settled_until(&p, now), now);
+        assert_eq!(plan.windows[0], (cut, "c42".to_string()));
+        assert_eq!(plan.windows[1].0.start, cut.end);
+        assert_eq!(plan.windows[1].1, "0");
+        // Without a cut-off window: from the watermark less the lookback.
+        let track = Track {
+            watermark: Some(t("2024-07-01 10:00:00")),
+            in_progress: None,
+        };
+        let plan = plan_run(&p, Mode::Live, &track, settled_until(&p, now), now);
+        assert_eq!(plan.windows[0].0.start, t("2024-07-01 08:00:00"));
+    }
+
+    #[test]
+    fn a_backfill_goes_on_from_its_watermark_to_its_settled_end() {
+        let p = pipeline("veapi", "2024-01-01");
+        let now = t("2024-07-01 12:00:00");
+        let mode = Mode::Backfill {
+            from: t("2024-03-01"),
+            to: Some(t("2024-09-01")),
+        };
+        let settled = settled_until(&p, now);
+        assert_eq!(
+            backfill_range(mode, settled),
+            Some((t("2024-03-01"), settled)),
+            "never past what has settled"
+        );
+        let track = Track {
+            watermark: Some(t("2024-05-01")),
+            in_progress: None,
+        };
+        let plan = plan_run(&p, mode, &track, settled, now);
+        assert_eq!(plan.windows[0].0.start, t("2024-05-01"));
+        assert_eq!(plan.windows.last().unwrap().0.end, settled);
+        assert_eq!(backfill_range(Mode::Live, settled), None);
+    }
+
+    #[test]
+    fn a_start_older_than_upstream_keeps_is_clamped_and_said() {
+        let p = pipeline("miaoyouquan", "2024-01-01");
+        let now = t("2024-07-01 12:00:00");
+        let plan = plan_run(&p, Mode::Live, &empty(), settled_until(&p, now), now);
+        let clamp = plan.clamp.expect("clamped");
+        assert_eq!(clamp.requested, t("2024-01-01"));
+        assert!(clamp.effective > now - Duration::days(90));
+        assert_eq!(plan.windows[0].0.start, clamp.effective);
+    }
+
+    #[test]
+    fn a_snapshot_is_settled_as_of_now() {
+        let p = pipeline("sxt", "2024-01-01");
+        let now = t("2024-07-01 12:00:00") + Duration::milliseconds(700);
+        assert_eq!(settled_until(&p, now), t("2024-07-01 12:00:00"));
+    }
 }
