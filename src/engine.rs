@@ -259,8 +259,8 @@ impl Engine {
                     other => Stop::Failed(format!("pipeline `{}`: {other}", p.name), u64::from(n)),
                 })?;
             let requests = fetched.requests;
-            let page = fetched.value;
-            let next = match page.next_cursor {
+            let mut page = fetched.value;
+            let next = match page.next_cursor.take() {
                 Some(next) if next == cursor => {
                     return Err(Stop::Failed(
                         format!("pipeline `{}`: upstream returned the same cursor again; stopping instead of looping", p.name),
@@ -269,42 +269,13 @@ impl Engine {
                 }
                 next => next,
             };
-            let commit = PageCommit {
-                run_id: run.run_id,
-                pipeline: p.name.clone(),
-                scope: run.mode.scope(),
-                source: p.source,
-                orders: page.orders,
-                // A reason quotes what upstream sent; it may echo a secret.
-                rejected: page
-                    .rejected
-                    .into_iter()
-                    .map(|r| RejectedRow {
-                        reason: run.redactor.scrub(&r.reason),
-                        ..r
-                    })
-                    .collect(),
-                asked: (window, run.redactor.scrub(&cursor)),
-                requests,
-                progress: progress_to_save(p, window, next.as_deref(), &run.redactor),
-            };
+            let commit = run.page_commit(window, &cursor, page, requests, next.as_deref());
             let stats = self
                 .store
                 .call(move |c| store::commit_page(c, &commit))
                 .await
                 .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
-            report.rows_seen += stats.seen;
-            report.rows_changed += stats.changed;
-            report.rows_rejected += stats.rejected;
-            report.requests += u64::from(requests);
-            for (order_id, reason) in &stats.newly_rejected {
-                tracing::warn!(
-                    pipeline = %p.name,
-                    order_id = order_id.as_deref().unwrap_or("unknown"),
-                    reason = %reason,
-                    "row rejected: kept in rejected_rows (`ordersync rejects`); the run goes on"
-                );
-            }
+            report.add_page(p, &stats, requests);
             on_event(&RunEvent::Page {
                 window,
                 rows: stats.seen,
@@ -313,6 +284,24 @@ impl Engine {
                 Some(next) => cursor = next,
                 None => return Ok(()),
             }
+        }
+    }
+}
+
+impl RunReport {
+    /// Counts a committed page; logs each row rejected for the first time.
+    fn add_page(&mut self, p: &Pipeline, stats: &store::PageStats, requests: u32) {
+        self.rows_seen += stats.seen;
+        self.rows_changed += stats.changed;
+        self.rows_rejected += stats.rejected;
+        self.requests += u64::from(requests);
+        for (order_id, reason) in &stats.newly_rejected {
+            tracing::warn!(
+                pipeline = %p.name,
+                order_id = order_id.as_deref().unwrap_or("unknown"),
+                reason = %reason,
+                "row rejected: kept in rejected_rows (`ordersync rejects`); the run goes on"
+            );
         }
     }
 }
@@ -355,6 +344,39 @@ impl<'a> Run<'a> {
                 Mode::Live => Axis::Live,
                 Mode::Backfill { .. } => Axis::Backfill,
             },
+        }
+    }
+}
+
+impl Run<'_> {
+    /// A page of `window` asked with `cursor`, whose next cursor is `next`, as the store commits
+    /// it: rows, rejected rows and the checkpoint that says exactly this page is done.
+    fn page_commit(
+        &self,
+        window: Window,
+        cursor: &str,
+        page: sources::Page,
+        requests: u32,
+        next: Option<&str>,
+    ) -> PageCommit {
+        PageCommit {
+            run_id: self.run_id,
+            pipeline: self.p.name.clone(),
+            scope: self.mode.scope(),
+            source: self.p.source,
+            orders: page.orders,
+            // A reason quotes what upstream sent; it may echo a secret.
+            rejected: page
+                .rejected
+                .into_iter()
+                .map(|r| RejectedRow {
+                    reason: self.redactor.scrub(&r.reason),
+                    ..r
+                })
+                .collect(),
+            asked: (window, self.redactor.scrub(cursor)),
+            requests,
+            progress: progress_to_save(self.p, window, next, &self.redactor),
         }
     }
 }
