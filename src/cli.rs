@@ -7,7 +7,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
+use chrono::NaiveDateTime;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -135,194 +136,220 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         .db
         .clone()
         .unwrap_or_else(|| config.database_path.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let ctx = Context {
+        config,
+        config_path,
+        db_path,
+    };
     match cli.command {
-        Command::Status { json } => {
-            let mut conn = store::open_connection(&db_path)?;
-            // A killed process's run shows (and is recorded) as `abandoned`, not `running`; best
-            // effort, so that a read-only database still has a status.
-            let _ = store::mark_abandoned_runs(&mut conn);
-            let all = status::collect(&conn, &config)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&all).context("status as JSON")?
-                );
-            } else {
-                print!("{}", status::render_text(&all));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status { json } => status_command(&ctx, json),
         Command::Rejects {
             pipelines,
             all,
             json,
-        } => {
-            let conn = store::open_connection(&db_path)?;
-            for name in &pipelines {
-                if config.pipeline(name).is_none() {
-                    return Err(ConfigError::new(
-                        Some(name),
-                        None,
-                        format!("is not defined in {}", config_path.display()),
-                    )
-                    .into());
-                }
-            }
-            let rows = rejects::collect(&conn, &pipelines, all)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).context("rejected rows as JSON")?
-                );
-            } else {
-                print!("{}", rejects::render_text(&rows, all));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Backup { path } => {
-            // Like `status`, no pipeline secrets are needed: nothing is fetched.
-            let done = backup::backup(&db_path, &path)?;
-            println!(
-                "{}: a consistent copy of {} ({} bytes)",
-                path.display(),
-                db_path.display(),
-                done.bytes
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Check { pipelines, online } => {
-            let selected = select_with_auth(&config, &pipelines)?;
-            if online {
-                let failed = runtime.block_on(check_online(&selected));
-                if failed {
-                    return Ok(ExitCode::from(2));
-                }
-            }
-            println!(
-                "{}: valid; {} pipeline(s) configured, {} checked with secrets resolved{}",
-                config_path.display(),
-                config.pipelines.len(),
-                selected.len(),
-                if online {
-                    " and upstream answering"
-                } else {
-                    ""
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run => {
-            let selected = select_with_auth(&config, &[])?;
-            if selected.is_empty() {
-                return Err(ConfigError::new(
-                    None,
-                    Some("enabled"),
-                    "is false for every pipeline: nothing to run",
-                )
-                .into());
-            }
-            let engine = open_engine(&db_path)?;
-            let store = engine.store.clone();
-            let stopped = runtime.block_on(async {
-                let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
-                signals(shutdown.clone(), Some(force.clone()));
-                crate::daemon::run(
-                    engine,
-                    selected,
-                    config.daemon.listen,
-                    shutdown,
-                    force,
-                    SHUTDOWN_DEADLINE,
-                )
-                .await
-            });
-            close_store(&runtime, &store, stopped.is_err())?;
-            stopped?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Sync { pipelines } => {
-            let selected = select_with_auth(&config, &pipelines)?;
-            let engine = open_engine(&db_path)?;
-            let expected = selected.len();
-            let reports = runtime.block_on(sync_all(&engine, selected));
-            // A pipeline whose task ended without a report (it panicked) is a failure too.
-            let mut ok = reports.len() == expected;
-            for r in &reports {
-                print_report(r);
-                ok &= r.outcome == Outcome::Ok;
-            }
-            close_store(&runtime, &engine.store, !ok)?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => rejects_command(&ctx, &pipelines, all, json),
+        Command::Backup { path } => backup_command(&ctx, &path),
+        Command::Check { pipelines, online } => check_command(&ctx, &pipelines, online),
+        Command::Run => run_command(&ctx),
+        Command::Sync { pipelines } => sync_command(&ctx, &pipelines),
         Command::Backfill { pipeline, from, to } => {
-            let from_t = timefmt::parse_user_time(&from).ok_or_else(|| {
-                ConfigError::new(
-                    Some(&pipeline),
-                    Some("--from"),
-                    format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {from:?}"),
-                )
-            })?;
-            let to_t = match &to {
-                None => None,
-                Some(t) => Some(timefmt::parse_user_time(t).ok_or_else(|| {
-                    ConfigError::new(
-                        Some(&pipeline),
-                        Some("--to"),
-                        format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {t:?}"),
-                    )
-                })?),
-            };
-            if to_t.is_some_and(|t| t <= from_t) {
-                return Err(ConfigError::new(
-                    Some(&pipeline),
-                    Some("--to"),
-                    "must be later than --from",
-                )
-                .into());
-            }
-            let mut selected = select_with_auth(&config, std::slice::from_ref(&pipeline))?;
-            let (p, auth) = selected.remove(0);
-            if p.source.is_snapshot() {
-                return Err(ConfigError::new(
-                    Some(&p.name),
-                    None,
-                    format!(
-                        "`{}` answers a full snapshot of every order with no time filter, so there is no history to backfill; `ordersync sync {}` fetches everything",
-                        p.source, p.name
-                    ),
-                )
-                .into());
-            }
-            let engine = open_engine(&db_path)?;
-            let report = runtime.block_on(backfill(
-                &engine,
-                &p,
-                &auth,
-                Mode::Backfill {
-                    from: from_t,
-                    to: to_t,
-                },
-            ));
-            print_report(&report);
-            if report.outcome == Outcome::Interrupted {
-                eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
-            }
-            close_store(&runtime, &engine.store, report.outcome != Outcome::Ok)?;
-            Ok(if report.outcome == Outcome::Ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            backfill_command(&ctx, &pipeline, &from, to.as_deref())
         }
     }
+}
+
+/// What every command starts from: the checked config and where the database is.
+struct Context {
+    config: Config,
+    config_path: PathBuf,
+    db_path: PathBuf,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?)
+}
+
+fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn status_command(ctx: &Context, json: bool) -> Result<ExitCode, Failure> {
+    let mut conn = store::open_connection(&ctx.db_path)?;
+    // A killed process's run shows (and is recorded) as `abandoned`, not `running`; best
+    // effort, so that a read-only database still has a status.
+    let _ = store::mark_abandoned_runs(&mut conn);
+    let all = status::collect(&conn, &ctx.config)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).context("status as JSON")?
+        );
+    } else {
+        print!("{}", status::render_text(&all));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rejects_command(
+    ctx: &Context,
+    pipelines: &[String],
+    all: bool,
+    json: bool,
+) -> Result<ExitCode, Failure> {
+    let conn = store::open_connection(&ctx.db_path)?;
+    for name in pipelines {
+        if ctx.config.pipeline(name).is_none() {
+            return Err(ConfigError::new(
+                Some(name),
+                None,
+                format!("is not defined in {}", ctx.config_path.display()),
+            )
+            .into());
+        }
+    }
+    let rows = rejects::collect(&conn, pipelines, all)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).context("rejected rows as JSON")?
+        );
+    } else {
+        print!("{}", rejects::render_text(&rows, all));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup_command(ctx: &Context, path: &std::path::Path) -> Result<ExitCode, Failure> {
+    // Like `status`, no pipeline secrets are needed: nothing is fetched.
+    let done = backup::backup(&ctx.db_path, path)?;
+    println!(
+        "{}: a consistent copy of {} ({} bytes)",
+        path.display(),
+        ctx.db_path.display(),
+        done.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_command(ctx: &Context, pipelines: &[String], online: bool) -> Result<ExitCode, Failure> {
+    let selected = select_with_auth(&ctx.config, pipelines)?;
+    if online && runtime()?.block_on(check_online(&selected)) {
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "{}: valid; {} pipeline(s) configured, {} checked with secrets resolved{}",
+        ctx.config_path.display(),
+        ctx.config.pipelines.len(),
+        selected.len(),
+        if online {
+            " and upstream answering"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_command(ctx: &Context) -> Result<ExitCode, Failure> {
+    let selected = select_with_auth(&ctx.config, &[])?;
+    if selected.is_empty() {
+        return Err(ConfigError::new(
+            None,
+            Some("enabled"),
+            "is false for every pipeline: nothing to run",
+        )
+        .into());
+    }
+    let runtime = runtime()?;
+    let engine = open_engine(&ctx.db_path)?;
+    let store = engine.store.clone();
+    let stopped = runtime.block_on(async {
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        signals(shutdown.clone(), Some(force.clone()));
+        crate::daemon::run(
+            engine,
+            selected,
+            ctx.config.daemon.listen,
+            shutdown,
+            force,
+            SHUTDOWN_DEADLINE,
+        )
+        .await
+    });
+    close_store(&runtime, &store, stopped.is_err())?;
+    stopped?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync_command(ctx: &Context, pipelines: &[String]) -> Result<ExitCode, Failure> {
+    let selected = select_with_auth(&ctx.config, pipelines)?;
+    let runtime = runtime()?;
+    let engine = open_engine(&ctx.db_path)?;
+    let expected = selected.len();
+    let reports = runtime.block_on(sync_all(&engine, selected));
+    // A pipeline whose task ended without a report (it panicked) is a failure too.
+    let mut ok = reports.len() == expected;
+    for r in &reports {
+        print_report(r);
+        ok &= r.outcome == Outcome::Ok;
+    }
+    close_store(&runtime, &engine.store, !ok)?;
+    Ok(exit_code(ok))
+}
+
+/// `--from`/`--to` of a backfill as a Beijing time, or one sentence naming the option.
+fn backfill_time(pipeline: &str, option: &str, text: &str) -> Result<NaiveDateTime, ConfigError> {
+    timefmt::parse_user_time(text).ok_or_else(|| {
+        ConfigError::new(
+            Some(pipeline),
+            Some(option),
+            format!("must be YYYY-MM-DD or \"YYYY-MM-DD HH:MM:SS\", got {text:?}"),
+        )
+    })
+}
+
+fn backfill_command(
+    ctx: &Context,
+    pipeline: &str,
+    from: &str,
+    to: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let from = backfill_time(pipeline, "--from", from)?;
+    let to = to.map(|t| backfill_time(pipeline, "--to", t)).transpose()?;
+    if to.is_some_and(|t| t <= from) {
+        return Err(
+            ConfigError::new(Some(pipeline), Some("--to"), "must be later than --from").into(),
+        );
+    }
+    let mut selected = select_with_auth(&ctx.config, &[pipeline.to_string()])?;
+    let (p, auth) = selected.remove(0);
+    if p.source.is_snapshot() {
+        return Err(ConfigError::new(
+            Some(&p.name),
+            None,
+            format!(
+                "`{}` answers a full snapshot of every order with no time filter, so there is no history to backfill; `ordersync sync {}` fetches everything",
+                p.source, p.name
+            ),
+        )
+        .into());
+    }
+    let runtime = runtime()?;
+    let engine = open_engine(&ctx.db_path)?;
+    let report = runtime.block_on(backfill(&engine, &p, &auth, Mode::Backfill { from, to }));
+    print_report(&report);
+    if report.outcome == Outcome::Interrupted {
+        eprintln!("ordersync: backfill interrupted; run the same command again to continue where it stopped");
+    }
+    close_store(&runtime, &engine.store, report.outcome != Outcome::Ok)?;
+    Ok(exit_code(report.outcome == Outcome::Ok))
 }
 
 fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
