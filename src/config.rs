@@ -17,6 +17,7 @@ use chrono::NaiveDateTime;
 use serde::Deserialize;
 
 use crate::bytesize;
+pub use crate::secret::Auth;
 use crate::secret::Secret;
 use crate::sources::{SourceKind, SourceOptions};
 use crate::timefmt;
@@ -158,31 +159,6 @@ fn expand_credentials_dir(path: &str) -> Result<String, String> {
 /// Auth as configured: key name → where its secret comes from.
 pub type AuthSpec = BTreeMap<String, SecretSource>;
 
-/// Auth with every secret resolved.
-#[derive(Debug, Clone, Default)]
-pub struct Auth(BTreeMap<String, Secret>);
-
-impl Auth {
-    pub fn get(&self, key: &str) -> Option<&Secret> {
-        self.0.get(key)
-    }
-
-    pub fn values(&self) -> impl Iterator<Item = &Secret> {
-        self.0.values()
-    }
-}
-
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Auth {
-    fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
-        Auth(
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), Secret::new(v)))
-                .collect(),
-        )
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -220,14 +196,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// Resolves every secret; the error names the pipeline and the auth key.
     pub fn resolve_auth(&self) -> Result<Auth, ConfigError> {
-        let mut out = BTreeMap::new();
-        for (key, src) in &self.auth {
-            let v = src
-                .resolve()
-                .map_err(|m| ConfigError::new(Some(&self.name), Some(&format!("auth.{key}")), m))?;
-            out.insert(key.clone(), v);
-        }
-        Ok(Auth(out))
+        self.auth
+            .iter()
+            .map(|(key, src)| {
+                src.resolve().map(|v| (key.clone(), v)).map_err(|m| {
+                    ConfigError::new(Some(&self.name), Some(&format!("auth.{key}")), m)
+                })
+            })
+            .collect()
     }
 }
 

@@ -6,7 +6,62 @@
 
 use chrono::NaiveDateTime;
 
-use crate::sources::SourceKind;
+use std::fmt;
+use std::str::FromStr;
+
+/// The five upstreams, as a closed enum. What each one's API allows and needs is in `sources`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    Sxt,
+    Miaoyouquan,
+    Unidesk,
+    Veapi,
+    Damaijia,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 5] = [
+        SourceKind::Sxt,
+        SourceKind::Miaoyouquan,
+        SourceKind::Unidesk,
+        SourceKind::Veapi,
+        SourceKind::Damaijia,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Sxt => "sxt",
+            SourceKind::Miaoyouquan => "miaoyouquan",
+            SourceKind::Unidesk => "unidesk",
+            SourceKind::Veapi => "veapi",
+            SourceKind::Damaijia => "damaijia",
+        }
+    }
+
+    /// Whether one call answers every order (no paging, no time filter): a run is then one request,
+    /// and the watermark is the time of the snapshot.
+    pub fn is_snapshot(self) -> bool {
+        self == SourceKind::Sxt
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SourceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SourceKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("must be one of sxt, miaoyouquan, unidesk, veapi, damaijia, got {s:?}")
+            })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -259,8 +259,8 @@ fn normalise_row(row: &RawRow<'_>) -> Result<OrderRow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Auth;
     use crate::model::Status;
+    use crate::secret::Auth;
     use crate::sources::{Axis, SourceOptions};
 
     const SAMPLE: &str = include_str!("../../tests/fixtures/miaoyouquan/sample_page.json");

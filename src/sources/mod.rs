@@ -14,54 +14,23 @@ pub mod veapi;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use crate::config::Auth;
 use crate::http::{HttpRequest, UpstreamError};
 use crate::model::{OrderRow, RejectedRow};
 use crate::money;
 use crate::planner::{Window, WindowRules};
+use crate::secret::Auth;
 use crate::timefmt;
 use rawrow::RawRow;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
-    Sxt,
-    Miaoyouquan,
-    Unidesk,
-    Veapi,
-    Damaijia,
-}
+pub use crate::model::SourceKind;
 
+/// What each upstream's API allows and needs, known here where the source modules are.
 impl SourceKind {
-    pub const ALL: [SourceKind; 5] = [
-        SourceKind::Sxt,
-        SourceKind::Miaoyouquan,
-        SourceKind::Unidesk,
-        SourceKind::Veapi,
-        SourceKind::Damaijia,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::Sxt => "sxt",
-            SourceKind::Miaoyouquan => "miaoyouquan",
-            SourceKind::Unidesk => "unidesk",
-            SourceKind::Veapi => "veapi",
-            SourceKind::Damaijia => "damaijia",
-        }
-    }
-
-    /// Whether one call answers every order (no paging, no time filter): a run is then one request,
-    /// and the watermark is the time of the snapshot.
-    pub fn is_snapshot(self) -> bool {
-        self == SourceKind::Sxt
-    }
-
     pub fn default_endpoint(self) -> Option<&'static str> {
         match self {
             SourceKind::Veapi => Some(veapi::DEFAULT_ENDPOINT),
@@ -127,24 +96,6 @@ impl SourceKind {
             SourceKind::Unidesk => unidesk::window_rules(),
             _ => WindowRules::default(),
         }
-    }
-}
-
-impl fmt::Display for SourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SourceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        SourceKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("must be one of sxt, miaoyouquan, unidesk, veapi, damaijia, got {s:?}")
-            })
     }
 }
 

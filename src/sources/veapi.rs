@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn request_sends_inclusive_seconds() {
-        use crate::config::Auth;
+        use crate::secret::Auth;
         let auth: Auth = Default::default();
         let opts = Options {
             time_type: TimeType::Update,

@@ -414,8 +414,8 @@ fn normalise_line(line: &Value, raw: String) -> Result<SubOrderRow, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Auth;
     use crate::planner::Window;
+    use crate::secret::Auth;
     use crate::sources::SourceOptions;
 
     const SAMPLE: &str = include_str!("../../../tests/fixtures/damaijia/sample_page.json");
