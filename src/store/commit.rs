@@ -4,25 +4,17 @@
 //! checkpoint that says the page is done are written in one transaction ([`commit_page`]), so a
 //! crash at any instant leaves the database either before or after the page, never between.
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::rejected::{keep_rejected, resolve_rejected};
-use super::tracks::add_coverage;
+use super::runs::count_page;
+use super::tracks::{save_progress, Progress};
 use super::upsert::upsert_order;
 use super::StoreError;
 use crate::model::{OrderRow, RejectedRow};
 use crate::planner::Window;
 use crate::sources::SourceKind;
 use crate::timefmt;
-
-/// What the checkpoint says once this page is committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
-    /// More pages in this window; the next one is asked with `cursor`.
-    Next { window: Window, cursor: String },
-    /// This was the window's last page: it is finished.
-    WindowDone { window: Window },
-}
 
 #[derive(Debug, Clone)]
 pub struct PageCommit {
@@ -78,47 +70,8 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
         }
     }
     resolve_rejected(&tx, page, &now)?;
-    let windows_done = match &page.progress {
-        Progress::Next { window, cursor } => {
-            tx.prepare_cached(
-                "UPDATE checkpoints SET window_start = ?3, window_end = ?4, cursor = ?5, updated_at = ?6 \
-                 WHERE pipeline = ?1 AND scope = ?2",
-            )?
-            .execute(params![
-                    page.pipeline,
-                    page.scope,
-                    timefmt::fmt_millis(window.start),
-                    timefmt::fmt_millis(window.end),
-                    cursor,
-                    now
-                ])?;
-            0
-        }
-        Progress::WindowDone { window } => {
-            let end = timefmt::fmt_millis(window.end);
-            tx.prepare_cached(
-                "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < ?3 THEN ?3 ELSE watermark END, \
-                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = ?4 \
-                 WHERE pipeline = ?1 AND scope = ?2",
-            )?
-            .execute(params![page.pipeline, page.scope, end, now])?;
-            add_coverage(&tx, &page.pipeline, &page.scope, window)?;
-            1
-        }
-    };
-    tx.prepare_cached(
-        "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
-         requests = requests + ?4, windows_done = windows_done + ?5, rows_rejected = rows_rejected + ?6 \
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        page.run_id,
-        stats.seen as i64,
-        stats.changed as i64,
-        i64::from(page.requests),
-        windows_done,
-        stats.rejected as i64,
-    ])?;
+    let windows_done = save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
+    count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
     tx.commit()?;
     Ok(stats)
 }

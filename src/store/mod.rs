@@ -32,10 +32,10 @@ use rusqlite::Connection;
 
 use crate::dbfiles;
 
-pub use commit::{commit_page, PageCommit, PageStats, Progress};
+pub use commit::{commit_page, PageCommit, PageStats};
 pub use migrate::schema_version;
 pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
-pub use tracks::{ensure_track, Track};
+pub use tracks::{ensure_track, Progress, Track};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

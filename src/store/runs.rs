@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::StoreError;
+use super::{PageStats, StoreError};
 use crate::timefmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +110,30 @@ pub fn finish_run(
             requests as i64
         ],
     )?;
+    Ok(())
+}
+
+/// Adds a committed page's counts to its run, in that page's transaction.
+pub(super) fn count_page(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    stats: &PageStats,
+    requests: u32,
+    windows_done: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
+         requests = requests + ?4, windows_done = windows_done + ?5, rows_rejected = rows_rejected + ?6 \
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        run_id,
+        stats.seen as i64,
+        stats.changed as i64,
+        i64::from(requests),
+        windows_done,
+        stats.rejected as i64,
+    ])?;
     Ok(())
 }
 

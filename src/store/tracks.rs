@@ -20,6 +20,15 @@ pub struct Track {
     pub in_progress: Option<(Window, String)>,
 }
 
+/// What the checkpoint says once this page is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// More pages in this window; the next one is asked with `cursor`.
+    Next { window: Window, cursor: String },
+    /// This was the window's last page: it is finished.
+    WindowDone { window: Window },
+}
+
 pub(super) fn parse_time_col(text: Option<String>) -> Option<NaiveDateTime> {
     text.as_deref().and_then(timefmt::parse_user_time)
 }
@@ -66,8 +75,48 @@ pub fn ensure_track(
     })
 }
 
+/// Writes where the track stands once a page is committed, in that page's transaction: the window
+/// in progress and the cursor of its next page, or, when the window is done, the watermark (never
+/// moved back) and the window merged into coverage. Returns the windows finished (0 or 1).
+pub(super) fn save_progress(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    scope: &str,
+    progress: &Progress,
+    now: &str,
+) -> Result<i64, StoreError> {
+    match progress {
+        Progress::Next { window, cursor } => {
+            tx.prepare_cached(
+                "UPDATE checkpoints SET window_start = ?3, window_end = ?4, cursor = ?5, updated_at = ?6 \
+                 WHERE pipeline = ?1 AND scope = ?2",
+            )?
+            .execute(params![
+                pipeline,
+                scope,
+                timefmt::fmt_millis(window.start),
+                timefmt::fmt_millis(window.end),
+                cursor,
+                now
+            ])?;
+            Ok(0)
+        }
+        Progress::WindowDone { window } => {
+            let end = timefmt::fmt_millis(window.end);
+            tx.prepare_cached(
+                "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < ?3 THEN ?3 ELSE watermark END, \
+                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = ?4 \
+                 WHERE pipeline = ?1 AND scope = ?2",
+            )?
+            .execute(params![pipeline, scope, end, now])?;
+            add_coverage(tx, pipeline, scope, window)?;
+            Ok(1)
+        }
+    }
+}
+
 /// Merges `[start, end)` into the pipeline's finished ranges of this scope.
-pub(super) fn add_coverage(
+fn add_coverage(
     tx: &Transaction<'_>,
     pipeline: &str,
     scope: &str,
@@ -102,7 +151,6 @@ pub(super) fn add_coverage(
 mod tests {
     use super::*;
     use crate::store::test_support::{commit, setup, t};
-    use crate::store::Progress;
 
     #[test]
     fn window_done_moves_watermark_and_merges_coverage() {
