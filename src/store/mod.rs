@@ -12,12 +12,14 @@
 //!
 //! One job per module: `migrate` (schema versions), `runs`, `tracks` (checkpoints and coverage),
 //! `commit` (the page transaction), `upsert` and `partial` (order rows), `rejected` (rows that
-//! could not be read). Callers use the re-exports below, not the module paths.
+//! could not be read), and `report`, the read side of the reports. Callers use the re-exports
+//! below (and `store::report::*`), not the module paths.
 
 mod commit;
 mod migrate;
 mod partial;
 mod rejected;
+pub mod report;
 mod runs;
 #[cfg(test)]
 mod test_support;
