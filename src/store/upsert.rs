@@ -27,30 +27,91 @@ pub(super) fn upsert_order(
     if o.partial {
         return upsert_partial(tx, pipeline, o, now);
     }
-    let source = o.source.as_str();
-    let stored: Option<(Option<String>, String, String, Option<String>)> = tx
+    let updated_at = opt_time(o.updated_at);
+    let stored = load_stored(tx, o)?;
+    let Verdict::Write { status_changed } =
+        judge(stored.as_ref(), o, updated_at.as_deref(), pipeline)
+    else {
+        return Ok(false);
+    };
+    write_order(tx, pipeline, o, updated_at, now)?;
+    for s in &o.sub_orders {
+        write_line(tx, o.source.as_str(), &o.order_id, s)?;
+    }
+    if status_changed {
+        add_history(tx, o, now)?;
+    }
+    Ok(true)
+}
+
+/// What of a stored order decides whether a new copy replaces it.
+struct StoredOrder {
+    updated_at: Option<String>,
+    raw: String,
+    pipeline: String,
+    status_raw: Option<String>,
+}
+
+fn load_stored(tx: &Transaction<'_>, o: &OrderRow) -> Result<Option<StoredOrder>, StoreError> {
+    Ok(tx
         .prepare_cached(
             "SELECT updated_at, raw, pipeline, status_raw FROM orders WHERE source = ?1 AND order_id = ?2",
         )?
-        .query_row(params![source, o.order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .optional()?;
-    let updated_at = opt_time(o.updated_at);
-    let status_changed = match &stored {
-        None => true,
-        Some((stored_updated, stored_raw, stored_pipeline, stored_status)) => {
-            // Never regress: an older copy (overlapping window, lookback) loses to the stored one,
-            // and so does a copy that lost its update time (it cannot be shown to be newer).
-            match (&updated_at, stored_updated) {
-                (Some(new), Some(old)) if new < old => return Ok(false),
-                (None, Some(_)) => return Ok(false),
-                _ => {}
-            }
-            if stored_raw == &o.raw && stored_pipeline == pipeline {
-                return Ok(false);
-            }
-            stored_status.as_deref() != Some(o.status_raw.as_str())
-        }
+        .query_row(params![o.source.as_str(), o.order_id], |r| {
+            Ok(StoredOrder {
+                updated_at: r.get(0)?,
+                raw: r.get(1)?,
+                pipeline: r.get(2)?,
+                status_raw: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Whether a copy of an order is written.
+enum Verdict {
+    /// Older than the stored copy, or the same: the stored one stays.
+    Keep,
+    Write {
+        status_changed: bool,
+    },
+}
+
+/// Whether `o` replaces the stored copy; `updated_at` is its update time as the column holds it.
+fn judge(
+    stored: Option<&StoredOrder>,
+    o: &OrderRow,
+    updated_at: Option<&str>,
+    pipeline: &str,
+) -> Verdict {
+    let Some(stored) = stored else {
+        return Verdict::Write {
+            status_changed: true,
+        };
     };
+    // Never regress: an older copy (overlapping window, lookback) loses to the stored one,
+    // and so does a copy that lost its update time (it cannot be shown to be newer).
+    match (updated_at, stored.updated_at.as_deref()) {
+        (Some(new), Some(old)) if new < old => return Verdict::Keep,
+        (None, Some(_)) => return Verdict::Keep,
+        _ => {}
+    }
+    if stored.raw == o.raw && stored.pipeline == pipeline {
+        return Verdict::Keep;
+    }
+    Verdict::Write {
+        status_changed: stored.status_raw.as_deref() != Some(o.status_raw.as_str()),
+    }
+}
+
+/// Inserts the order row, or replaces every column of the stored one but `first_seen_at`.
+fn write_order(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    o: &OrderRow,
+    updated_at: Option<String>,
+    now: &str,
+) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, refund_amount, \
          commission, created_at, paid_at, updated_at, refunded_at, settled_at, confirmed_at, shop_id, shop_name, \
@@ -67,7 +128,7 @@ pub(super) fn upsert_order(
          ad_gmv = excluded.ad_gmv, ad_roi = excluded.ad_roi, raw = excluded.raw, synced_at = excluded.synced_at",
     )?
     .execute(params![
-        source,
+        o.source.as_str(),
         o.order_id,
         pipeline,
         o.kind.as_str(),
@@ -94,16 +155,16 @@ pub(super) fn upsert_order(
         o.raw,
         now,
     ])?;
-    for s in &o.sub_orders {
-        write_line(tx, source, &o.order_id, s)?;
-    }
-    if status_changed {
-        tx.prepare_cached(
-            "INSERT INTO order_status_history (source, order_id, status, status_raw, observed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![source, o.order_id, o.status.as_str(), o.status_raw, now])?;
-    }
-    Ok(true)
+    Ok(())
+}
+
+/// One `order_status_history` row: the order's status as of `now`.
+fn add_history(tx: &Transaction<'_>, o: &OrderRow, now: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO order_status_history (source, order_id, status, status_raw, observed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![o.source.as_str(), o.order_id, o.status.as_str(), o.status_raw, now])?;
+    Ok(())
 }
 
 /// Inserts or updates one line. A line whose row is unchanged is not rewritten; one that is the
