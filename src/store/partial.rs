@@ -1,9 +1,8 @@
 //! Orders that arrive line by line (`OrderRow::partial`, unidesk's SKU sub-orders): each line is
 //! stored on its own and the order row is derived from all of them.
 //!
-//! Invariant: a line follows the order upserts' rules on its own (an older copy of a line never
-//! wins, an identical one is not rewritten), and the order row is always derived from *all* its
-//! stored lines — money summed, the most advanced status, the latest update — so lines split across
+//! Invariant: an older copy of a line (by the line's own update time) never wins and an identical
+//! one is not rewritten, and the order row is always derived from *all* its stored lines — money summed, the most advanced status, the latest update — so lines split across
 //! pages, windows or a crash add up; the earliest created/paid time and the latest refund time
 //! ever stored are kept.
 
@@ -51,6 +50,19 @@ pub(super) fn upsert_partial(
     o: &OrderRow,
     now: &str,
 ) -> Result<bool, StoreError> {
+    let lines_changed = upsert_lines(tx, o)?;
+    let stored = load_stored_times(tx, o)?;
+    if !lines_changed && stored.is_some() {
+        return Ok(false);
+    }
+    let lines = load_lines(tx, o)?;
+    upsert_order(tx, pipeline, &derive_order(o, &lines, stored), now)?;
+    Ok(true)
+}
+
+/// Writes each line of `o` that is not stored yet, or whose copy differs from the stored one and
+/// is not older. Returns whether any line was written.
+fn upsert_lines(tx: &Transaction<'_>, o: &OrderRow) -> Result<bool, StoreError> {
     let source = o.source.as_str();
     let mut lines_changed = false;
     for s in &o.sub_orders {
@@ -74,19 +86,43 @@ pub(super) fn upsert_partial(
         write_line(tx, source, &o.order_id, s)?;
         lines_changed = true;
     }
-    let stored_order: Option<(Option<String>, Option<String>, Option<String>)> = tx
-        .prepare_cached("SELECT created_at, paid_at, refunded_at FROM orders WHERE source = ?1 AND order_id = ?2")?
-        .query_row(params![source, o.order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    if !lines_changed && stored_order.is_some() {
-        return Ok(false);
-    }
-    let lines: Vec<StoredLine> = tx
+    Ok(lines_changed)
+}
+
+/// The times of the stored order row that a new derivation keeps when its lines no longer say
+/// them: the earliest creation and payment, the latest refund.
+struct StoredTimes {
+    created_at: Option<NaiveDateTime>,
+    paid_at: Option<NaiveDateTime>,
+    refunded_at: Option<NaiveDateTime>,
+}
+
+fn load_stored_times(
+    tx: &Transaction<'_>,
+    o: &OrderRow,
+) -> Result<Option<StoredTimes>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT created_at, paid_at, refunded_at FROM orders WHERE source = ?1 AND order_id = ?2",
+        )?
+        .query_row(params![o.source.as_str(), o.order_id], |r| {
+            Ok(StoredTimes {
+                created_at: parse_time_col(r.get(0)?),
+                paid_at: parse_time_col(r.get(1)?),
+                refunded_at: parse_time_col(r.get(2)?),
+            })
+        })
+        .optional()?)
+}
+
+/// Every stored line of the order, by line id.
+fn load_lines(tx: &Transaction<'_>, o: &OrderRow) -> Result<Vec<StoredLine>, StoreError> {
+    Ok(tx
         .prepare_cached(
             "SELECT pay_amount, refund_amount, commission, item_num, status, status_raw, updated_at, raw \
              FROM sub_orders WHERE source = ?1 AND order_id = ?2 ORDER BY sub_order_id",
         )?
-        .query_map(params![source, o.order_id], |r| {
+        .query_map(params![o.source.as_str(), o.order_id], |r| {
             Ok(StoredLine {
                 pay_amount: r.get(0)?,
                 refund_amount: r.get(1)?,
@@ -98,7 +134,11 @@ pub(super) fn upsert_partial(
                 raw: r.get(7)?,
             })
         })?
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?)
+}
+
+/// The order row of `o` as its stored `lines` add up, keeping the `stored` row's times.
+fn derive_order(o: &OrderRow, lines: &[StoredLine], stored: Option<StoredTimes>) -> OrderRow {
     let mut order = o.clone();
     order.partial = false;
     order.sub_orders.clear();
@@ -118,13 +158,12 @@ pub(super) fn upsert_partial(
     }
     let raws: Vec<&str> = lines.iter().map(|l| l.raw.as_str()).collect();
     order.raw = format!("{{\"sub_orders\":[{}]}}", raws.join(","));
-    if let Some((created, paid, refunded)) = stored_order {
-        order.created_at = min_time(order.created_at, parse_time_col(created));
-        order.paid_at = min_time(order.paid_at, parse_time_col(paid));
-        order.refunded_at = order.refunded_at.max(parse_time_col(refunded));
+    if let Some(stored) = stored {
+        order.created_at = min_time(order.created_at, stored.created_at);
+        order.paid_at = min_time(order.paid_at, stored.paid_at);
+        order.refunded_at = order.refunded_at.max(stored.refunded_at);
     }
-    upsert_order(tx, pipeline, &order, now)?;
-    Ok(true)
+    order
 }
 
 #[cfg(test)]
