@@ -273,3 +273,95 @@ pub fn rejections(conn: &Connection, pipelines: &[String], all: bool) -> Result<
     })?;
     rows.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RejectedRow;
+    use crate::planner::Window;
+    use crate::sources::SourceKind;
+    use crate::store::test_support::{order, setup, t};
+    use crate::store::{begin_run, commit_page, ensure_track, finish_run, Outcome};
+    use crate::store::{PageCommit, Progress};
+
+    #[test]
+    fn the_reports_read_back_what_page_commits_wrote() {
+        let (_d, mut conn, run) = setup();
+        ensure_track(
+            &conn,
+            "p",
+            "backfill a",
+            Some((t("2024-01-01"), t("2024-01-09"))),
+        )
+        .unwrap();
+        let day = |d: u32| Window {
+            start: t(&format!("2024-01-0{d}")),
+            end: t(&format!("2024-01-0{}", d + 1)),
+        };
+        for (d, rejected) in [(1, "x"), (3, "y")] {
+            let page = PageCommit {
+                run_id: run,
+                pipeline: "p".into(),
+                scope: "live".into(),
+                source: SourceKind::Veapi,
+                orders: vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
+                rejected: vec![RejectedRow {
+                    order_id: None,
+                    reason: "bad".into(),
+                    raw: rejected.into(),
+                }],
+                asked: (day(d), String::new()),
+                requests: 2,
+                progress: Progress::WindowDone { window: day(d) },
+            };
+            commit_page(&mut conn, &page).unwrap();
+        }
+        finish_run(&conn, run, Outcome::Failed, Some("boom"), 1).unwrap();
+        begin_run(&mut conn, "p", "sync", "live").unwrap();
+
+        assert_eq!(pipelines(&conn).unwrap(), ["p"]);
+        let last = last_run(&conn, "p").unwrap().unwrap();
+        assert_eq!((last.outcome.as_str(), last.rows_seen), ("running", 0));
+        assert_eq!(last_error(&conn, "p").unwrap().as_deref(), Some("boom"));
+        assert_eq!(open_rejections(&conn, "p").unwrap(), 2);
+        let scopes: Vec<String> = checkpoints(&conn, "p")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.scope)
+            .collect();
+        assert_eq!(scopes, ["live", "backfill a"], "live first");
+        let covered: Vec<(String, String)> = coverage(&conn, "p")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(covered.len(), 2, "two ranges with a gap: {covered:?}");
+        assert!(covered[0].0 < covered[1].0);
+
+        let outcomes = runs_by_outcome(&conn).unwrap();
+        assert_eq!(outcomes.len(), 1, "the running run is left out");
+        assert_eq!(
+            (outcomes[0].outcome.as_str(), outcomes[0].runs),
+            ("failed", 1)
+        );
+        let totals = run_totals(&conn).unwrap();
+        assert_eq!(
+            totals,
+            [RunTotals {
+                pipeline: "p".into(),
+                rows_seen: 2,
+                rows_changed: 1,
+                rows_rejected: 2,
+                requests: 5,
+            }]
+        );
+        let watermarks = live_watermarks(&conn).unwrap();
+        assert_eq!(watermarks.len(), 1);
+        assert_eq!(watermarks[0].watermark, "2024-01-04 00:00:00.000");
+
+        assert_eq!(rejections(&conn, &[], false).unwrap().len(), 2);
+        assert!(rejections(&conn, &["other".into()], true)
+            .unwrap()
+            .is_empty());
+    }
+}
