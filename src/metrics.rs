@@ -1,8 +1,9 @@
 //! `GET /metrics` (Prometheus text format) and `GET /healthz` for the daemon.
 //!
-//! Run counters are read from the `runs` table at scrape time, so they survive restarts and always
-//! agree with the database; upstream error codes and skipped ticks come from the daemon's memory
-//! (since process start). The watermark lag is now minus the live checkpoint's watermark.
+//! Run counters are read from the `runs` table (through `store::report`) at scrape time, so they
+//! survive restarts and always agree with the database; upstream error codes and skipped ticks come
+//! from the daemon's memory (since process start). The watermark lag is now minus the live
+//! checkpoint's watermark.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::daemon::Shared;
 use crate::server;
+use crate::store::report::{self, RunTotals};
 use crate::timefmt;
 
 #[derive(Clone)]
@@ -61,78 +63,94 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The whole exposition, from the database and the daemon's memory.
+/// The whole exposition, from the database and the daemon's memory. Each family's HELP and TYPE
+/// lines sit right above its own samples: a sample under another family's TYPE line is read by
+/// client parsers as part of that family, or as untyped.
 pub fn render(state: &State) -> Result<String, rusqlite::Error> {
-    let conn =
-        Connection::open_with_flags(&state.db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let conn = report::open_read_only(&state.db_path)?;
     let mut out = String::new();
+    render_runs(&conn, &mut out)?;
+    render_watermark_lag(&conn, &mut out)?;
+    render_live(state, &mut out);
+    Ok(out)
+}
 
+/// A counter family summed from `runs`: its name, its help, and its value in a pipeline's totals.
+struct RunCounter {
+    name: &'static str,
+    help: &'static str,
+    value: fn(&RunTotals) -> i64,
+}
+
+const RUN_COUNTERS: [RunCounter; 4] = [
+    RunCounter {
+        name: "ordersync_rows_seen_total",
+        help: "Orders received from upstream.",
+        value: |t| t.rows_seen,
+    },
+    RunCounter {
+        name: "ordersync_rows_changed_total",
+        help: "Orders inserted or updated.",
+        value: |t| t.rows_changed,
+    },
+    RunCounter {
+        name: "ordersync_rows_rejected_total",
+        help: "Rows upstream sent that could not be read, kept in rejected_rows (each time read).",
+        value: |t| t.rows_rejected,
+    },
+    RunCounter {
+        name: "ordersync_requests_total",
+        help: "HTTP requests sent upstream, retries included.",
+        value: |t| t.requests,
+    },
+];
+
+/// The run counters from `runs`: runs by outcome, and the row and request counters summed.
+fn render_runs(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Error> {
     out.push_str("# HELP ordersync_runs_total Runs finished (or abandoned), by outcome.\n# TYPE ordersync_runs_total counter\n");
-    let mut stmt = conn.prepare("SELECT pipeline, outcome, COUNT(*) FROM runs WHERE outcome != 'running' GROUP BY pipeline, outcome ORDER BY 1, 2")?;
-    for row in stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })? {
-        let (p, o, n) = row?;
+    for row in report::runs_by_outcome(conn)? {
         let _ = writeln!(
             out,
-            "ordersync_runs_total{{pipeline=\"{}\",outcome=\"{}\"}} {n}",
-            label(&p),
-            label(&o)
+            "ordersync_runs_total{{pipeline=\"{}\",outcome=\"{}\"}} {}",
+            label(&row.pipeline),
+            label(&row.outcome),
+            row.runs
         );
     }
-    let sums = [
-        (
-            "rows_seen",
-            "ordersync_rows_seen_total",
-            "Orders received from upstream.",
-        ),
-        (
-            "rows_changed",
-            "ordersync_rows_changed_total",
-            "Orders inserted or updated.",
-        ),
-        (
-            "rows_rejected",
-            "ordersync_rows_rejected_total",
-            "Rows upstream sent that could not be read, kept in rejected_rows (each time read).",
-        ),
-        (
-            "requests",
-            "ordersync_requests_total",
-            "HTTP requests sent upstream, retries included.",
-        ),
-    ];
-    for (column, name, help) in sums {
+    let totals = report::run_totals(conn)?;
+    for RunCounter { name, help, value } in RUN_COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        let mut stmt = conn.prepare(&format!(
-            "SELECT pipeline, SUM({column}) FROM runs GROUP BY pipeline ORDER BY 1"
-        ))?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (p, n) = row?;
-            let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {n}", label(&p));
+        for t in &totals {
+            let _ = writeln!(
+                out,
+                "{name}{{pipeline=\"{}\"}} {}",
+                label(&t.pipeline),
+                value(t)
+            );
         }
     }
+    Ok(())
+}
+
+/// Now minus each live watermark, in seconds.
+fn render_watermark_lag(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Error> {
     out.push_str("# HELP ordersync_watermark_lag_seconds Seconds between now and the live watermark.\n# TYPE ordersync_watermark_lag_seconds gauge\n");
     let now = timefmt::beijing_now();
-    let mut stmt = conn.prepare("SELECT pipeline, watermark FROM checkpoints WHERE scope = 'live' AND watermark IS NOT NULL ORDER BY 1")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-        let (p, w) = row?;
-        if let Some(w) = timefmt::parse_user_time(&w) {
+    for row in report::live_watermarks(conn)? {
+        if let Some(w) = timefmt::parse_user_time(&row.watermark) {
             let lag = (now - w).num_milliseconds() as f64 / 1000.0;
             let _ = writeln!(
                 out,
                 "ordersync_watermark_lag_seconds{{pipeline=\"{}\"}} {lag}",
-                label(&p)
+                label(&row.pipeline)
             );
         }
     }
-    // Each family's HELP and TYPE lines right above its own samples: a sample under another
-    // family's TYPE line is read by client parsers as part of that family, or as untyped.
+    Ok(())
+}
+
+/// What only the daemon's memory knows, since it started: upstream errors and skipped ticks.
+fn render_live(state: &State, out: &mut String) {
     let live = state.live.lock().ok();
     out.push_str("# HELP ordersync_upstream_errors_total Failed upstream attempts since start, by upstream code.\n# TYPE ordersync_upstream_errors_total counter\n");
     for ((p, code), n) in live.iter().flat_map(|l| &l.upstream_errors) {
@@ -151,5 +169,4 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
             label(p)
         );
     }
-    Ok(out)
 }

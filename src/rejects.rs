@@ -1,33 +1,17 @@
 //! `ordersync rejects`: the upstream rows kept in `rejected_rows` because they could not be read.
 //!
-//! Read-only over its own connection, like `status`. By default it lists the rows still open (no
-//! good copy of the same order has been stored since); `--all` adds the resolved ones. The text
-//! form shows a row's text cut short; `--json` gives everything.
+//! Read-only over its own connection, like `status`; the rows come from `store::report`. By
+//! default it lists the rows still open (no good copy of the same order has been stored since);
+//! `--all` adds the resolved ones. The text form shows a row's text cut short; `--json` gives
+//! everything.
 
 use std::fmt::Write as _;
 
-use rusqlite::{params_from_iter, Connection};
-use serde::Serialize;
+use rusqlite::Connection;
 
-use crate::store::StoreError;
+use crate::store::{report, StoreError};
 
-/// One row of `rejected_rows`.
-#[derive(Debug, Serialize)]
-pub struct Rejection {
-    pub pipeline: String,
-    pub source: String,
-    pub scope: String,
-    pub window_start: String,
-    pub window_end: String,
-    pub cursor: String,
-    pub order_id: Option<String>,
-    pub reason: String,
-    pub raw: String,
-    pub first_seen_at: String,
-    pub last_seen_at: String,
-    pub times_seen: i64,
-    pub resolved_at: Option<String>,
-}
+pub use crate::store::report::Rejection;
 
 /// The rejected rows of `pipelines` (every pipeline when empty), open ones only unless `all`,
 /// newest sighting first.
@@ -36,37 +20,7 @@ pub fn collect(
     pipelines: &[String],
     all: bool,
 ) -> Result<Vec<Rejection>, StoreError> {
-    let mut sql = String::from(
-        "SELECT pipeline, source, scope, window_start, window_end, cursor, order_id, reason, raw, \
-         first_seen_at, last_seen_at, times_seen, resolved_at FROM rejected_rows WHERE 1 = 1",
-    );
-    if !all {
-        sql.push_str(" AND resolved_at IS NULL");
-    }
-    if !pipelines.is_empty() {
-        let marks = vec!["?"; pipelines.len()].join(", ");
-        let _ = write!(sql, " AND pipeline IN ({marks})");
-    }
-    sql.push_str(" ORDER BY pipeline, last_seen_at DESC, id DESC");
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(pipelines), |r| {
-        Ok(Rejection {
-            pipeline: r.get(0)?,
-            source: r.get(1)?,
-            scope: r.get(2)?,
-            window_start: r.get(3)?,
-            window_end: r.get(4)?,
-            cursor: r.get(5)?,
-            order_id: r.get(6)?,
-            reason: r.get(7)?,
-            raw: r.get(8)?,
-            first_seen_at: r.get(9)?,
-            last_seen_at: r.get(10)?,
-            times_seen: r.get(11)?,
-            resolved_at: r.get(12)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(report::rejections(conn, pipelines, all)?)
 }
 
 /// How much of a row's text the text form shows.

@@ -1,18 +1,23 @@
-//! `ordersync status`: what each pipeline has done, read from `runs`, `checkpoints` and `coverage`.
+//! `ordersync status`: what each pipeline has done, from its runs, checkpoints and coverage.
 //!
-//! Read-only over its own connection, so it works while the daemon writes. Shows per pipeline the
-//! last run, the live watermark and its lag behind now, the last error, backfills and how far they
-//! got, and the finished time ranges of each track with any gap between them.
+//! Read-only over its own connection, so it works while the daemon writes; the rows come from
+//! `store::report`, and this module only assembles and renders them. Shows per pipeline the last
+//! run, the live watermark and its lag behind now, the last error, backfills and how far they got,
+//! and the finished time ranges of each track with any gap between them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use chrono::NaiveDateTime;
+use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::store::report::{self, CheckpointRow};
 use crate::store::StoreError;
 use crate::timefmt;
+
+pub use crate::store::report::RunRow;
 
 #[derive(Debug, Serialize)]
 pub struct PipelineStatus {
@@ -29,20 +34,6 @@ pub struct PipelineStatus {
 }
 
 #[derive(Debug, Serialize)]
-pub struct RunRow {
-    pub command: String,
-    pub scope: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub outcome: String,
-    pub rows_seen: i64,
-    pub rows_changed: i64,
-    pub rows_rejected: i64,
-    pub requests: i64,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
 pub struct TrackStatus {
     pub scope: String,
     pub range_start: Option<String>,
@@ -56,120 +47,95 @@ pub struct TrackStatus {
 
 pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
     let now = timefmt::beijing_now();
+    pipeline_names(conn, config)?
+        .into_iter()
+        .map(|name| pipeline_status(conn, config, name, now))
+        .collect()
+}
+
+/// The configured pipelines in config order, then those only the database knows.
+fn pipeline_names(conn: &Connection, config: &Config) -> Result<Vec<String>, StoreError> {
     let mut names: Vec<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT pipeline FROM checkpoints UNION SELECT DISTINCT pipeline FROM runs",
-    )?;
-    for name in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let name = name?;
+    for name in report::pipelines(conn)? {
         if !names.contains(&name) {
             names.push(name);
         }
     }
-    let mut out = Vec::new();
-    for name in names {
-        let p = config.pipeline(&name);
-        let last_run = conn
-            .query_row(
-                "SELECT command, scope, started_at, finished_at, outcome, rows_seen, rows_changed, requests, error, \
-                 rows_rejected FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
-                params![name],
-                |r| {
-                    Ok(RunRow {
-                        command: r.get(0)?,
-                        scope: r.get(1)?,
-                        started_at: r.get(2)?,
-                        finished_at: r.get(3)?,
-                        outcome: r.get(4)?,
-                        rows_seen: r.get(5)?,
-                        rows_changed: r.get(6)?,
-                        requests: r.get(7)?,
-                        error: r.get(8)?,
-                        rows_rejected: r.get(9)?,
-                    })
-                },
-            )
-            .optional()?;
-        let last_error: Option<String> = conn
-            .query_row(
-                "SELECT error FROM runs WHERE pipeline = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let rejected_open: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL",
-            params![name],
-            |r| r.get(0),
-        )?;
-        let mut coverage: BTreeMap<String, Vec<[String; 2]>> = BTreeMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT scope, range_start, range_end FROM coverage WHERE pipeline = ?1 ORDER BY scope, range_start",
-        )?;
-        for row in stmt.query_map(params![name], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-        })? {
-            let (scope, s, e) = row?;
-            coverage.entry(scope).or_default().push([s, e]);
-        }
-        let mut tracks = Vec::new();
-        let mut stmt = conn.prepare(
-            "SELECT scope, range_start, range_end, watermark, window_start, window_end FROM checkpoints \
-             WHERE pipeline = ?1 ORDER BY scope = 'live' DESC, scope",
-        )?;
-        let rows = stmt.query_map(params![name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })?;
-        let mut live_watermark = None;
-        for row in rows {
-            let (scope, range_start, range_end, watermark, ws, we) = row?;
-            let covered = coverage.remove(&scope).unwrap_or_default();
-            let gaps = covered
-                .windows(2)
-                .map(|w| [w[0][1].clone(), w[1][0].clone()])
-                .collect();
-            let finished = match (&range_end, &watermark) {
-                (Some(end), Some(w)) => w >= end,
-                _ => false,
-            };
-            if scope == "live" {
-                live_watermark = watermark.clone();
-            }
-            tracks.push(TrackStatus {
-                scope,
-                range_start,
-                range_end,
-                watermark,
-                in_progress: ws.zip(we).map(|(s, e)| format!("{s} .. {e}")),
-                finished,
-                covered,
-                gaps,
-            });
-        }
-        let lag_seconds = live_watermark
-            .as_deref()
-            .and_then(timefmt::parse_user_time)
-            .map(|w| (now - w).num_seconds());
-        out.push(PipelineStatus {
-            source: p.map(|p| p.source.to_string()),
-            enabled: p.map(|p| p.enabled),
-            pipeline: name,
-            last_run,
-            watermark: live_watermark,
-            lag_seconds,
-            last_error,
-            rejected_open,
-            tracks,
-        });
+    Ok(names)
+}
+
+fn pipeline_status(
+    conn: &Connection,
+    config: &Config,
+    name: String,
+    now: NaiveDateTime,
+) -> Result<PipelineStatus, StoreError> {
+    let p = config.pipeline(&name);
+    let last_run = report::last_run(conn, &name)?;
+    let last_error = report::last_error(conn, &name)?;
+    let rejected_open = report::open_rejections(conn, &name)?;
+    let tracks = tracks(conn, &name)?;
+    let live_watermark = tracks
+        .iter()
+        .find(|t| t.scope == "live")
+        .and_then(|t| t.watermark.clone());
+    let lag_seconds = live_watermark
+        .as_deref()
+        .and_then(timefmt::parse_user_time)
+        .map(|w| (now - w).num_seconds());
+    Ok(PipelineStatus {
+        source: p.map(|p| p.source.to_string()),
+        enabled: p.map(|p| p.enabled),
+        pipeline: name,
+        last_run,
+        watermark: live_watermark,
+        lag_seconds,
+        last_error,
+        rejected_open,
+        tracks,
+    })
+}
+
+/// The pipeline's tracks, live first, each with its finished ranges and the gaps between them.
+fn tracks(conn: &Connection, pipeline: &str) -> Result<Vec<TrackStatus>, StoreError> {
+    let mut coverage: BTreeMap<String, Vec<[String; 2]>> = BTreeMap::new();
+    for range in report::coverage(conn, pipeline)? {
+        coverage
+            .entry(range.scope)
+            .or_default()
+            .push([range.start, range.end]);
     }
-    Ok(out)
+    Ok(report::checkpoints(conn, pipeline)?
+        .into_iter()
+        .map(|checkpoint| {
+            let covered = coverage.remove(&checkpoint.scope).unwrap_or_default();
+            track_status(checkpoint, covered)
+        })
+        .collect())
+}
+
+fn track_status(checkpoint: CheckpointRow, covered: Vec<[String; 2]>) -> TrackStatus {
+    let gaps = covered
+        .windows(2)
+        .map(|w| [w[0][1].clone(), w[1][0].clone()])
+        .collect();
+    let finished = match (&checkpoint.range_end, &checkpoint.watermark) {
+        (Some(end), Some(w)) => w >= end,
+        _ => false,
+    };
+    TrackStatus {
+        scope: checkpoint.scope,
+        range_start: checkpoint.range_start,
+        range_end: checkpoint.range_end,
+        watermark: checkpoint.watermark,
+        in_progress: checkpoint
+            .window_start
+            .zip(checkpoint.window_end)
+            .map(|(s, e)| format!("{s} .. {e}")),
+        finished,
+        covered,
+        gaps,
+    }
 }
 
 fn human_lag(secs: i64) -> String {

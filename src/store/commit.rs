@@ -1,0 +1,77 @@
+//! The page commit: one page's rows, rejects, run counters and checkpoint, in one transaction.
+//!
+//! Invariant: a page's orders, sub-orders, history rows, rejected rows, run counters *and* the
+//! checkpoint that says the page is done are written in one transaction ([`commit_page`]), so a
+//! crash at any instant leaves the database either before or after the page, never between.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::rejected::{keep_rejected, resolve_rejected};
+use super::runs::count_page;
+use super::tracks::{save_progress, Progress};
+use super::upsert::upsert_order;
+use super::StoreError;
+use crate::model::{OrderRow, RejectedRow};
+use crate::planner::Window;
+use crate::sources::SourceKind;
+use crate::timefmt;
+
+#[derive(Debug, Clone)]
+pub struct PageCommit {
+    pub run_id: i64,
+    pub pipeline: String,
+    pub scope: String,
+    pub source: SourceKind,
+    pub orders: Vec<OrderRow>,
+    /// The page's rows that could not be normalised.
+    pub rejected: Vec<RejectedRow>,
+    /// The window the page belongs to and the cursor it was asked with (secrets hidden): where a
+    /// rejected row came from.
+    pub asked: (Window, String),
+    /// HTTP requests this page took, retries included.
+    pub requests: u32,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageStats {
+    pub seen: u64,
+    pub changed: u64,
+    pub rejected: u64,
+    /// The rejected rows not seen before: `(order id, reason)`.
+    pub newly_rejected: Vec<(Option<String>, String)>,
+}
+
+/// Writes one page and its checkpoint in one transaction.
+pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats, StoreError> {
+    let now = timefmt::fmt_seconds(timefmt::beijing_now());
+    // Immediate: this transaction reads, then writes. A deferred one would be refused at once
+    // (not retried within busy_timeout) when another process took the write lock in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // A partial order's lines are written before the order row they belong to; the foreign key
+    // is checked when the page commits. Only pages that hold such orders ask for it: setting any
+    // flag pragma expires every prepared statement, so each would be compiled again on this page.
+    if page.orders.iter().any(|o| o.partial) {
+        tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    }
+    let mut stats = PageStats::default();
+    for row in &page.rejected {
+        stats.rejected += 1;
+        if keep_rejected(&tx, page, row, &now)? {
+            stats
+                .newly_rejected
+                .push((row.order_id.clone(), row.reason.clone()));
+        }
+    }
+    for order in &page.orders {
+        stats.seen += 1;
+        if upsert_order(&tx, &page.pipeline, order, &now)? {
+            stats.changed += 1;
+        }
+    }
+    resolve_rejected(&tx, page, &now)?;
+    let windows_done = save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
+    count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
+    tx.commit()?;
+    Ok(stats)
+}

@@ -1,0 +1,243 @@
+//! The SQLite store: the single writer, the connection every command opens, and the modules that
+//! own the tables.
+//!
+//! Invariant: a page's orders, sub-orders, history rows, run counters *and* the checkpoint that says
+//! the page is done are written in one transaction ([`commit_page`]), so a crash at any instant
+//! leaves the database either before or after the page, never between. Upserts never let an older
+//! copy of an order (by upstream update time) overwrite a newer one, and an identical copy is not
+//! rewritten, so re-reading overlapping windows is harmless.
+//!
+//! All writes go through one thread that owns the connection ([`Store`]); async callers send it
+//! closures and await the answer. Read-only callers (`status`) may open their own connection.
+//!
+//! One job per module: `migrate` (schema versions), `runs`, `tracks` (checkpoints and coverage),
+//! `commit` (the page transaction), `upsert` and `partial` (order rows), `rejected` (rows that
+//! could not be read), and `report`, the read side of the reports. Callers use the re-exports
+//! below (and `store::report::*`), not the module paths.
+
+mod commit;
+mod migrate;
+mod partial;
+mod rejected;
+pub mod report;
+mod runs;
+#[cfg(test)]
+mod test_support;
+mod tracks;
+mod upsert;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::dbfiles;
+
+pub use commit::{commit_page, PageCommit, PageStats};
+pub use migrate::schema_version;
+pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
+pub use tracks::{ensure_track, Progress, Track};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// `problem` already says what SQLite or the OS refused (see `dbfiles::explain`): the path is
+    /// named once, and no error chain repeats it.
+    #[error("cannot open database {path}: {problem}")]
+    Open { path: String, problem: String },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this ordersync understands ({known}); upgrade ordersync")]
+    TooNew { found: i64, known: i64 },
+    #[error("database migration {version} failed: {problem}")]
+    Migration { version: i64, problem: String },
+    #[error("pipeline `{pipeline}` ({scope}) is already running in process {pid}")]
+    Busy {
+        pipeline: String,
+        scope: String,
+        pid: i64,
+    },
+    #[error("database writer has stopped")]
+    WriterGone,
+    #[error("database {path}: its write-ahead log could not be copied into the database file at exit ({reason}); the commits are safe in its -wal file, and the next ordersync command to open it copies them in")]
+    Checkpoint { path: String, reason: String },
+}
+
+/// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.
+/// Every way into the database comes through here, so its files are owner-only (`dbfiles`).
+pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    dbfiles::prepare(path).map_err(|problem| StoreError::Open {
+        path: path.display().to_string(),
+        problem,
+    })?;
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        problem: dbfiles::explain(path, dbfiles::Cause::Sqlite(&e)),
+    };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    // Every page commit rewrites the same hot index pages into the WAL; checkpointing every
+    // 30,000 pages (~120 MB) of WAL instead of every 1,000 copies each of them back far less
+    // often. The size limit sits above that, so the WAL file is reused in place after a
+    // checkpoint: cutting it back (64 MB, before) made every cycle truncate it and then allocate
+    // its blocks again, which cost 15-25% of a sync's CPU (see README "Performance"). It only
+    // bites when a long reader kept the WAL from restarting and it grew past the limit.
+    // 4 MB of page cache: past ~50k orders the random-keyed indexes outgrow any cache worth
+    // having in a small daemon anyway (their pages come from the OS cache); 8 MB cost 4 MB of
+    // peak RSS for no CPU measurably saved.
+    conn.pragma_update(None, "cache_size", -4000)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 30000)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_size_limit", 128 * 1024 * 1024)
+        .map_err(open_err)?;
+    let mut conn = conn;
+    migrate::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// What the writer thread is asked to do.
+enum Message {
+    Job(Job),
+    /// Checkpoint the WAL into the database file, close the connection, stop.
+    Close(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The single writer: a thread owning the connection, fed closures over a channel.
+///
+/// # Lifecycle
+/// [`Store::open`] starts the thread; [`Store::close`] must be awaited before the process exits
+/// after writing: a process that just exits leaves its commits in the `-wal` file (checkpoints
+/// come only every 30,000 pages), so the `.db` file alone, which is what operators copy, would be
+/// stale or malformed.
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Message>,
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = open_connection(path)?;
+        mark_abandoned_runs(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Message>();
+        let shown = path.display().to_string();
+        std::thread::Builder::new()
+            .name("ordersync-store".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for message in rx {
+                    match message {
+                        Message::Job(job) => job(&mut conn),
+                        Message::Close(done) => {
+                            let _ = done.send(checkpoint_and_close(conn, &shown));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(Store {
+            jobs: tx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread and returns its result.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.jobs
+            .send(Message::Job(job))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Waits for the jobs already sent, copies the whole WAL into the database file and closes
+    /// the connection, so that the `.db` file alone holds every commit. Every clone is closed with
+    /// it: later calls fail with [`StoreError::WriterGone`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Message::Close(tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// `wal_checkpoint(TRUNCATE)`, then close. Another process reading the database can keep the
+/// checkpoint from finishing; that is a warning (nothing is lost, and its connection checkpoints
+/// when it is the last to close), and the wait for it is short so that a stopping daemon stays
+/// within its unit's stop timeout.
+fn checkpoint_and_close(conn: Connection, path: &str) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| StoreError::Checkpoint {
+        path: path.to_string(),
+        reason: dbfiles::sqlite_reason(&e, Path::new(path)),
+    };
+    conn.busy_timeout(Duration::from_secs(2)).map_err(failed)?;
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(failed)?;
+    if busy != 0 {
+        tracing::warn!(
+            "database {path}: another process is reading it, so its write-ahead log could not be \
+             copied into the database file at exit; the file alone is complete once that process closes it"
+        );
+    }
+    conn.close().map_err(|(_, e)| failed(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::count;
+
+    #[tokio::test]
+    async fn close_checkpoints_the_wal_into_the_database_file_and_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let store = Store::open(&path).unwrap();
+        // Another connection stays open, so what empties the WAL is the checkpoint, not SQLite's
+        // own one when the last connection closes.
+        let reader = Connection::open(&path).unwrap();
+        assert!(count(&reader, "SELECT COUNT(*) FROM sqlite_schema") > 0);
+        store
+            .call(|conn| ensure_track(conn, "p", "live", None).map(|_| ()))
+            .await
+            .unwrap();
+        let wal = crate::dbfiles::with_suffix(&path, "-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        store.close().await.unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        assert_eq!(
+            count(
+                &reader,
+                "SELECT COUNT(*) FROM checkpoints WHERE pipeline = 'p'"
+            ),
+            1
+        );
+        assert!(matches!(
+            store.call(|_| Ok(())).await,
+            Err(StoreError::WriterGone)
+        ));
+    }
+}

@@ -1,0 +1,367 @@
+//! The read side: what `status`, `metrics` and `rejects` show, read from `runs`, `checkpoints`,
+//! `coverage` and `rejected_rows` as typed rows.
+//!
+//! Invariant: nothing here writes, and this is the only SQL over those tables outside the store's
+//! writers, so a schema change is made in one folder; the reports assemble and render these rows
+//! and know no column names. Errors are SQLite's own: `metrics` shows them as they come, `status`
+//! and `rejects` wrap them in `StoreError`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Result};
+use serde::Serialize;
+
+/// A read-only connection for a scrape: it never migrates or writes, so it works beside the
+/// daemon's writer and never holds the write lock.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+// ---- status -------------------------------------------------------------------------------------
+
+/// Every pipeline that has a track or a run.
+pub fn pipelines(conn: &Connection) -> Result<Vec<String>> {
+    conn.prepare(
+        "SELECT DISTINCT pipeline FROM checkpoints UNION SELECT DISTINCT pipeline FROM runs",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
+/// One run, as `status` shows the last one.
+#[derive(Debug, Serialize)]
+pub struct RunRow {
+    pub command: String,
+    pub scope: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub rows_seen: i64,
+    pub rows_changed: i64,
+    pub rows_rejected: i64,
+    pub requests: i64,
+    pub error: Option<String>,
+}
+
+/// The pipeline's most recent run, whatever its scope.
+pub fn last_run(conn: &Connection, pipeline: &str) -> Result<Option<RunRow>> {
+    conn.query_row(
+        "SELECT command, scope, started_at, finished_at, outcome, rows_seen, rows_changed, requests, error, \
+         rows_rejected FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
+        params![pipeline],
+        |r| {
+            Ok(RunRow {
+                command: r.get(0)?,
+                scope: r.get(1)?,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                outcome: r.get(4)?,
+                rows_seen: r.get(5)?,
+                rows_changed: r.get(6)?,
+                requests: r.get(7)?,
+                error: r.get(8)?,
+                rows_rejected: r.get(9)?,
+            })
+        },
+    )
+    .optional()
+}
+
+/// The error of the pipeline's most recent run that had one.
+pub fn last_error(conn: &Connection, pipeline: &str) -> Result<Option<String>> {
+    conn.query_row(
+        "SELECT error FROM runs WHERE pipeline = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
+        params![pipeline],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// How many of the pipeline's rejected rows no good copy has resolved yet.
+pub fn open_rejections(conn: &Connection, pipeline: &str) -> Result<i64> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL",
+        params![pipeline],
+        |r| r.get(0),
+    )
+}
+
+/// One finished range `[start, end)` of a track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoveredRange {
+    pub scope: String,
+    pub start: String,
+    pub end: String,
+}
+
+/// The pipeline's finished ranges, by scope, earliest first.
+pub fn coverage(conn: &Connection, pipeline: &str) -> Result<Vec<CoveredRange>> {
+    conn.prepare(
+        "SELECT scope, range_start, range_end FROM coverage WHERE pipeline = ?1 ORDER BY scope, range_start",
+    )?
+    .query_map(params![pipeline], |r| {
+        Ok(CoveredRange {
+            scope: r.get(0)?,
+            start: r.get(1)?,
+            end: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// One track's checkpoint, without its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    pub scope: String,
+    pub range_start: Option<String>,
+    pub range_end: Option<String>,
+    pub watermark: Option<String>,
+    pub window_start: Option<String>,
+    pub window_end: Option<String>,
+}
+
+/// The pipeline's tracks: live first, then the backfills by scope.
+pub fn checkpoints(conn: &Connection, pipeline: &str) -> Result<Vec<CheckpointRow>> {
+    conn.prepare(
+        "SELECT scope, range_start, range_end, watermark, window_start, window_end FROM checkpoints \
+         WHERE pipeline = ?1 ORDER BY scope = 'live' DESC, scope",
+    )?
+    .query_map(params![pipeline], |r| {
+        Ok(CheckpointRow {
+            scope: r.get(0)?,
+            range_start: r.get(1)?,
+            range_end: r.get(2)?,
+            watermark: r.get(3)?,
+            window_start: r.get(4)?,
+            window_end: r.get(5)?,
+        })
+    })?
+    .collect()
+}
+
+// ---- metrics ------------------------------------------------------------------------------------
+
+/// How many of a pipeline's runs ended with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCount {
+    pub pipeline: String,
+    pub outcome: String,
+    pub runs: i64,
+}
+
+/// Finished (and abandoned) runs by pipeline and outcome, in that order; running ones are left out.
+pub fn runs_by_outcome(conn: &Connection) -> Result<Vec<OutcomeCount>> {
+    conn.prepare(
+        "SELECT pipeline, outcome, COUNT(*) FROM runs WHERE outcome != 'running' \
+         GROUP BY pipeline, outcome ORDER BY 1, 2",
+    )?
+    .query_map([], |r| {
+        Ok(OutcomeCount {
+            pipeline: r.get(0)?,
+            outcome: r.get(1)?,
+            runs: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// A pipeline's run counters summed over all its runs, running ones included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTotals {
+    pub pipeline: String,
+    pub rows_seen: i64,
+    pub rows_changed: i64,
+    pub rows_rejected: i64,
+    pub requests: i64,
+}
+
+/// Every pipeline's run counters, by pipeline: one query, so the four come from one snapshot.
+pub fn run_totals(conn: &Connection) -> Result<Vec<RunTotals>> {
+    conn.prepare(
+        "SELECT pipeline, SUM(rows_seen), SUM(rows_changed), SUM(rows_rejected), SUM(requests) \
+         FROM runs GROUP BY pipeline ORDER BY 1",
+    )?
+    .query_map([], |r| {
+        Ok(RunTotals {
+            pipeline: r.get(0)?,
+            rows_seen: r.get(1)?,
+            rows_changed: r.get(2)?,
+            rows_rejected: r.get(3)?,
+            requests: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// A pipeline's live watermark, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveWatermark {
+    pub pipeline: String,
+    pub watermark: String,
+}
+
+/// The live tracks that have a watermark, by pipeline.
+pub fn live_watermarks(conn: &Connection) -> Result<Vec<LiveWatermark>> {
+    conn.prepare(
+        "SELECT pipeline, watermark FROM checkpoints WHERE scope = 'live' AND watermark IS NOT NULL ORDER BY 1",
+    )?
+    .query_map([], |r| {
+        Ok(LiveWatermark {
+            pipeline: r.get(0)?,
+            watermark: r.get(1)?,
+        })
+    })?
+    .collect()
+}
+
+// ---- rejects ------------------------------------------------------------------------------------
+
+/// One row of `rejected_rows`.
+#[derive(Debug, Serialize)]
+pub struct Rejection {
+    pub pipeline: String,
+    pub source: String,
+    pub scope: String,
+    pub window_start: String,
+    pub window_end: String,
+    pub cursor: String,
+    pub order_id: Option<String>,
+    pub reason: String,
+    pub raw: String,
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+    pub times_seen: i64,
+    pub resolved_at: Option<String>,
+}
+
+/// The rejected rows of `pipelines` (every pipeline when empty), open ones only unless `all`,
+/// by pipeline, newest sighting first.
+pub fn rejections(conn: &Connection, pipelines: &[String], all: bool) -> Result<Vec<Rejection>> {
+    let mut sql = String::from(
+        "SELECT pipeline, source, scope, window_start, window_end, cursor, order_id, reason, raw, \
+         first_seen_at, last_seen_at, times_seen, resolved_at FROM rejected_rows WHERE 1 = 1",
+    );
+    if !all {
+        sql.push_str(" AND resolved_at IS NULL");
+    }
+    if !pipelines.is_empty() {
+        let marks = vec!["?"; pipelines.len()].join(", ");
+        let _ = write!(sql, " AND pipeline IN ({marks})");
+    }
+    sql.push_str(" ORDER BY pipeline, last_seen_at DESC, id DESC");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params_from_iter(pipelines), |r| {
+        Ok(Rejection {
+            pipeline: r.get(0)?,
+            source: r.get(1)?,
+            scope: r.get(2)?,
+            window_start: r.get(3)?,
+            window_end: r.get(4)?,
+            cursor: r.get(5)?,
+            order_id: r.get(6)?,
+            reason: r.get(7)?,
+            raw: r.get(8)?,
+            first_seen_at: r.get(9)?,
+            last_seen_at: r.get(10)?,
+            times_seen: r.get(11)?,
+            resolved_at: r.get(12)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RejectedRow;
+    use crate::planner::Window;
+    use crate::sources::SourceKind;
+    use crate::store::test_support::{order, setup, t};
+    use crate::store::{begin_run, commit_page, ensure_track, finish_run, Outcome};
+    use crate::store::{PageCommit, Progress};
+
+    #[test]
+    fn the_reports_read_back_what_page_commits_wrote() {
+        let (_d, mut conn, run) = setup();
+        ensure_track(
+            &conn,
+            "p",
+            "backfill a",
+            Some((t("2024-01-01"), t("2024-01-09"))),
+        )
+        .unwrap();
+        let day = |d: u32| Window {
+            start: t(&format!("2024-01-0{d}")),
+            end: t(&format!("2024-01-0{}", d + 1)),
+        };
+        for (d, rejected) in [(1, "x"), (3, "y")] {
+            let page = PageCommit {
+                run_id: run,
+                pipeline: "p".into(),
+                scope: "live".into(),
+                source: SourceKind::Veapi,
+                orders: vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
+                rejected: vec![RejectedRow {
+                    order_id: None,
+                    reason: "bad".into(),
+                    raw: rejected.into(),
+                }],
+                asked: (day(d), String::new()),
+                requests: 2,
+                progress: Progress::WindowDone { window: day(d) },
+            };
+            commit_page(&mut conn, &page).unwrap();
+        }
+        finish_run(&conn, run, Outcome::Failed, Some("boom"), 1).unwrap();
+        begin_run(&mut conn, "p", "sync", "live").unwrap();
+
+        assert_eq!(pipelines(&conn).unwrap(), ["p"]);
+        let last = last_run(&conn, "p").unwrap().unwrap();
+        assert_eq!((last.outcome.as_str(), last.rows_seen), ("running", 0));
+        assert_eq!(last_error(&conn, "p").unwrap().as_deref(), Some("boom"));
+        assert_eq!(open_rejections(&conn, "p").unwrap(), 2);
+        let scopes: Vec<String> = checkpoints(&conn, "p")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.scope)
+            .collect();
+        assert_eq!(scopes, ["live", "backfill a"], "live first");
+        let covered: Vec<(String, String)> = coverage(&conn, "p")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.start, r.end))
+            .collect();
+        assert_eq!(covered.len(), 2, "two ranges with a gap: {covered:?}");
+        assert!(covered[0].0 < covered[1].0);
+
+        let outcomes = runs_by_outcome(&conn).unwrap();
+        assert_eq!(outcomes.len(), 1, "the running run is left out");
+        assert_eq!(
+            (outcomes[0].outcome.as_str(), outcomes[0].runs),
+            ("failed", 1)
+        );
+        let totals = run_totals(&conn).unwrap();
+        assert_eq!(
+            totals,
+            [RunTotals {
+                pipeline: "p".into(),
+                rows_seen: 2,
+                rows_changed: 1,
+                rows_rejected: 2,
+                requests: 5,
+            }]
+        );
+        let watermarks = live_watermarks(&conn).unwrap();
+        assert_eq!(watermarks.len(), 1);
+        assert_eq!(watermarks[0].watermark, "2024-01-04 00:00:00.000");
+
+        assert_eq!(rejections(&conn, &[], false).unwrap().len(), 2);
+        assert!(rejections(&conn, &["other".into()], true)
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,158 @@
+//! Runs: one row in `runs` per sync or backfill, from `begin_run` to `finish_run`.
+//!
+//! Invariant: at most one run per (pipeline, scope) is `running` in a live process; a run left
+//! `running` by a process that no longer exists is `abandoned`, never taken for a live one. A
+//! run's counters only grow, and only with the pages that committed (see `commit_page`) plus the
+//! failed requests `finish_run` is given.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+
+use super::{PageStats, StoreError};
+use crate::timefmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+fn pid_alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs left `running` by a process that no longer exists (killed, crashed) become `abandoned`.
+pub fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
+    let me = i64::from(std::process::id());
+    let stale: Vec<(i64, i64)> = conn
+        .prepare("SELECT id, pid FROM runs WHERE outcome = 'running'")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let now = timefmt::fmt_seconds(timefmt::beijing_now());
+    for (id, pid) in stale {
+        if pid == me || !pid_alive(pid) {
+            conn.execute(
+                "UPDATE runs SET outcome = 'abandoned', finished_at = ?2, \
+                 error = COALESCE(error, 'process ended without finishing the run') WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the start of a run; refuses if the same (pipeline, scope) runs in another live process.
+pub fn begin_run(
+    conn: &mut Connection,
+    pipeline: &str,
+    command: &str,
+    scope: &str,
+) -> Result<i64, StoreError> {
+    let me = i64::from(std::process::id());
+    // Immediate: this transaction reads, then writes. A deferred one would be refused at once
+    // (not retried within busy_timeout) when another process took the write lock in between.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let running: Vec<(i64, i64)> = tx
+        .prepare(
+            "SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'",
+        )?
+        .query_map(params![pipeline, scope], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, pid) in running {
+        if pid != me && pid_alive(pid) {
+            return Err(StoreError::Busy {
+                pipeline: pipeline.into(),
+                scope: scope.into(),
+                pid,
+            });
+        }
+        tx.execute(
+            "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE id = ?1",
+            params![id, timefmt::fmt_seconds(timefmt::beijing_now())],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO runs (pipeline, command, scope, pid, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
+        params![pipeline, command, scope, me, timefmt::fmt_millis(timefmt::beijing_now())],
+    )?;
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(id)
+}
+
+/// Closes a run. `requests` are those not already counted by a committed page (failed attempts).
+pub fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    outcome: Outcome,
+    error: Option<&str>,
+    requests: u64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE runs SET outcome = ?2, finished_at = ?3, error = ?4, requests = requests + ?5 WHERE id = ?1",
+        params![
+            run_id,
+            outcome.as_str(),
+            timefmt::fmt_millis(timefmt::beijing_now()),
+            error,
+            requests as i64
+        ],
+    )?;
+    Ok(())
+}
+
+/// Adds a committed page's counts to its run, in that page's transaction.
+pub(super) fn count_page(
+    tx: &Transaction<'_>,
+    run_id: i64,
+    stats: &PageStats,
+    requests: u32,
+    windows_done: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
+         requests = requests + ?4, windows_done = windows_done + ?5, rows_rejected = rows_rejected + ?6 \
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        run_id,
+        stats.seen as i64,
+        stats.changed as i64,
+        i64::from(requests),
+        windows_done,
+        stats.rejected as i64,
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::setup;
+
+    #[test]
+    fn a_running_run_of_a_live_process_blocks_a_second_one() {
+        let (_d, mut conn, _run) = setup();
+        // Our own pid: treated as stale (the scheduler prevents overlap within a process).
+        assert!(begin_run(&mut conn, "p", "sync", "live").is_ok());
+        conn.execute("UPDATE runs SET pid = 1 WHERE outcome = 'running'", [])
+            .unwrap();
+        assert!(matches!(
+            begin_run(&mut conn, "p", "sync", "live"),
+            Err(StoreError::Busy { pid: 1, .. })
+        ));
+        assert!(begin_run(&mut conn, "p", "backfill", "backfill x").is_ok());
+    }
+}

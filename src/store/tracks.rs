@@ -1,0 +1,199 @@
+//! Tracks: the resumable state of one (pipeline, scope) in `checkpoints`, and the finished time
+//! ranges in `coverage`.
+//!
+//! Invariant: a watermark never moves back, and a range is in `coverage` only once its window's
+//! last page committed — both are written in that page's transaction (see `commit_page`). Ranges
+//! of one (pipeline, scope) never overlap or touch: a new one is merged with its neighbours.
+
+use chrono::NaiveDateTime;
+use rusqlite::{params, Connection, Transaction};
+
+use super::StoreError;
+use crate::planner::Window;
+use crate::timefmt;
+
+/// The resumable state of one (pipeline, scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub watermark: Option<NaiveDateTime>,
+    /// The window in progress and the cursor of its next page.
+    pub in_progress: Option<(Window, String)>,
+}
+
+/// What the checkpoint says once this page is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// More pages in this window; the next one is asked with `cursor`.
+    Next { window: Window, cursor: String },
+    /// This was the window's last page: it is finished.
+    WindowDone { window: Window },
+}
+
+pub(super) fn parse_time_col(text: Option<String>) -> Option<NaiveDateTime> {
+    text.as_deref().and_then(timefmt::parse_user_time)
+}
+
+/// Loads the track, creating it (empty) when it does not exist yet. A backfill "up to now" run again
+/// later extends its range to the new now.
+pub fn ensure_track(
+    conn: &Connection,
+    pipeline: &str,
+    scope: &str,
+    range: Option<(NaiveDateTime, NaiveDateTime)>,
+) -> Result<Track, StoreError> {
+    conn.execute(
+        "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
+         range_end = CASE WHEN excluded.range_end > range_end THEN excluded.range_end ELSE range_end END",
+        params![
+            pipeline,
+            scope,
+            range.map(|r| timefmt::fmt_millis(r.0)),
+            range.map(|r| timefmt::fmt_millis(r.1)),
+            timefmt::fmt_seconds(timefmt::beijing_now()),
+        ],
+    )?;
+    let row = conn.query_row(
+        "SELECT watermark, window_start, window_end, cursor FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+        params![pipeline, scope],
+        |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        },
+    )?;
+    let in_progress = match (parse_time_col(row.1), parse_time_col(row.2), row.3) {
+        (Some(start), Some(end), Some(cursor)) => Some((Window { start, end }, cursor)),
+        _ => None,
+    };
+    Ok(Track {
+        watermark: parse_time_col(row.0),
+        in_progress,
+    })
+}
+
+/// Writes where the track stands once a page is committed, in that page's transaction: the window
+/// in progress and the cursor of its next page, or, when the window is done, the watermark (never
+/// moved back) and the window merged into coverage. Returns the windows finished (0 or 1).
+pub(super) fn save_progress(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    scope: &str,
+    progress: &Progress,
+    now: &str,
+) -> Result<i64, StoreError> {
+    match progress {
+        Progress::Next { window, cursor } => {
+            tx.prepare_cached(
+                "UPDATE checkpoints SET window_start = ?3, window_end = ?4, cursor = ?5, updated_at = ?6 \
+                 WHERE pipeline = ?1 AND scope = ?2",
+            )?
+            .execute(params![
+                pipeline,
+                scope,
+                timefmt::fmt_millis(window.start),
+                timefmt::fmt_millis(window.end),
+                cursor,
+                now
+            ])?;
+            Ok(0)
+        }
+        Progress::WindowDone { window } => {
+            let end = timefmt::fmt_millis(window.end);
+            tx.prepare_cached(
+                "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < ?3 THEN ?3 ELSE watermark END, \
+                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = ?4 \
+                 WHERE pipeline = ?1 AND scope = ?2",
+            )?
+            .execute(params![pipeline, scope, end, now])?;
+            add_coverage(tx, pipeline, scope, window)?;
+            Ok(1)
+        }
+    }
+}
+
+/// Merges `[start, end)` into the pipeline's finished ranges of this scope.
+fn add_coverage(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    scope: &str,
+    w: &Window,
+) -> Result<(), StoreError> {
+    let (mut start, mut end) = (timefmt::fmt_millis(w.start), timefmt::fmt_millis(w.end));
+    let touching: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT range_start, range_end FROM coverage WHERE pipeline = ?1 AND scope = ?2 \
+             AND range_start <= ?4 AND range_end >= ?3",
+        )?
+        .query_map(params![pipeline, scope, start, end], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (s, e) in touching {
+        tx.prepare_cached(
+            "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2 AND range_start = ?3",
+        )?
+        .execute(params![pipeline, scope, s])?;
+        start = start.min(s);
+        end = end.max(e);
+    }
+    tx.prepare_cached(
+        "INSERT INTO coverage (pipeline, scope, range_start, range_end) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![pipeline, scope, start, end])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::{commit, setup, t};
+
+    #[test]
+    fn window_done_moves_watermark_and_merges_coverage() {
+        let (_d, mut conn, run) = setup();
+        let a = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let b = Window {
+            start: t("2024-01-02"),
+            end: t("2024-01-03"),
+        };
+        let far = Window {
+            start: t("2024-02-01"),
+            end: t("2024-02-02"),
+        };
+        commit(
+            &mut conn,
+            run,
+            vec![],
+            Progress::Next {
+                window: a,
+                cursor: "x".into(),
+            },
+        );
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!(track.in_progress, Some((a, "x".to_string())));
+        assert_eq!(track.watermark, None);
+        commit(&mut conn, run, vec![], Progress::WindowDone { window: a });
+        commit(&mut conn, run, vec![], Progress::WindowDone { window: b });
+        commit(&mut conn, run, vec![], Progress::WindowDone { window: far });
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!(track.in_progress, None);
+        assert_eq!(track.watermark, Some(t("2024-02-02")));
+        let ranges: Vec<(String, String)> = conn
+            .prepare("SELECT range_start, range_end FROM coverage ORDER BY range_start")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ranges.len(), 2, "{ranges:?}");
+        assert_eq!(ranges[0].0, "2024-01-01 00:00:00.000");
+        assert_eq!(ranges[0].1, "2024-01-03 00:00:00.000");
+    }
+}

@@ -1,0 +1,283 @@
+//! Order upserts: one order row and its lines, never regressing and never rewriting a copy.
+//!
+//! Invariant: an older copy of an order (by upstream update time), or one that lost its update
+//! time, never overwrites the stored one, and an identical copy (same `raw`, same pipeline) is not
+//! rewritten, so re-reading overlapping windows is harmless. Every stored change of `status_raw`,
+//! the first sighting included, adds exactly one `order_status_history` row.
+
+use chrono::NaiveDateTime;
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::partial::upsert_partial;
+use super::StoreError;
+use crate::model::{OrderRow, SubOrderRow};
+use crate::timefmt;
+
+pub(super) fn opt_time(t: Option<NaiveDateTime>) -> Option<String> {
+    t.map(timefmt::fmt_seconds)
+}
+
+/// Inserts or updates one order and its lines. Returns whether anything was written.
+pub(super) fn upsert_order(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    o: &OrderRow,
+    now: &str,
+) -> Result<bool, StoreError> {
+    if o.partial {
+        return upsert_partial(tx, pipeline, o, now);
+    }
+    let updated_at = opt_time(o.updated_at);
+    let stored = load_stored(tx, o)?;
+    let Verdict::Write { status_changed } =
+        judge(stored.as_ref(), o, updated_at.as_deref(), pipeline)
+    else {
+        return Ok(false);
+    };
+    write_order(tx, pipeline, o, updated_at, now)?;
+    for s in &o.sub_orders {
+        write_line(tx, o.source.as_str(), &o.order_id, s)?;
+    }
+    if status_changed {
+        add_history(tx, o, now)?;
+    }
+    Ok(true)
+}
+
+/// What of a stored order decides whether a new copy replaces it.
+struct StoredOrder {
+    updated_at: Option<String>,
+    raw: String,
+    pipeline: String,
+    status_raw: Option<String>,
+}
+
+fn load_stored(tx: &Transaction<'_>, o: &OrderRow) -> Result<Option<StoredOrder>, StoreError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT updated_at, raw, pipeline, status_raw FROM orders WHERE source = ?1 AND order_id = ?2",
+        )?
+        .query_row(params![o.source.as_str(), o.order_id], |r| {
+            Ok(StoredOrder {
+                updated_at: r.get(0)?,
+                raw: r.get(1)?,
+                pipeline: r.get(2)?,
+                status_raw: r.get(3)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Whether a copy of an order is written.
+enum Verdict {
+    /// Older than the stored copy, or the same: the stored one stays.
+    Keep,
+    Write {
+        status_changed: bool,
+    },
+}
+
+/// Whether `o` replaces the stored copy; `updated_at` is its update time as the column holds it.
+fn judge(
+    stored: Option<&StoredOrder>,
+    o: &OrderRow,
+    updated_at: Option<&str>,
+    pipeline: &str,
+) -> Verdict {
+    let Some(stored) = stored else {
+        return Verdict::Write {
+            status_changed: true,
+        };
+    };
+    // Never regress: an older copy (overlapping window, lookback) loses to the stored one,
+    // and so does a copy that lost its update time (it cannot be shown to be newer).
+    match (updated_at, stored.updated_at.as_deref()) {
+        (Some(new), Some(old)) if new < old => return Verdict::Keep,
+        (None, Some(_)) => return Verdict::Keep,
+        _ => {}
+    }
+    if stored.raw == o.raw && stored.pipeline == pipeline {
+        return Verdict::Keep;
+    }
+    Verdict::Write {
+        status_changed: stored.status_raw.as_deref() != Some(o.status_raw.as_str()),
+    }
+}
+
+/// Inserts the order row, or replaces every column of the stored one but `first_seen_at`.
+fn write_order(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    o: &OrderRow,
+    updated_at: Option<String>,
+    now: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, refund_amount, \
+         commission, created_at, paid_at, updated_at, refunded_at, settled_at, confirmed_at, shop_id, shop_name, \
+         product_id, product_name, item_num, ad_cost, ad_plays, ad_gmv, ad_roi, raw, first_seen_at, synced_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+         ?22, ?23, ?24, ?25, ?26, ?26) \
+         ON CONFLICT (source, order_id) DO UPDATE SET pipeline = excluded.pipeline, kind = excluded.kind, \
+         status = excluded.status, status_raw = excluded.status_raw, pay_amount = excluded.pay_amount, \
+         refund_amount = excluded.refund_amount, commission = excluded.commission, created_at = excluded.created_at, \
+         paid_at = excluded.paid_at, updated_at = excluded.updated_at, refunded_at = excluded.refunded_at, \
+         settled_at = excluded.settled_at, confirmed_at = excluded.confirmed_at, shop_id = excluded.shop_id, \
+         shop_name = excluded.shop_name, product_id = excluded.product_id, product_name = excluded.product_name, \
+         item_num = excluded.item_num, ad_cost = excluded.ad_cost, ad_plays = excluded.ad_plays, \
+         ad_gmv = excluded.ad_gmv, ad_roi = excluded.ad_roi, raw = excluded.raw, synced_at = excluded.synced_at",
+    )?
+    .execute(params![
+        o.source.as_str(),
+        o.order_id,
+        pipeline,
+        o.kind.as_str(),
+        o.status.as_str(),
+        o.status_raw,
+        o.pay_amount,
+        o.refund_amount,
+        o.commission,
+        opt_time(o.created_at),
+        opt_time(o.paid_at),
+        updated_at,
+        opt_time(o.refunded_at),
+        opt_time(o.settled_at),
+        opt_time(o.confirmed_at),
+        o.shop_id,
+        o.shop_name,
+        o.product_id,
+        o.product_name,
+        o.item_num,
+        o.ad_cost,
+        o.ad_plays,
+        o.ad_gmv,
+        o.ad_roi,
+        o.raw,
+        now,
+    ])?;
+    Ok(())
+}
+
+/// One `order_status_history` row: the order's status as of `now`.
+fn add_history(tx: &Transaction<'_>, o: &OrderRow, now: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO order_status_history (source, order_id, status, status_raw, observed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![o.source.as_str(), o.order_id, o.status.as_str(), o.status_raw, now])?;
+    Ok(())
+}
+
+/// Inserts or updates one line. A line whose row is unchanged is not rewritten; one that is the
+/// order itself (empty `raw`, stored NULL) is written whenever its order changed.
+pub(super) fn write_line(
+    tx: &Transaction<'_>,
+    source: &str,
+    order_id: &str,
+    s: &SubOrderRow,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
+         pay_amount, status, status_raw, raw, refund_amount, commission, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+         ON CONFLICT (source, order_id, sub_order_id) DO UPDATE SET sku_id = excluded.sku_id, \
+         product_id = excluded.product_id, product_name = excluded.product_name, item_num = excluded.item_num, \
+         pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
+         raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
+         updated_at = excluded.updated_at \
+         WHERE excluded.raw IS NULL OR sub_orders.raw IS NOT excluded.raw",
+    )?
+    .execute(params![
+        source,
+        order_id,
+        s.sub_order_id,
+        s.sku_id,
+        s.product_id,
+        s.product_name,
+        s.item_num,
+        s.pay_amount,
+        s.status.as_str(),
+        s.status_raw,
+        (!s.raw.is_empty()).then_some(s.raw.as_str()),
+        s.refund_amount,
+        s.commission,
+        opt_time(s.updated_at),
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::planner::Window;
+    use crate::store::test_support::{commit, count, order, setup, t};
+    use crate::store::Progress;
+
+    #[test]
+    fn older_copy_never_overwrites_newer_and_same_copy_is_not_rewritten() {
+        let (_d, mut conn, run) = setup();
+        let w = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let next = Progress::Next {
+            window: w,
+            cursor: "c1".into(),
+        };
+        let newer = order("1", "REFUND", "2024-01-01 12:00:00", "{\"v\":2}");
+        let older = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{\"v\":1}");
+        assert_eq!(
+            commit(&mut conn, run, vec![newer.clone()], next.clone()).changed,
+            1
+        );
+        assert_eq!(commit(&mut conn, run, vec![older], next.clone()).changed, 0);
+        assert_eq!(commit(&mut conn, run, vec![newer], next).changed, 0);
+        let (status, raw): (String, String) = conn
+            .query_row(
+                "SELECT status_raw, raw FROM orders WHERE order_id = '1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), raw.as_str()), ("REFUND", "{\"v\":2}"));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
+    }
+
+    #[test]
+    fn status_change_adds_exactly_one_history_row() {
+        let (_d, mut conn, run) = setup();
+        let w = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        let p = || Progress::Next {
+            window: w,
+            cursor: "c".into(),
+        };
+        commit(
+            &mut conn,
+            run,
+            vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")],
+            p(),
+        );
+        // Same status, new content (commission changed): updated, no history row.
+        commit(
+            &mut conn,
+            run,
+            vec![order("1", "PAY_SUCC", "2024-01-01 10:05:00", "b")],
+            p(),
+        );
+        commit(
+            &mut conn,
+            run,
+            vec![order("1", "CONFIRM", "2024-01-01 11:00:00", "c")],
+            p(),
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM order_status_history WHERE order_id = '1'"
+            ),
+            2
+        );
+        assert_eq!(count(&conn, "SELECT rows_changed FROM runs"), 3);
+    }
+}
