@@ -10,9 +10,8 @@
 //! unit's `TimeoutStopSec`. A second signal stops waiting at once; the page transactions make that
 //! safe.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, TimeZone};
@@ -20,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Pipeline, Schedule};
 use crate::engine::{Engine, Mode, RunReport};
-use crate::metrics;
+use crate::metrics::{self, Shared};
 use crate::notify;
 use crate::sources;
 use crate::store::Outcome;
@@ -108,17 +107,6 @@ where
         }
     }
 }
-
-/// What the daemon knows that the database does not: upstream error codes seen since start.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// By pipeline and metric label: codes from a closed set per source
-    /// ([`sources::metric_label`]), so the number of series stays bounded whatever upstream sends.
-    pub upstream_errors: BTreeMap<(String, &'static str), u64>,
-    pub skipped_ticks: BTreeMap<String, u64>,
-}
-
-pub type Shared = Arc<Mutex<Live>>;
 
 fn status_line(r: &RunReport) -> String {
     format!(
@@ -225,6 +213,7 @@ mod tests {
     use super::*;
     use crate::timefmt::parse_user_time;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
 
     fn t(s: &str) -> NaiveDateTime {
         parse_user_time(s).unwrap()

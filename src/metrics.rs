@@ -5,8 +5,10 @@
 //! from the daemon's memory (since process start). The watermark lag is now minus the live
 //! checkpoint's watermark.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State as AxumState;
 use axum::http::{header, StatusCode};
@@ -16,10 +18,20 @@ use axum::Router;
 use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::Shared;
 use crate::server;
 use crate::store::report::{self, RunTotals};
 use crate::timefmt;
+
+/// What the daemon knows that the database does not: upstream error codes seen since start.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// By pipeline and metric label: codes from a closed set per source
+    /// ([`crate::sources::metric_label`]), so the number of series stays bounded whatever upstream sends.
+    pub upstream_errors: BTreeMap<(String, &'static str), u64>,
+    pub skipped_ticks: BTreeMap<String, u64>,
+}
+
+pub type Shared = Arc<Mutex<Live>>;
 
 #[derive(Clone)]
 pub struct State {

@@ -11,9 +11,9 @@ use super::runs::count_page;
 use super::tracks::{save_progress, Progress};
 use super::upsert::upsert_order;
 use super::StoreError;
+use crate::model::SourceKind;
 use crate::model::{OrderRow, RejectedRow};
 use crate::planner::Window;
-use crate::sources::SourceKind;
 use crate::timefmt;
 
 #[derive(Debug, Clone)]

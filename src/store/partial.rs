@@ -168,9 +168,9 @@ fn derive_order(o: &OrderRow, lines: &[StoredLine], stored: Option<StoredTimes>)
 
 #[cfg(test)]
 mod tests {
+    use crate::model::SourceKind;
     use crate::model::{Kind, OrderRow, Status};
     use crate::planner::Window;
-    use crate::sources::SourceKind;
     use crate::store::test_support::{commit, count, setup, t};
     use crate::store::Progress;
 

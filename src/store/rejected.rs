@@ -84,9 +84,9 @@ pub(super) fn resolve_rejected(
 
 #[cfg(test)]
 mod tests {
+    use crate::model::SourceKind;
     use crate::model::{OrderRow, RejectedRow};
     use crate::planner::Window;
-    use crate::sources::SourceKind;
     use crate::store::test_support::{count, order, setup, t};
     use crate::store::{commit_page, PageCommit, Progress};
 

@@ -278,8 +278,8 @@ pub fn rejections(conn: &Connection, pipelines: &[String], all: bool) -> Result<
 mod tests {
     use super::*;
     use crate::model::RejectedRow;
+    use crate::model::SourceKind;
     use crate::planner::Window;
-    use crate::sources::SourceKind;
     use crate::store::test_support::{order, setup, t};
     use crate::store::{begin_run, commit_page, ensure_track, finish_run, Outcome};
     use crate::store::{PageCommit, Progress};

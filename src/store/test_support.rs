@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use super::{
     begin_run, commit_page, ensure_track, open_connection, PageCommit, PageStats, Progress,
 };
+use crate::model::SourceKind;
 use crate::model::{Kind, OrderRow, Status};
-use crate::sources::SourceKind;
 use crate::timefmt;
 
 pub(super) fn t(s: &str) -> NaiveDateTime {
