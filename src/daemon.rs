@@ -132,60 +132,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let live: Shared = Arc::default();
     if let Some(addr) = listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?;
-        tracing::info!(%addr, "serving /metrics and /healthz");
-        let state = metrics::State {
-            db_path: engine.store.path().to_path_buf(),
-            live: live.clone(),
-        };
-        let stop = shutdown.clone();
-        tokio::spawn(async move { metrics::serve(listener, state, stop).await });
+        serve_metrics(addr, &engine, live.clone(), shutdown.clone()).await?;
     }
     let clock = Clock::system();
     let mut tasks = tokio::task::JoinSet::new();
     for (p, auth) in pipelines {
         let (engine, cancel, live) = (engine.clone(), shutdown.clone(), live.clone());
-        tasks.spawn(async move {
-            tracing::info!(pipeline = %p.name, schedule = %p.schedule.text, "scheduled");
-            let name = p.name.clone();
-            let skip_live = live.clone();
-            schedule_loop(
-                &p.schedule,
-                clock,
-                &cancel,
-                || {
-                    let (engine, p, auth, cancel, live) = (engine.clone(), p.clone(), auth.clone(), cancel.clone(), live.clone());
-                    async move {
-                        let report = engine.run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {}).await;
-                        if let Ok(mut l) = live.lock() {
-                            for (code, n) in &report.upstream_errors {
-                                let label = sources::metric_label(p.source, code);
-                                *l.upstream_errors.entry((p.name.clone(), label)).or_default() += n;
-                            }
-                        }
-                        if report.outcome == Outcome::Failed {
-                            tracing::warn!(pipeline = %p.name, "run failed; next attempt on the next tick");
-                        }
-                        notify::status(&status_line(&report));
-                    }
-                },
-                |n| {
-                    tracing::warn!(pipeline = %name, skipped = n, "run outlasted its schedule; skipped ticks");
-                    if let Ok(mut l) = skip_live.lock() {
-                        *l.skipped_ticks.entry(name.clone()).or_default() += n;
-                    }
-                },
-            )
-            .await
-        });
+        tasks.spawn(async move { schedule_pipeline(engine, p, auth, clock, cancel, live).await });
     }
     notify::send("READY=1");
     notify::status("running");
-    let watchdog = notify::watchdog_interval();
     let ping = async {
-        match watchdog {
+        match notify::watchdog_interval() {
             Some(every) => loop {
                 tokio::time::sleep(every).await;
                 notify::send("WATCHDOG=1");
@@ -206,6 +164,72 @@ pub async fn run(
         _ = force.cancelled() => tracing::warn!("second signal: exiting now (pages in flight roll back)"),
     }
     Ok(())
+}
+
+/// Binds `addr` now (an address in use is the daemon's error) and serves `/metrics` and
+/// `/healthz` on a task until `stop`.
+async fn serve_metrics(
+    addr: SocketAddr,
+    engine: &Engine,
+    live: Shared,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    let state = metrics::State {
+        db_path: engine.store.path().to_path_buf(),
+        live,
+    };
+    tokio::spawn(async move { metrics::serve(listener, state, stop).await });
+    Ok(())
+}
+
+/// One pipeline's task: a live run on every tick of its schedule until `cancel`; what a run saw
+/// upstream and the ticks it made the pipeline skip are counted in `live`.
+async fn schedule_pipeline(
+    engine: Engine,
+    p: Pipeline,
+    auth: Auth,
+    clock: Clock,
+    cancel: CancellationToken,
+    live: Shared,
+) -> u64 {
+    tracing::info!(pipeline = %p.name, schedule = %p.schedule.text, "scheduled");
+    let job = || {
+        let (engine, p, auth, cancel, live) = (
+            engine.clone(),
+            p.clone(),
+            auth.clone(),
+            cancel.clone(),
+            live.clone(),
+        );
+        async move {
+            let report = engine
+                .run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {})
+                .await;
+            if let Ok(mut l) = live.lock() {
+                for (code, n) in &report.upstream_errors {
+                    let label = sources::metric_label(p.source, code);
+                    *l.upstream_errors
+                        .entry((p.name.clone(), label))
+                        .or_default() += n;
+                }
+            }
+            if report.outcome == Outcome::Failed {
+                tracing::warn!(pipeline = %p.name, "run failed; next attempt on the next tick");
+            }
+            notify::status(&status_line(&report));
+        }
+    };
+    let on_skip = |n| {
+        tracing::warn!(pipeline = %p.name, skipped = n, "run outlasted its schedule; skipped ticks");
+        if let Ok(mut l) = live.lock() {
+            *l.skipped_ticks.entry(p.name.clone()).or_default() += n;
+        }
+    };
+    schedule_loop(&p.schedule, clock, &cancel, job, on_skip).await
 }
 
 #[cfg(test)]
