@@ -103,23 +103,8 @@ impl Engine {
         on_event: &mut (dyn FnMut(&RunEvent) + Send),
     ) -> RunReport {
         let started = Instant::now();
-        let scope = mode.scope();
-        let mut report = RunReport {
-            pipeline: p.name.clone(),
-            scope: scope.clone(),
-            outcome: Outcome::Failed,
-            rows_seen: 0,
-            rows_changed: 0,
-            rows_rejected: 0,
-            requests: 0,
-            windows: 0,
-            watermark: None,
-            clamp: None,
-            error: None,
-            upstream_errors: Default::default(),
-            elapsed: Default::default(),
-        };
-        let (name, scope2, cmd) = (p.name.clone(), scope.clone(), mode.command());
+        let mut report = RunReport::new(p, mode);
+        let (name, scope2, cmd) = (p.name.clone(), mode.scope(), mode.command());
         let run_id = match self
             .store
             .call(move |c| store::begin_run(c, &name, cmd, &scope2))
@@ -160,20 +145,7 @@ impl Engine {
             report.error.get_or_insert_with(|| e.to_string());
         }
         report.elapsed = started.elapsed();
-        tracing::info!(
-            pipeline = %report.pipeline,
-            scope = %report.scope,
-            outcome = report.outcome.as_str(),
-            rows_seen = report.rows_seen,
-            rows_changed = report.rows_changed,
-            rows_rejected = report.rows_rejected,
-            requests = report.requests,
-            windows = report.windows,
-            duration_ms = report.elapsed.as_millis() as u64,
-            watermark = report.watermark.map(timefmt::fmt_seconds).unwrap_or_default(),
-            error = report.error.as_deref().unwrap_or(""),
-            "run finished"
-        );
+        report.log();
         report
     }
 
@@ -289,6 +261,43 @@ impl Engine {
 }
 
 impl RunReport {
+    /// A run of `p` in `mode` that has done nothing yet (and failed, until it says otherwise).
+    fn new(p: &Pipeline, mode: Mode) -> RunReport {
+        RunReport {
+            pipeline: p.name.clone(),
+            scope: mode.scope(),
+            outcome: Outcome::Failed,
+            rows_seen: 0,
+            rows_changed: 0,
+            rows_rejected: 0,
+            requests: 0,
+            windows: 0,
+            watermark: None,
+            clamp: None,
+            error: None,
+            upstream_errors: Default::default(),
+            elapsed: Default::default(),
+        }
+    }
+
+    /// The one line a finished run logs.
+    fn log(&self) {
+        tracing::info!(
+            pipeline = %self.pipeline,
+            scope = %self.scope,
+            outcome = self.outcome.as_str(),
+            rows_seen = self.rows_seen,
+            rows_changed = self.rows_changed,
+            rows_rejected = self.rows_rejected,
+            requests = self.requests,
+            windows = self.windows,
+            duration_ms = self.elapsed.as_millis() as u64,
+            watermark = self.watermark.map(timefmt::fmt_seconds).unwrap_or_default(),
+            error = self.error.as_deref().unwrap_or(""),
+            "run finished"
+        );
+    }
+
     /// Counts a committed page; logs each row rejected for the first time.
     fn add_page(&mut self, p: &Pipeline, stats: &store::PageStats, requests: u32) {
         self.rows_seen += stats.seen;
