@@ -3,7 +3,7 @@
 //! instants, soaked in every fault the simulators can inject, run as several processes on one
 //! database, and searched for secrets and PII.
 //!
-//! Seeds as in `reliability`: printed, `ORDERSYNC_RELIABILITY_SEED=N` replays them, and
+//! Seeds as in `common::seeds`: printed, `ORDERSYNC_RELIABILITY_SEED=N` replays them, and
 //! `ORDERSYNC_SOAK=1` runs the long variants (more kills, larger worlds, more rounds).
 //!
 //! What "equals ground truth" means per source (see [`AllSources::assert_equals_truth`]):
@@ -33,12 +33,9 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use crate::common::{
-    assert_no_panic, assert_ok, error_sentences, expected, flow_point_status, fmt, scalar,
-    stored_orders_of, text, ExpectedOrder,
-};
-use crate::reliability::{
-    assert_integrity, assert_no_duplicate_history, outcomes, parse_db_time, retries, seed_for,
-    seed_is_default, soak, table_text,
+    assert_integrity, assert_no_duplicate_history, assert_no_panic, assert_ok, error_sentences,
+    expected, flow_point_status, fmt, outcomes, parse_db_time, retries, scalar, seed_for,
+    seed_is_default, soak, stored_orders_of, table_text, text, ExpectedOrder,
 };
 
 // ---- the five upstreams -------------------------------------------------------------------------

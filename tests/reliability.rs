@@ -8,7 +8,7 @@
 //! [`Upstream`], which another source implements for its simulator when its pipeline goes live.
 
 use ordersync_sim::Simulator;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -36,36 +36,6 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 
 use crate::common::*;
-
-// ---- knobs ------------------------------------------------------------------------------------
-
-/// `ORDERSYNC_SOAK=1` (anything but empty or `0`): the long variants.
-pub(crate) fn soak() -> bool {
-    std::env::var("ORDERSYNC_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-const DEFAULT_SEED: u64 = 20_240_229;
-
-/// The seed of one test: `ORDERSYNC_RELIABILITY_SEED` (or the fixed default) mixed with the test's
-/// name, so each test has its own stream and one variable replays them all. Printed.
-pub(crate) fn seed_for(test: &str) -> u64 {
-    let base = std::env::var("ORDERSYNC_RELIABILITY_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(DEFAULT_SEED);
-    // FNV-1a of the name.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in test.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let seed = base ^ h;
-    println!("{test}: seed {seed} (base {base}; replay with ORDERSYNC_RELIABILITY_SEED={base})");
-    seed
-}
-
-pub(crate) fn seed_is_default() -> bool {
-    std::env::var("ORDERSYNC_RELIABILITY_SEED").is_err()
-}
 
 // ---- what the checks need from an upstream -------------------------------------------------------
 
@@ -100,62 +70,6 @@ impl Upstream for VeapiSim {
             })
             .collect()
     }
-}
-
-// ---- database helpers ---------------------------------------------------------------------------
-
-pub(crate) fn parse_db_time(text: &str) -> NaiveDateTime {
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-        .unwrap_or_else(|e| panic!("stored time {text:?}: {e}"))
-}
-
-pub(crate) fn rows<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
-    conn.prepare(sql)
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Every row of `sql`, each as one text line (for before/after comparisons).
-pub(crate) fn table_text(conn: &Connection, sql: &str) -> Vec<String> {
-    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                r.get::<_, rusqlite::types::Value>(i)
-                    .map(|v| format!("{v:?}"))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|parts| parts.join("|"))
-    })
-    .and_then(|it| it.collect())
-    .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-pub(crate) fn assert_integrity(conn: &Connection) {
-    assert_eq!(rows::<String>(conn, "PRAGMA integrity_check"), vec!["ok"]);
-    let fk = table_text(conn, "PRAGMA foreign_key_check");
-    assert!(fk.is_empty(), "foreign key violations: {fk:?}");
-}
-
-/// No `(source, order_id, status_raw)` twice in the history: every simulated order reaches each of
-/// its statuses once (they only move forward), so a second row would be a duplicated sighting.
-pub(crate) fn assert_no_duplicate_history(conn: &Connection) {
-    let dups = table_text(
-        conn,
-        "SELECT source, order_id, status_raw, COUNT(*) FROM order_status_history \
-         GROUP BY source, order_id, status_raw HAVING COUNT(*) > 1 LIMIT 10",
-    );
-    assert!(dups.is_empty(), "duplicated history rows: {dups:?}");
-}
-
-pub(crate) fn outcomes(conn: &Connection) -> BTreeMap<String, i64> {
-    let mut stmt = conn
-        .prepare("SELECT outcome, COUNT(*) FROM runs GROUP BY outcome")
-        .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .and_then(|it| it.collect())
-        .expect("outcomes")
 }
 
 /// Every range the `coverage` table calls finished really is in the database: each truth order
@@ -417,24 +331,6 @@ fn crash_loop_sigkill_at_random_instants_loses_and_duplicates_nothing() {
 }
 
 // ---- 2. fault soak ------------------------------------------------------------------------------
-
-/// The `retrying` debug lines of a JSON log, as (error text, wait in ms).
-pub(crate) fn retries(stderr: &[u8]) -> Vec<(String, u64)> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "retrying")
-        .map(|v| {
-            (
-                v["fields"]["error"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                v["fields"]["wait_ms"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn fault_soak_retries_every_fault_honours_retry_after_and_ends_exact() {
