@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod damaijia;
 mod files;
+mod fuzz;
 mod hostile_http;
 mod metrics_server;
 mod miaoyouquan;

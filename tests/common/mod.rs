@@ -1,11 +1,12 @@
 //! Shared test helpers, one file per concern: the veapi [`Harness`] (`harness`), what a veapi
-//! world should look like once stored (`truth`), reading the database (`db`), the binary as a child
+//! world should look like once stored (`truth`), reading the database (`db`), the JSON fixtures (`fixture`), the binary as a child
 //! process (`process`), the daemon's HTTP side and metrics (`metrics`), and the seeds of the
 //! randomised tests (`seeds`). Test modules `use crate::common::*`; no test module imports another.
 
 #![allow(dead_code)]
 
 mod db;
+mod fixture;
 mod harness;
 mod metrics;
 mod process;
@@ -13,6 +14,7 @@ mod seeds;
 mod truth;
 
 pub use db::*;
+pub use fixture::*;
 pub use harness::*;
 pub use metrics::*;
 pub use process::*;
