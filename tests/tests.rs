@@ -1,9 +1,9 @@
 //! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
 //! real SQLite files. One binary, a module per area.
 
-mod all_sources;
 mod cli;
 mod common;
+mod concurrency;
 mod crash;
 mod daemon;
 mod damaijia;
@@ -14,6 +14,8 @@ mod metrics_server;
 mod miaoyouquan;
 mod rejected;
 mod reliability;
+mod secrets;
+mod soak;
 mod sxt;
 mod systemd;
 mod unidesk;

@@ -1,10 +1,12 @@
 //! Shared test helpers, one file per concern: the veapi [`Harness`] (`harness`), what a veapi
-//! world should look like once stored (`truth`), reading the database (`db`), the JSON fixtures (`fixture`), the binary as a child
-//! process (`process`), the daemon's HTTP side and metrics (`metrics`), and the seeds of the
-//! randomised tests (`seeds`). Test modules `use crate::common::*`; no test module imports another.
+//! world should look like once stored (`truth`), reading the database (`db`), the JSON fixtures
+//! (`fixture`), the binary as a child process (`process`), the daemon's HTTP side and metrics
+//! (`metrics`), and the seeds of the randomised tests (`seeds`). The five-source harness, `all_sources`, is imported by name by the
+//! tests that use it. Test modules `use crate::common::*`; no test module imports another.
 
 #![allow(dead_code)]
 
+pub mod all_sources;
 mod db;
 mod fixture;
 mod harness;
