@@ -65,7 +65,7 @@ fn one_sync_runs_all_five_sources_concurrently() {
     );
 }
 
-// ---- several processes on one database ------------------------------------------------------
+// ---- several processes on one database ----------------------------------------------------------
 
 /// The daemon and a backfill unit (`ordersync-backfill@`), or an operator's `backfill` beside a
 /// `sync`, write one database from separate processes: each must wait for the other's page

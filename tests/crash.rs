@@ -106,7 +106,7 @@ fn backfill_of_205_days_survives_sigkill_and_leaves_live_alone() {
     assert_eq!(changed, 0);
 }
 
-// ---- the five sources killed at random instants ---------------------------------------------------------------------------
+// ---- the five sources killed at random instants -------------------------------------------------
 
 #[derive(Debug, Default)]
 struct Tally {

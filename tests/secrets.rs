@@ -2,6 +2,7 @@
 //! JSON trace logs), `status`, or the database files — through faults, a writer killed mid-way,
 //! wrong keys, `check --online` and a run that gives up.
 
+use ordersync_sim::Simulator;
 use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use crate::common::all_sources::{
 };
 use crate::common::*;
 
-// ---- the five sources --------------------------------------------------------------------
+// ---- the five sources ---------------------------------------------------------------------------
 
 /// A secret as it could appear: as is, form-encoded (a query string), percent-encoded (a path).
 fn secret_forms() -> Vec<String> {
@@ -293,4 +294,177 @@ fn secrets_and_pii_never_leak_anywhere_across_five_sources() {
         pii.len(),
         a.total_faults().total()
     );
+}
+
+// ---- veapi: a key that encoding changes, a run that gives up ------------------------------------
+
+/// Beyond `veapi::no_secret_in_trace_logs_status_or_database` and the five-source test above: a
+/// key with characters URL encoding changes (`?`, `#`, non-ASCII) and a tail (`s3cr3t`) that a
+/// key cut at one of them would leave behind, `status --json` after a kill, and a run that gives
+/// up after its retries (every answer a 5xx) saying what it saw last.
+#[test]
+fn secrets_never_leak_through_encoding_kills_faults_or_failures() {
+    let key = "Ve+Key/9=&%x?#中-s3cr3t";
+    let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+    let path_encoded: String = key
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let forms = [key, encoded.as_str(), path_encoded.as_str(), "s3cr3t"];
+    let faults = Faults {
+        p_5xx: 0.08,
+        p_429: 0.04,
+        retry_after_secs: 0,
+        p_body_rate_limit: 0.04,
+        p_truncated: 0.04,
+        p_malformed: 0.03,
+        p_slow: 0.03,
+        slow_ms: 800,
+        seed: seed_for("secrets"),
+    };
+    let h = Harness::veapi(1500, 120, faults);
+    h.sim.set_vekey(key);
+    h.write_config("timeout = \"300ms\"");
+    let run = |args: &[&str], trace: bool| -> Output {
+        let mut cmd = h.command(args);
+        cmd.env("TEST_VEKEY", key);
+        if trace {
+            cmd.env("RUST_LOG", "trace");
+        }
+        cmd.output().expect("runs")
+    };
+    let leaks = |what: &str, bytes: &[u8]| {
+        for f in forms {
+            assert!(
+                !bytes.windows(f.len()).any(|w| w == f.as_bytes()),
+                "{what} contains the vekey as {f:?}"
+            );
+        }
+    };
+    let db_files = |when: &str| {
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", h.db_path().display()));
+            if let Ok(bytes) = std::fs::read(&p) {
+                leaks(&format!("{when}: {}", p.display()), &bytes);
+            }
+        }
+    };
+    let mut outputs: Vec<(String, Output)> = Vec::new();
+
+    // A backfill killed once it has committed pages: its WAL is still there to read.
+    let from = (h.now - Duration::days(121)).format("%Y-%m-%d").to_string();
+    let backfill = [
+        "--log-format",
+        "json",
+        "backfill",
+        "ve",
+        "--from",
+        from.as_str(),
+    ];
+    let mut cmd = h.command(&backfill);
+    cmd.env("TEST_VEKEY", key)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+    loop {
+        let seen: i64 = Connection::open(h.db_path())
+            .and_then(|c| {
+                c.query_row("SELECT COALESCE(SUM(rows_seen), 0) FROM runs", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap_or(0);
+        if seen >= 200 || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backfill never got going"
+        );
+        std::thread::sleep(StdDuration::from_millis(20));
+    }
+    let _ = child.kill();
+    let killed = child.wait_with_output().expect("wait");
+    if killed.status.signal() == Some(9) {
+        let wal = std::fs::metadata(format!("{}-wal", h.db_path().display()));
+        assert!(
+            wal.is_ok_and(|m| m.len() > 0),
+            "a killed writer leaves its WAL behind"
+        );
+    }
+    db_files("after kill -9");
+    outputs.push(("killed backfill".into(), killed));
+    outputs.push(("status after kill".into(), run(&["status"], true)));
+    outputs.push((
+        "status --json after kill".into(),
+        run(&["status", "--json"], true),
+    ));
+
+    let resumed = run(&["backfill", "ve", "--from", from.as_str()], true);
+    assert_ok(&resumed);
+    assert!(
+        String::from_utf8_lossy(&resumed.stderr).contains("vekey=***"),
+        "the trace log shows redacted URLs: redaction was exercised"
+    );
+    outputs.push(("resumed backfill".into(), resumed));
+    let synced = run(&["--log-format", "json", "sync"], true);
+    assert_ok(&synced);
+    outputs.push(("sync".into(), synced));
+    assert!(h.sim.faults_injected() > 0);
+
+    // Upstream stops accepting the key.
+    h.sim.set_vekey("a-different-key");
+    for (what, args, code) in [
+        ("failing sync", &["sync"][..], 1),
+        (
+            "failing backfill",
+            &["backfill", "ve", "--from", from.as_str()][..],
+            1,
+        ),
+        ("failing check --online", &["check", "--online"][..], 2),
+    ] {
+        let out = run(args, true);
+        assert_eq!(out.status.code(), Some(code), "{what}: {}", text(&out));
+        outputs.push((what.into(), out));
+    }
+    // The right key, but every answer a 5xx: the run gives up and says what it saw last.
+    h.sim.set_vekey(key);
+    h.sim.set_faults(Faults {
+        p_5xx: 1.0,
+        seed: 3,
+        ..Faults::default()
+    });
+    let gave_up = run(&["sync"], true);
+    assert_eq!(gave_up.status.code(), Some(1), "{}", text(&gave_up));
+    outputs.push(("run that gave up".into(), gave_up));
+    outputs.push(("status".into(), run(&["status"], false)));
+    outputs.push(("status --json".into(), run(&["status", "--json"], false)));
+
+    for (what, o) in &outputs {
+        leaks(&format!("{what} stdout"), &o.stdout);
+        leaks(&format!("{what} stderr"), &o.stderr);
+        assert_no_panic(o);
+    }
+    db_files("at the end");
+    let conn = h.db();
+    for (table, sql) in [
+        ("runs", "SELECT COALESCE(error, '') FROM runs"),
+        (
+            "checkpoints",
+            "SELECT COALESCE(cursor, '') || scope FROM checkpoints",
+        ),
+    ] {
+        for row in rows::<String>(&conn, sql) {
+            leaks(table, row.as_bytes());
+        }
+    }
+    assert_orders_equal_truth(&h);
 }

@@ -1,15 +1,18 @@
 //! Faults: the five sources soaked in every fault their simulators inject, each retried exactly
-//! once (a 429 after its `Retry-After`), every request counted, and the database exact at the end.
+//! once (a 429 after its `Retry-After`), every request counted, and the database exact at the end;
+//! and a retry budget that runs out fails after exactly its attempts with the checkpoint unmoved.
 
+use ordersync_sim::Simulator;
 use std::process::Output;
 
 use chrono::Duration;
 use ordersync_sim::{beijing_now, Faults};
+use rusqlite::Connection;
 
 use crate::common::all_sources::{AllSources, Worlds, BACKFILLABLE, DMJ, MYQ, PIPELINES, UD, VE};
 use crate::common::*;
 
-// ---- the five sources under every fault ---------------------------------------------------------------------------
+// ---- the five sources under every fault ---------------------------------------------------------
 
 #[test]
 fn fault_soak_over_all_five_sources() {
@@ -178,6 +181,15 @@ fn fault_soak_over_all_five_sources() {
     assert_eq!(r5xx, t.server_error, "{t:?}");
     // A slow answer always times out; a loaded machine may time out an ordinary one too.
     assert!(rtimeout >= t.slow, "{rtimeout} timeouts for {t:?}");
+    // A truncated or non-JSON body is retried as `malformed` by every source; veapi's body-level
+    // rate limit as its code 10009 (the other sources' codes differ).
+    let ve = a.ve.fault_counts();
+    assert_eq!(
+        count("upstream code malformed"),
+        t.truncated + t.malformed,
+        "{t:?}"
+    );
+    assert_eq!(count("upstream code 10009"), ve.body_rate_limit, "{ve:?}");
     let body_level = t.body_rate_limit + t.body_transient + t.truncated + t.malformed;
     let others: Vec<&(String, u64)> = log
         .iter()
@@ -205,4 +217,74 @@ fn fault_soak_over_all_five_sources() {
         log.len(),
         a.fault_counts()
     );
+}
+
+// ---- a retry budget spent -----------------------------------------------------------------------
+
+#[test]
+fn total_5xx_with_max_retries_2_fails_after_exactly_three_requests_and_keeps_the_checkpoint() {
+    let h = Harness::veapi(300, 30, Faults::default());
+    h.write_config("max_retries = 2");
+    assert_ok(&h.run(&["sync"]));
+    let conn = h.db();
+    let live = |conn: &Connection| {
+        (
+            table_text(conn, "SELECT * FROM checkpoints WHERE scope = 'live'"),
+            table_text(conn, "SELECT * FROM coverage ORDER BY scope, range_start"),
+        )
+    };
+    let before = live(&conn);
+    let orders_before = orders_snapshot(&conn);
+    h.sim.set_faults(Faults {
+        p_5xx: 1.0,
+        seed: 7,
+        ..Faults::default()
+    });
+    let from = (h.now - Duration::days(10)).format("%Y-%m-%d").to_string();
+    for args in [
+        &["sync"][..],
+        &["backfill", "ve", "--from", from.as_str()][..],
+    ] {
+        let n0 = h.sim.requests();
+        let out = h.run(args);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert_no_panic(&out);
+        assert_eq!(
+            h.sim.requests() - n0,
+            3,
+            "one try and two retries of the first page"
+        );
+        let errors = error_sentences(&out);
+        assert_eq!(errors.len(), 1, "{}", text(&out));
+        assert!(
+            errors[0].contains("`ve`")
+                && errors[0].contains("HTTP 50")
+                && errors[0].contains("3 attempts"),
+            "{errors:?}"
+        );
+        let (outcome, error, requests): (String, String, i64) = conn
+            .query_row(
+                "SELECT outcome, error, requests FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("last run");
+        assert_eq!((outcome.as_str(), requests), ("failed", 3));
+        assert!(error.contains("HTTP 50"), "{error}");
+    }
+    assert_eq!(live(&conn), before, "checkpoint and coverage unmoved");
+    assert_eq!(orders_snapshot(&conn), orders_before);
+    let backfill_state = table_text(
+        &conn,
+        "SELECT watermark, window_start, cursor FROM checkpoints WHERE scope LIKE 'backfill %'",
+    );
+    assert_eq!(
+        backfill_state,
+        vec!["Null|Null|Null"],
+        "the failed backfill finished nothing"
+    );
+
+    h.sim.set_faults(Faults::default());
+    assert_ok(&h.run(&["sync"]));
+    assert_equals_truth(&h);
 }

@@ -575,6 +575,15 @@ start = "{sxt_start}"
             "SELECT COUNT(*) FROM sub_orders s LEFT JOIN orders o USING (source, order_id) WHERE o.order_id IS NULL",
         );
         assert_eq!(orphans, 0, "sub_orders without their order");
+        let bad_lines: i64 = scalar(
+            &conn,
+            "SELECT COUNT(*) FROM orders o WHERE o.source IN ('veapi', 'miaoyouquan') AND \
+             (SELECT COUNT(*) FROM sub_orders s WHERE s.source = o.source AND s.order_id = o.order_id) <> 1",
+        );
+        assert_eq!(
+            bad_lines, 0,
+            "veapi or miaoyouquan orders without exactly one line"
+        );
         self.assert_stored_rows_are_real_versions(&conn);
         self.assert_coverage_is_real(&conn);
     }

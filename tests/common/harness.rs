@@ -20,15 +20,9 @@ pub struct Harness {
 
 impl Harness {
     /// A veapi world of `orders` orders over `days` days (seed 42, key [`VEKEY`]), and a config
-    /// whose `start` is before all of them.
+    /// whose `start` is before all of them. A test that needs another key sets it with
+    /// `h.sim.set_vekey` and gives the binary the same one in `TEST_VEKEY`.
     pub fn veapi(orders: usize, days: i64, faults: Faults) -> Harness {
-        Harness::veapi_with(42, VEKEY, orders, days, faults)
-    }
-
-    /// As [`Harness::veapi`], with the world's seed and the key the simulator accepts chosen by the
-    /// caller (the binary still gets `TEST_VEKEY = VEKEY` from [`Harness::command`]; override it on
-    /// the returned `Command` when `vekey` differs).
-    pub fn veapi_with(seed: u64, vekey: &str, orders: usize, days: i64, faults: Faults) -> Harness {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -36,8 +30,8 @@ impl Harness {
             .expect("runtime");
         let now = beijing_now();
         let cfg = VeapiSimConfig {
-            seed,
-            vekey: vekey.to_string(),
+            seed: 42,
+            vekey: VEKEY.to_string(),
             orders,
             days,
             now,
