@@ -14,19 +14,20 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use chrono::{Duration, NaiveDateTime};
-use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig, DmjOrder};
+use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
 use ordersync_sim::faults::FaultCounts;
-use ordersync_sim::sxt::{SxtOrder, SxtSim, SxtSimConfig};
+use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
 use ordersync_sim::{
-    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, MyqOrder, UnideskSim,
-    UnideskSimConfig, VeapiSim, VeapiSimConfig,
+    beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig,
+    VeapiSim, VeapiSimConfig,
 };
 use rusqlite::Connection;
 use serde_json::Value;
 
 use super::{
-    assert_integrity, assert_no_duplicate_history, assert_ok, expected, flow_point_status, fmt,
-    parse_db_time, scalar, stored_orders_of, ExpectedOrder,
+    assert_integrity, assert_no_duplicate_history, assert_ok, expected, expected_dmj, expected_myq,
+    expected_sxt, parse_db_time, scalar, stored_orders_of, DmjLineStored, DmjStored, ExpectedOrder,
+    SxtStored,
 };
 
 // ---- the five upstreams -------------------------------------------------------------------------
@@ -863,30 +864,6 @@ fn assert_single_lines(conn: &Connection, source: &str, want: &BTreeMap<String, 
     );
 }
 
-pub fn expected_myq(o: &MyqOrder) -> ExpectedOrder {
-    ExpectedOrder {
-        order_id: o.order_id.clone(),
-        status: flow_point_status(&o.flow_point),
-        status_raw: o.flow_point.clone(),
-        pay_amount: o.total_pay_amount,
-        commission: if o.ads_real_commission != 0 {
-            o.ads_real_commission
-        } else {
-            o.ads_estimated_commission
-        },
-        paid_at: fmt(Some(o.pay_success_time)),
-        updated_at: fmt(Some(o.update_time)),
-        refunded_at: fmt(o.refund_time),
-        settled_at: fmt(o.settle_time),
-        confirmed_at: fmt(o.confirm_time),
-        shop_id: o.shop_id.clone(),
-        shop_name: o.shop_name.clone(),
-        product_id: o.product_id.clone(),
-        product_name: o.product_name.clone(),
-        item_num: o.item_num,
-    }
-}
-
 /// `(order_id, sub_order_id)` → (pay_amount, status_raw) of every stored unidesk line.
 fn ud_stored_lines(conn: &Connection) -> BTreeMap<(String, String), (i64, String)> {
     query_map(
@@ -907,58 +884,6 @@ fn ud_rank(code: &str) -> u8 {
         "5" => 5,
         _ => 0,
     }
-}
-
-/// damaijia: status, status_raw, pay_amount, refund_amount, created_at, paid_at, updated_at,
-/// confirmed_at, shop_id, shop_name, item_num.
-pub type DmjStored = (
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    String,
-    i64,
-);
-
-/// damaijia line: product_id, sku_id, item_num, pay_amount, status_raw, refund_amount.
-pub type DmjLineStored = (String, String, i64, i64, String, Option<i64>);
-
-fn dmj_status(code: i64) -> &'static str {
-    match code {
-        1 => "pending",
-        105 | 2 => "paid",
-        101 | 3 => "shipped",
-        4 => "closed",
-        5 => "completed",
-        _ => "unknown",
-    }
-}
-
-pub fn expected_dmj(o: &DmjOrder) -> DmjStored {
-    let refunded: Vec<i64> = o
-        .lines
-        .iter()
-        .filter(|l| l.refund_status == 3)
-        .map(|l| l.pay_amount)
-        .collect();
-    (
-        dmj_status(o.order_status).to_string(),
-        o.order_status.to_string(),
-        o.pay_amount,
-        (!refunded.is_empty()).then(|| refunded.iter().sum()),
-        fmt(Some(o.create_time)),
-        fmt(o.pay_time),
-        fmt(Some(o.update_time)),
-        fmt(o.finish_time),
-        o.shop_id.clone(),
-        o.shop_name.clone(),
-        o.lines.iter().map(|l| l.item_num).sum(),
-    )
 }
 
 fn dmj_stored(conn: &Connection) -> BTreeMap<String, DmjStored> {
@@ -984,44 +909,6 @@ fn dmj_stored(conn: &Connection) -> BTreeMap<String, DmjStored> {
                 ),
             ))
         },
-    )
-}
-
-/// sxt: kind, status, status_raw, ad_cost (fen), ad_plays, ad_gmv (fen), ad_roi, created_at, lines.
-pub type SxtStored = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    i64,
-);
-
-pub fn expected_sxt(o: &SxtOrder) -> SxtStored {
-    let status = match o.state {
-        1 => "ad_unpaid",
-        3 => "ad_creating",
-        5 => "ad_reviewing",
-        6 => "ad_rejected",
-        7 => "ad_delivering",
-        8 => "ad_terminated",
-        9 => "ad_completed",
-        10 => "ad_ended",
-        _ => "unknown",
-    };
-    (
-        "ad".into(),
-        status.into(),
-        o.state.to_string(),
-        o.cost_fen,
-        o.plays,
-        o.gmv_fen,
-        o.roi.clone(),
-        fmt(Some(o.create_time)),
-        0,
     )
 }
 

@@ -1,8 +1,11 @@
-//! What the database should hold for a veapi world, written out independently of ordersync: the
-//! contract's mappings (fen rounding, `flow_point` → status) and the stored-versus-truth checks.
+//! What the database should hold for a simulator's world, written out independently of ordersync:
+//! the contracts' mappings (fen rounding, `flow_point`, damaijia and sxt states → status), each
+//! source's expected row, and the veapi stored-versus-truth checks.
 
 use chrono::NaiveDateTime;
-use ordersync_sim::{Simulator, VeOrder};
+use ordersync_sim::damaijia::DmjOrder;
+use ordersync_sim::sxt::SxtOrder;
+use ordersync_sim::{MyqOrder, Simulator, VeOrder};
 use rusqlite::Connection;
 
 use super::{scalar, Harness};
@@ -147,4 +150,123 @@ pub fn assert_orders_equal_truth(h: &Harness) {
     );
     let orphans: i64 = scalar(&conn, "SELECT COUNT(*) FROM sub_orders s LEFT JOIN orders o USING (source, order_id) WHERE o.order_id IS NULL");
     assert_eq!(orphans, 0);
+}
+
+/// What a miaoyouquan order should be stored as (the same columns as veapi's, commission in fen).
+pub fn expected_myq(o: &MyqOrder) -> ExpectedOrder {
+    ExpectedOrder {
+        order_id: o.order_id.clone(),
+        status: flow_point_status(&o.flow_point),
+        status_raw: o.flow_point.clone(),
+        pay_amount: o.total_pay_amount,
+        commission: if o.ads_real_commission != 0 {
+            o.ads_real_commission
+        } else {
+            o.ads_estimated_commission
+        },
+        paid_at: fmt(Some(o.pay_success_time)),
+        updated_at: fmt(Some(o.update_time)),
+        refunded_at: fmt(o.refund_time),
+        settled_at: fmt(o.settle_time),
+        confirmed_at: fmt(o.confirm_time),
+        shop_id: o.shop_id.clone(),
+        shop_name: o.shop_name.clone(),
+        product_id: o.product_id.clone(),
+        product_name: o.product_name.clone(),
+        item_num: o.item_num,
+    }
+}
+
+/// damaijia: status, status_raw, pay_amount, refund_amount, created_at, paid_at, updated_at,
+/// confirmed_at, shop_id, shop_name, item_num.
+pub type DmjStored = (
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    i64,
+);
+
+/// damaijia line: product_id, sku_id, item_num, pay_amount, status_raw, refund_amount.
+pub type DmjLineStored = (String, String, i64, i64, String, Option<i64>);
+
+/// The damaijia contract's `order_status` → status, written out independently.
+pub fn dmj_status(code: i64) -> &'static str {
+    match code {
+        1 => "pending",
+        105 | 2 => "paid",
+        101 | 3 => "shipped",
+        4 => "closed",
+        5 => "completed",
+        _ => "unknown",
+    }
+}
+
+/// What a damaijia shop order should be stored as: refunds the sum of its refunded lines, items
+/// the sum of its lines'.
+pub fn expected_dmj(o: &DmjOrder) -> DmjStored {
+    let refunded: Vec<i64> = o
+        .lines
+        .iter()
+        .filter(|l| l.refund_status == 3)
+        .map(|l| l.pay_amount)
+        .collect();
+    (
+        dmj_status(o.order_status).to_string(),
+        o.order_status.to_string(),
+        o.pay_amount,
+        (!refunded.is_empty()).then(|| refunded.iter().sum()),
+        fmt(Some(o.create_time)),
+        fmt(o.pay_time),
+        fmt(Some(o.update_time)),
+        fmt(o.finish_time),
+        o.shop_id.clone(),
+        o.shop_name.clone(),
+        o.lines.iter().map(|l| l.item_num).sum(),
+    )
+}
+
+/// sxt: kind, status, status_raw, ad_cost (fen), ad_plays, ad_gmv (fen), ad_roi, created_at, lines.
+pub type SxtStored = (
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    i64,
+);
+
+/// What an sxt ad order should be stored as: its state as status, money in fen, no lines.
+pub fn expected_sxt(o: &SxtOrder) -> SxtStored {
+    let status = match o.state {
+        1 => "ad_unpaid",
+        3 => "ad_creating",
+        5 => "ad_reviewing",
+        6 => "ad_rejected",
+        7 => "ad_delivering",
+        8 => "ad_terminated",
+        9 => "ad_completed",
+        10 => "ad_ended",
+        _ => "unknown",
+    };
+    (
+        "ad".into(),
+        status.into(),
+        o.state.to_string(),
+        o.cost_fen,
+        o.plays,
+        o.gmv_fen,
+        o.roi.clone(),
+        fmt(Some(o.create_time)),
+        0,
+    )
 }
