@@ -1,8 +1,9 @@
-//! Shared test helpers, one file per concern: the veapi [`Harness`] (`harness`), what a veapi
-//! world should look like once stored (`truth`), reading the database (`db`), the JSON fixtures
+//! Shared test helpers, one file per concern: the veapi [`Harness`] (`harness`), what a world
+//! should look like once stored (`truth`), reading the database (`db`), the JSON fixtures
 //! (`fixture`), the binary as a child process (`process`), the daemon's HTTP side and metrics
-//! (`metrics`), and the seeds of the randomised tests (`seeds`). The five-source harness, `all_sources`, is imported by name by the
-//! tests that use it. Test modules `use crate::common::*`; no test module imports another.
+//! (`metrics`), and the seeds of the randomised tests (`seeds`). Test modules
+//! `use crate::common::*`; the five-source harness, `all_sources`, is imported by name by the
+//! tests that use it. No test module imports another.
 
 #![allow(dead_code)]
 
