@@ -1,5 +1,6 @@
-//! The command line's promises: config errors are one sentence naming pipeline and key with exit 2,
-//! `check` passes a valid config, `status` shows coverage.
+//! The command line's promises: config errors are one sentence naming pipeline and key with exit 2
+//! (also for the values the config fuzzer found), `check` passes a valid config, `status` shows
+//! coverage.
 
 use ordersync_sim::Faults;
 
@@ -79,4 +80,30 @@ fn status_shows_watermark_coverage_and_json() {
         "one contiguous finished range"
     );
     assert_eq!(live["gaps"].as_array().unwrap().len(), 0);
+}
+
+/// `settle_lag = "100000000d"` used to pass `check` and make `sync` panic (date overflow in a
+/// pipeline task) and still exit 0; a multi-line string value made a multi-line error.
+#[test]
+fn config_fuzz_regressions_huge_durations_and_multi_line_values() {
+    let h = Harness::veapi(10, 5, Faults::default());
+    for (extra, key) in [
+        ("settle_lag = \"100000000d\"", "settle_lag"),
+        ("lookback = \"99999999d\"", "lookback"),
+        ("time_type = \"\"\"\nx\ny\"\"\"", "time_type"),
+        ("\"page\\nsize\" = 1", "page\\nsize"),
+    ] {
+        h.write_config(extra);
+        for args in [&["check"][..], &["sync"]] {
+            let out = h.run(args);
+            assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
+            assert_no_panic(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+            assert!(stderr.contains("`ve`") && stderr.contains(key), "{stderr}");
+        }
+    }
+    h.write_config("settle_lag = \"36500d\"\nlookback = \"36500d\"");
+    assert_ok(&h.run(&["check"]));
+    assert_ok(&h.run(&["sync"]));
 }

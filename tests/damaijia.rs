@@ -79,59 +79,9 @@ impl Dmj {
     }
 }
 
-fn status_of(code: i64) -> &'static str {
-    match code {
-        1 => "pending",
-        105 | 2 => "paid",
-        101 | 3 => "shipped",
-        4 => "closed",
-        5 => "completed",
-        _ => "unknown",
-    }
-}
-
-type StoredOrder = (
-    String,         // status
-    String,         // status_raw
-    i64,            // pay_amount
-    Option<i64>,    // refund_amount
-    Option<String>, // created_at
-    Option<String>, // paid_at
-    Option<String>, // updated_at
-    Option<String>, // confirmed_at
-    String,         // shop_id
-    String,         // shop_name
-    i64,            // item_num
-);
-
-/// `(order_id, sub_order_id)` → (product_id, sku_id, item_num, pay_amount, status_raw, refund_amount).
-type StoredLine = (String, String, i64, i64, String, Option<i64>);
-
-fn expected_order(o: &DmjOrder) -> StoredOrder {
-    let refunded: Vec<i64> = o
-        .lines
-        .iter()
-        .filter(|l| l.refund_status == 3)
-        .map(|l| l.pay_amount)
-        .collect();
-    (
-        status_of(o.order_status).to_string(),
-        o.order_status.to_string(),
-        o.pay_amount,
-        (!refunded.is_empty()).then(|| refunded.iter().sum()),
-        fmt(Some(o.create_time)),
-        fmt(o.pay_time),
-        fmt(Some(o.update_time)),
-        fmt(o.finish_time),
-        o.shop_id.clone(),
-        o.shop_name.clone(),
-        o.lines.iter().map(|l| l.item_num).sum(),
-    )
-}
-
 fn assert_equals_dmj_truth(d: &Dmj, truth: &[DmjOrder]) {
     let conn = d.h.db();
-    let stored: BTreeMap<String, StoredOrder> = conn
+    let stored: BTreeMap<String, DmjStored> = conn
         .prepare(
             "SELECT order_id, status, status_raw, pay_amount, refund_amount, created_at, paid_at, updated_at, \
              confirmed_at, shop_id, shop_name, item_num FROM orders WHERE source = 'damaijia'",
@@ -158,9 +108,9 @@ fn assert_equals_dmj_truth(d: &Dmj, truth: &[DmjOrder]) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let want: BTreeMap<String, StoredOrder> = truth
+    let want: BTreeMap<String, DmjStored> = truth
         .iter()
-        .map(|o| (o.order_id.clone(), expected_order(o)))
+        .map(|o| (o.order_id.clone(), expected_dmj(o)))
         .collect();
     let missing: Vec<&String> = want.keys().filter(|k| !stored.contains_key(*k)).collect();
     assert!(
@@ -172,7 +122,7 @@ fn assert_equals_dmj_truth(d: &Dmj, truth: &[DmjOrder]) {
     for (id, w) in &want {
         assert_eq!(&stored[id], w, "order {id}");
     }
-    let lines: BTreeMap<(String, String), StoredLine> = conn
+    let lines: BTreeMap<(String, String), DmjLineStored> = conn
         .prepare(
             "SELECT order_id, sub_order_id, product_id, sku_id, item_num, pay_amount, status_raw, refund_amount \
              FROM sub_orders WHERE source = 'damaijia'",
@@ -194,7 +144,7 @@ fn assert_equals_dmj_truth(d: &Dmj, truth: &[DmjOrder]) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let want_lines: BTreeMap<(String, String), StoredLine> = truth
+    let want_lines: BTreeMap<(String, String), DmjLineStored> = truth
         .iter()
         .flat_map(|o| {
             o.lines.iter().map(|l| {

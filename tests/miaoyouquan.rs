@@ -75,30 +75,6 @@ impl Both {
     }
 }
 
-fn expected_myq(o: &MyqOrder) -> ExpectedOrder {
-    ExpectedOrder {
-        order_id: o.order_id.clone(),
-        status: flow_point_status(&o.flow_point),
-        status_raw: o.flow_point.clone(),
-        pay_amount: o.total_pay_amount,
-        commission: if o.ads_real_commission != 0 {
-            o.ads_real_commission
-        } else {
-            o.ads_estimated_commission
-        },
-        paid_at: fmt(Some(o.pay_success_time)),
-        updated_at: fmt(Some(o.update_time)),
-        refunded_at: fmt(o.refund_time),
-        settled_at: fmt(o.settle_time),
-        confirmed_at: fmt(o.confirm_time),
-        shop_id: o.shop_id.clone(),
-        shop_name: o.shop_name.clone(),
-        product_id: o.product_id.clone(),
-        product_name: o.product_name.clone(),
-        item_num: o.item_num,
-    }
-}
-
 fn assert_myq_equals(b: &Both, truth: &[MyqOrder]) {
     let mut want: Vec<ExpectedOrder> = truth.iter().map(expected_myq).collect();
     want.sort_by(|a, b| a.order_id.cmp(&b.order_id));

@@ -2,13 +2,17 @@
 //! is null, missing or an object, an amount that is not a number, nesting SQLite cannot read, an
 //! element that is not an object) are kept in `rejected_rows` with their reason, every other row is
 //! stored exactly, the run ends `ok`, and reading the same rows again adds no copies. A 20-digit id
-//! and a byte that is not UTF-8 in a field nobody reads are not errors at all.
+//! and a byte that is not UTF-8 in a field nobody reads are not errors at all. The same holds for
+//! all five sources in one `sync`.
 
 use ordersync_sim::{Poison, Simulator};
 use std::collections::BTreeMap;
 
+use chrono::Duration;
+use ordersync_sim::Faults;
 use serde_json::Value;
 
+use crate::common::all_sources::{query_map, AllSources, Worlds, ADS, BACKFILLABLE};
 use crate::common::*;
 
 /// A backfill over every order of the world, from `margin` days before the oldest: reads each row
@@ -236,4 +240,99 @@ fn rejects_of_an_unknown_pipeline_is_a_config_error() {
     let none = h.run(&["rejects"]);
     assert_ok(&none);
     assert!(String::from_utf8_lossy(&none.stdout).contains("no open rejected rows"));
+}
+
+#[test]
+fn one_spoiled_row_per_source_costs_only_itself() {
+    let worlds = Worlds {
+        ve: (120, 10),
+        myq: (120, 10),
+        ud: (60, 5),
+        dmj: (120, 10),
+        sxt: (40, 10),
+    };
+    let all = AllSources::start(
+        seed_for("all sources spoiled rows"),
+        worlds,
+        &Faults::default(),
+    );
+    // One row per source with an amount that is not a number; veapi and damaijia also get a list
+    // element that is not an object at all.
+    let spoiled = [
+        ("veapi", all.ve.truth()[7].order_id.clone()),
+        ("miaoyouquan", all.myq.truth()[7].order_id.clone()),
+        ("unidesk", all.ud.truth()[7].order_id.clone()),
+        ("damaijia", all.dmj.truth()[7].order_id.clone()),
+        ("sxt", all.sxt.truth()[7].order_id.clone()),
+    ];
+    for ((_, sim, _), (_, id)) in all.sims().iter().zip(&spoiled) {
+        sim.poison(id, Some(Poison::BadAmount));
+    }
+    all.ve
+        .poison(&all.ve.truth()[20].order_id, Some(Poison::NotAnObject));
+    all.dmj
+        .poison(&all.dmj.truth()[20].order_id, Some(Poison::NotAnObject));
+
+    let out = all.run(&["sync"]);
+    assert_ok(&out);
+    let conn = all.db();
+    let outcomes: Vec<(String, (String, i64))> = query_map(
+        &conn,
+        "SELECT pipeline, outcome, rows_rejected FROM runs ORDER BY pipeline",
+        |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))),
+    );
+    assert_eq!(outcomes.len(), 5);
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, (outcome, n))| outcome == "ok" && *n >= 1),
+        "every pipeline ends ok with its bad row counted: {outcomes:?}"
+    );
+    for (source, id) in &spoiled {
+        let reason: String = conn
+            .query_row(
+                "SELECT reason FROM rejected_rows WHERE source = ?1 AND order_id = ?2",
+                [*source, id.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{source} {id}: not in rejected_rows ({e})"));
+        assert!(!reason.is_empty());
+    }
+    let not_objects: i64 = scalar(
+        &conn,
+        "SELECT COUNT(*) FROM rejected_rows WHERE reason = 'row is not a JSON object'",
+    );
+    assert_eq!(not_objects, 2);
+    for (source, id) in &spoiled {
+        let stored: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM orders WHERE source = ?1 AND order_id = ?2",
+                [*source, id.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, 0, "{source}: the spoiled row is not stored");
+    }
+
+    // Upstream mends them; reading everything again stores them and the database equals the
+    // truth of all five sources, with every reject resolved (sxt's snapshot re-reads itself).
+    for ((_, sim, _), (_, id)) in all.sims().iter().zip(&spoiled) {
+        sim.poison(id, None);
+    }
+    all.ve.poison(&all.ve.truth()[20].order_id, None);
+    all.dmj.poison(&all.dmj.truth()[20].order_id, None);
+    for p in BACKFILLABLE {
+        let from = (all.now - Duration::days(all.days(p) + 2))
+            .format("%Y-%m-%d")
+            .to_string();
+        assert_ok(&all.run(&["backfill", p, "--from", &from]));
+    }
+    assert_ok(&all.run(&["sync", ADS]));
+    all.assert_equals_truth(None);
+    let open: i64 = scalar(
+        &all.db(),
+        "SELECT COUNT(*) FROM rejected_rows WHERE resolved_at IS NULL AND order_id IS NOT NULL \
+         AND source != 'unidesk'",
+    );
+    assert_eq!(open, 0, "good copies resolve the rejects of whole orders");
 }

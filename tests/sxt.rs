@@ -75,7 +75,7 @@ impl Sxt {
             .unwrap()
     }
 
-    fn stored(&self) -> BTreeMap<String, Stored> {
+    fn stored(&self) -> BTreeMap<String, SxtStored> {
         self.h
             .db()
             .prepare(
@@ -106,54 +106,13 @@ impl Sxt {
     }
 }
 
-/// kind, status, status_raw, ad_cost, ad_plays, ad_gmv, ad_roi, created_at, lines.
-type Stored = (
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    String,
-    Option<String>,
-    i64,
-);
-
-fn ad_status(state: i64) -> &'static str {
-    match state {
-        1 => "ad_unpaid",
-        3 => "ad_creating",
-        5 => "ad_reviewing",
-        6 => "ad_rejected",
-        7 => "ad_delivering",
-        8 => "ad_terminated",
-        9 => "ad_completed",
-        10 => "ad_ended",
-        _ => "unknown",
-    }
-}
-
-fn expected(o: &SxtOrder) -> Stored {
-    (
-        "ad".into(),
-        ad_status(o.state).into(),
-        o.state.to_string(),
-        o.cost_fen,
-        o.plays,
-        o.gmv_fen,
-        o.roi.clone(),
-        fmt(Some(o.create_time)),
-        0,
-    )
-}
-
 fn assert_contains_truth(s: &Sxt, truth: &[SxtOrder]) {
     let stored = s.stored();
     for o in truth {
         let got = stored
             .get(&o.order_id)
             .unwrap_or_else(|| panic!("order {} missing", o.order_id));
-        assert_eq!(got, &expected(o), "order {}", o.order_id);
+        assert_eq!(got, &expected_sxt(o), "order {}", o.order_id);
     }
     assert_eq!(s.sxt.violations(), Vec::<String>::new());
 }
@@ -229,7 +188,7 @@ fn the_same_order_in_states_7_and_9_is_stored_as_9_in_either_order() {
     let stored = s.stored();
     for o in &completed {
         assert_eq!(stored[&o.order_id].1, "ad_completed", "{}", o.order_id);
-        assert_eq!(stored[&o.order_id], expected(o));
+        assert_eq!(stored[&o.order_id], expected_sxt(o));
     }
 }
 

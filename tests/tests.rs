@@ -1,19 +1,26 @@
 //! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
-//! real SQLite files. One binary, a module per area.
+//! real SQLite files — a module per source (`veapi`, `miaoyouquan`, `unidesk`, `damaijia`, `sxt`)
+//! and per concern (`crash`, `soak`, `secrets`, `concurrency`, `disk`, `daemon`, …) — and, in
+//! `fuzz`, property tests of the library's pure functions that need neither. One binary; shared
+//! helpers in `common`.
 
-mod all_sources;
 mod cli;
 mod common;
+mod concurrency;
 mod crash;
 mod daemon;
 mod damaijia;
+mod disk;
 mod files;
+mod fuzz;
 mod hostile_http;
 mod metrics_server;
 mod miaoyouquan;
 mod rejected;
-mod reliability;
+mod secrets;
+mod soak;
 mod sxt;
 mod systemd;
 mod unidesk;
+mod upstream_changes;
 mod veapi;

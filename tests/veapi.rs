@@ -1,9 +1,13 @@
 //! veapi end to end: full sync equals ground truth, resync is a no-op, mutations are picked up,
-//! faults are survived, and secrets stay out of logs, status and the database.
+//! faults are survived, secrets stay out of logs, status and the database, and a finished range
+//! never claims a second that was not fetched.
 
-use chrono::Duration;
+use std::collections::HashMap;
+
+use chrono::{Duration, NaiveDateTime};
 use ordersync_sim::Simulator;
-use ordersync_sim::{beijing_now, Faults};
+use ordersync_sim::{beijing_now, Faults, VeOrder};
+use rusqlite::Connection;
 
 use crate::common::*;
 
@@ -361,4 +365,90 @@ fn a_cursor_that_echoes_the_key_is_followed_but_never_saved() {
     assert_ok(&out);
     assert!(!text(&out).contains(VEKEY), "{}", text(&out));
     assert_orders_equal_truth(&h);
+}
+
+fn fmt_s(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Every range the `coverage` table calls finished really is in the database: each veapi order
+/// whose time (pay time for a backfill, update time for live) lies in a covered range is stored —
+/// for live, in exactly the version upstream has now. Upstream times are whole seconds, so an
+/// order at second `t` is in `[a, b)` when `a <= t < b`.
+fn assert_coverage_is_real(conn: &Connection, truth: &[VeOrder]) {
+    let stored: HashMap<String, (Option<String>, Option<String>, String)> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT order_id, paid_at, updated_at, status_raw FROM orders WHERE source = ?1",
+            )
+            .expect("prepare");
+        stmt.query_map(["veapi"], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+        })
+        .and_then(|it| it.collect())
+        .expect("stored orders")
+    };
+    let mut stmt = conn
+        .prepare("SELECT scope, range_start, range_end FROM coverage")
+        .expect("prepare");
+    let ranges: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|it| it.collect())
+        .expect("coverage");
+    for (scope, start, end) in ranges {
+        let (a, b) = (parse_db_time(&start), parse_db_time(&end));
+        let live = scope == "live";
+        for o in truth {
+            let t = if live {
+                o.update_time
+            } else {
+                o.pay_success_time
+            };
+            if t < a || t >= b {
+                continue;
+            }
+            let Some((paid, updated, status)) = stored.get(&o.order_id) else {
+                panic!(
+                    "{scope} says {start} .. {end} is finished, but order {} ({t}) is not stored",
+                    o.order_id
+                );
+            };
+            assert_eq!(
+                paid.as_deref(),
+                Some(fmt_s(o.pay_success_time).as_str()),
+                "order {}",
+                o.order_id
+            );
+            if live {
+                assert_eq!(
+                    (updated.as_deref(), status.as_str()),
+                    (Some(fmt_s(o.update_time).as_str()), o.flow_point.as_str()),
+                    "{scope} {start} .. {end} is finished, but order {} is stored in an older version",
+                    o.order_id
+                );
+            }
+        }
+    }
+}
+
+/// A live window ending mid-second used to be marked finished up to its millisecond end while
+/// veapi (inclusive whole seconds) was only asked up to the second before: an update in that last
+/// second was claimed as covered but not fetched.
+#[test]
+fn coverage_never_claims_a_second_that_was_not_fetched() {
+    let h = Harness::veapi(200, 10, Faults::default());
+    assert_ok(&h.run(&["sync"]));
+    for _ in 0..3 {
+        // An update one second back: right at the settle lag of a sync started now.
+        let changed = h.sim.mutate(5, beijing_now() - Duration::seconds(1));
+        assert!(!changed.is_empty());
+        assert_ok(&h.run(&["sync"]));
+        let conn = h.db();
+        assert_coverage_is_real(&conn, &h.sim.truth());
+        let ends: Vec<String> = rows(&conn, "SELECT range_end FROM coverage");
+        assert!(
+            ends.iter().all(|e| e.ends_with(".000")),
+            "finished ranges end on whole seconds: {ends:?}"
+        );
+    }
 }

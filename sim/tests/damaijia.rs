@@ -16,6 +16,8 @@ use ordersync_sim::{beijing_now, Faults};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::{client, Reply};
+
 const TOKEN: &str = "test-dmj-token-4be1";
 const SHOP: &str = "20358278";
 
@@ -44,42 +46,18 @@ fn unix(t: NaiveDateTime) -> i64 {
     t.and_utc().timestamp() - 8 * 3600
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+/// The body `status`: damaijia's code.
+trait Code {
+    fn code(&self) -> i64;
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// The body `status`.
+impl Code for Reply {
     fn code(&self) -> i64 {
-        let v = self.json();
-        v["status"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("status is not an integer: {v}"))
-    }
-
-    fn msg(&self) -> String {
-        self.json()["msg"].as_str().unwrap_or_default().to_string()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+        self.int("status")
     }
 }
 
+/// One request with a JSON `body` and, when given, the `authorization` header.
 async fn send(url: &str, method: Method, auth: Option<&str>, body: &[u8]) -> Reply {
     let mut req = client()
         .request(method, url)
@@ -88,15 +66,7 @@ async fn send(url: &str, method: Method, auth: Option<&str>, body: &[u8]) -> Rep
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
     }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply::read(req.send().await.expect("request")).await
 }
 
 /// A POST with the right token.

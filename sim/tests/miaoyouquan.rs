@@ -16,6 +16,8 @@ use ordersync_sim::{beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, M
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::common::{send, start_binary, Reply};
+
 const APKEY: &str = "test-apkey-5c1e";
 const DOU_KEY: &str = "Dtest-dou-key-77";
 
@@ -78,51 +80,14 @@ fn wall(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+/// The body `code` (miaoyouquan sends its status there, or as the HTTP status).
+trait Code {
+    fn code(&self) -> i64;
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
+impl Code for Reply {
     fn code(&self) -> i64 {
-        let v = self.json();
-        v["code"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("code is not an integer: {v}"))
-    }
-
-    fn msg(&self) -> String {
-        self.json()["msg"].as_str().unwrap_or_default().to_string()
-    }
-}
-
-async fn send(url: &str, method: Method, params: &[(&str, String)]) -> Reply {
-    let resp = client()
-        .request(method, url)
-        .query(params)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
+        self.int("code")
     }
 }
 
@@ -1081,36 +1046,21 @@ async fn body_transient_mixes_with_the_shared_faults() {
 
 #[test]
 fn the_binary_prints_its_endpoint_and_serves() {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ordersync-sim"))
-        .args([
-            "miaoyouquan",
-            "--orders",
-            "20",
-            "--days",
-            "5",
-            "--apkey",
-            "cli-apkey",
-            "--dou-key",
-            "cli-dou",
-            "--p-5xx",
-            "0",
-            "--p-transient",
-            "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the simulator");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read a line");
-    let endpoint = line
-        .trim()
-        .strip_prefix("miaoyouquan ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut child, endpoint) = start_binary(&[
+        "miaoyouquan",
+        "--orders",
+        "20",
+        "--days",
+        "5",
+        "--apkey",
+        "cli-apkey",
+        "--dou-key",
+        "cli-dou",
+        "--p-5xx",
+        "0",
+        "--p-transient",
+        "0",
+    ]);
     assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with(PATH));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let body = rt.block_on(async {

@@ -20,6 +20,8 @@ use ordersync_sim::Faults;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::common::{send, Reply};
+
 const USER_ID: &str = "test-user-2209417";
 const DY_UID: &str = "test-dy-uid-342654142657207";
 
@@ -56,59 +58,18 @@ async fn start(orders: usize) -> SxtSim {
     SxtSim::start(config(orders, 7)).await.expect("start")
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn code(&self) -> i64 {
-        let v = self.json();
-        v["code"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("code is not an integer: {v}"))
-    }
-
-    fn msg(&self) -> String {
-        self.json()["msg"].as_str().unwrap_or_default().to_string()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).expect("UTF-8")
-    }
-}
-
-async fn send(url: &str, method: Method, params: &[(&str, String)]) -> Reply {
-    let resp = client()
-        .request(method, url)
-        .query(params)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
 /// A request exactly as the document shows it.
+/// The body `code`.
+trait Code {
+    fn code(&self) -> i64;
+}
+
+impl Code for Reply {
+    fn code(&self) -> i64 {
+        self.int("code")
+    }
+}
+
 fn query(select_status: i64) -> Vec<(&'static str, String)> {
     vec![
         ("user_id", USER_ID.to_string()),
@@ -577,7 +538,7 @@ async fn a_forced_code_answers_until_cleared() {
     for params in [query(1), vec![("select_status", "9".to_string())]] {
         let r = get(&sim, &params).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.text(), r#"{"code":10002,"data":null,"msg":"账号已解绑"}"#);
+        assert_eq!(r.utf8(), r#"{"code":10002,"data":null,"msg":"账号已解绑"}"#);
     }
     assert_eq!(
         send(&sim.endpoint(), Method::POST, &query(1)).await.status,
@@ -609,7 +570,7 @@ async fn faults_answer_as_documented_and_are_not_violations() {
     for _ in 0..20 {
         // Even a request that breaks the rules gets the fault, not a refusal.
         let r = get(&sim, &[("select_status", "0".to_string())]).await;
-        assert!(r.text().contains("<html>"));
+        assert!(r.utf8().contains("<html>"));
         statuses.insert(r.status);
     }
     assert_eq!(statuses, HashSet::from([502, 503]));
@@ -694,7 +655,7 @@ async fn yuan_strings_are_exact_decimals_of_the_fen_truth() {
     let sim = start(400).await;
     for round in 0..4 {
         let r = get(&sim, &query(1)).await;
-        let raw = r.text();
+        let raw = r.utf8();
         // The document's amounts, byte for byte.
         assert!(raw.contains(r#"{"count":"38.9","name":"消耗(元)"}"#));
         assert!(raw.contains(r#"{"count":"0.29","name":"消耗(元)"}"#));

@@ -19,6 +19,8 @@ use ordersync_sim::{beijing_now, Faults, UdSubOrder, UnideskSim, UnideskSimConfi
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::{client, send, start_binary, Reply};
+
 const APP_KEY: &str = "test-app-key-4417";
 const APP_SECRET: &str = "test-app-secret-9b9b";
 const SESSION: &str = "test-session-61d0";
@@ -167,26 +169,13 @@ fn signed(params: Vec<(String, String)>) -> Vec<(String, String)> {
     signed_with(params, APP_SECRET)
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+/// A TOP answer: the error's (code, sub_code), or (0, "") for a success; the error object.
+trait Top {
+    fn code(&self) -> (i64, String);
+    fn error(&self) -> Value;
 }
 
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// The error's (code, sub_code), or (0, "") for a success.
+impl Top for Reply {
     fn code(&self) -> (i64, String) {
         let v = self.json();
         match v.get("error_response") {
@@ -204,27 +193,6 @@ impl Reply {
     fn error(&self) -> Value {
         self.json()["error_response"].clone()
     }
-}
-
-async fn reply(resp: reqwest::Response) -> Reply {
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn send(url: &str, method: Method, params: &[(String, String)]) -> Reply {
-    let resp = client()
-        .request(method, url)
-        .query(params)
-        .send()
-        .await
-        .expect("request");
-    reply(resp).await
 }
 
 async fn get(sim: &UnideskSim, params: &[(String, String)]) -> Reply {
@@ -246,7 +214,7 @@ async fn post_form(sim: &UnideskSim, params: &[(String, String)]) -> Reply {
         .send()
         .await
         .expect("request");
-    reply(resp).await
+    Reply::read(resp).await
 }
 
 fn rows(v: &Value) -> Vec<Value> {
@@ -1019,7 +987,7 @@ async fn post_with_a_form_body_works_and_other_methods_do_not() {
         .send()
         .await
         .expect("request");
-    assert_eq!(reply(resp).await.code().0, 0);
+    assert_eq!(Reply::read(resp).await.code().0, 0);
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 
     for method in [Method::PUT, Method::DELETE] {
@@ -1370,38 +1338,23 @@ async fn isp_errors_mix_with_the_shared_faults() {
 
 #[test]
 fn the_binary_prints_its_endpoint_and_serves() {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ordersync-sim"))
-        .args([
-            "unidesk",
-            "--orders",
-            "30",
-            "--days",
-            "1",
-            "--app-key",
-            APP_KEY,
-            "--app-secret",
-            APP_SECRET,
-            "--session",
-            SESSION,
-            "--p-5xx",
-            "0",
-            "--p-isp",
-            "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the simulator");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read a line");
-    let endpoint = line
-        .trim()
-        .strip_prefix("unidesk ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut child, endpoint) = start_binary(&[
+        "unidesk",
+        "--orders",
+        "30",
+        "--days",
+        "1",
+        "--app-key",
+        APP_KEY,
+        "--app-secret",
+        APP_SECRET,
+        "--session",
+        SESSION,
+        "--p-5xx",
+        "0",
+        "--p-isp",
+        "0",
+    ]);
     assert!(endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with(PATH));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let lines = rt.block_on(async {

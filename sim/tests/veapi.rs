@@ -9,7 +9,10 @@ use chrono::{Duration, NaiveDate, NaiveDateTime};
 use ordersync_sim::faults::FaultCounts;
 use ordersync_sim::veapi::codes;
 use ordersync_sim::{Faults, VeOrder, VeapiSim, VeapiSimConfig};
+use reqwest::Method;
 use serde_json::Value;
+
+use crate::common::{client, send, start_binary, Reply};
 
 const KEY: &str = "test-vekey";
 
@@ -38,41 +41,8 @@ fn wall(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
 async fn get(sim: &VeapiSim, params: &[(&str, String)]) -> Reply {
-    let resp = client()
-        .get(sim.endpoint())
-        .query(params)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    send(&sim.endpoint(), Method::GET, params).await
 }
 
 fn window(start: String, end: String, time_type: &str, size: usize) -> Vec<(&'static str, String)> {
@@ -722,24 +692,9 @@ async fn faults_answer_as_documented_and_are_not_violations() {
 
 #[test]
 fn the_binary_prints_its_endpoint_and_serves() {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ordersync-sim"))
-        .args([
-            "veapi", "--orders", "20", "--days", "5", "--vekey", "cli-key", "--p-5xx", "0",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the simulator");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read a line");
-    let endpoint = line
-        .trim()
-        .strip_prefix("veapi ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (mut child, endpoint) = start_binary(&[
+        "veapi", "--orders", "20", "--days", "5", "--vekey", "cli-key", "--p-5xx", "0",
+    ]);
     assert!(
         endpoint.starts_with("http://127.0.0.1:") && endpoint.ends_with("/douke/csj_ordersearch")
     );
