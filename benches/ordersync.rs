@@ -412,12 +412,12 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
     let mut cursor = sources::first_cursor(SourceKind::Veapi).to_string();
     loop {
         let q = veapi_query(&endpoint, &auth, &options, window, &cursor);
-        let req = sources::build_request(SourceKind::Veapi, &q).expect("request");
+        let req = sources::build_request(&q).expect("request");
         let body = rt
             .block_on(async { client.get(req.url).send().await?.bytes().await })
             .expect("page")
             .to_vec();
-        let page = sources::parse_page(SourceKind::Veapi, &q, 200, &body).expect("parses");
+        let page = sources::parse_page(&q, 200, &body).expect("parses");
         bodies.push((cursor.clone(), body));
         match page.next_cursor {
             Some(next) => cursor = next,
@@ -434,7 +434,6 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
     let ours = rate(n, || {
         for (i, (cursor, body)) in bodies.iter().enumerate() {
             let page = sources::parse_page(
-                SourceKind::Veapi,
                 &veapi_query(&endpoint, &auth, &options, window, cursor),
                 200,
                 body,
@@ -472,7 +471,6 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
         .iter()
         .map(|(cursor, body)| {
             sources::parse_page(
-                SourceKind::Veapi,
                 &veapi_query(&endpoint, &auth, &options, window, cursor),
                 200,
                 body,

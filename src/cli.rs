@@ -330,13 +330,13 @@ fn backfill_command(
     }
     let mut selected = select_with_auth(&ctx.config, &[pipeline.to_string()])?;
     let (p, auth) = selected.remove(0);
-    if p.source.is_snapshot() {
+    if p.source().is_snapshot() {
         return Err(ConfigError::new(
             Some(&p.name),
             None,
             format!(
                 "`{}` answers a full snapshot of every order with no time filter, so there is no history to backfill; `ordersync sync {}` fetches everything",
-                p.source, p.name
+                p.source(), p.name
             ),
         )
         .into());
@@ -559,7 +559,7 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
             auth,
             options: &p.options,
             window,
-            cursor: sources::first_cursor(p.source),
+            cursor: sources::first_cursor(p.source()),
             page_size: 1,
             axis: Axis::Live,
             start: p.start,
@@ -573,12 +573,12 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
         };
         let result = http
             .fetch(
-                || sources::build_request(p.source, &query),
+                || sources::build_request(&query),
                 &policy,
                 &Redactor::new(auth.values()),
                 &cancel,
                 &mut Default::default(),
-                |s, b| sources::parse_page(p.source, &query, s, b),
+                |s, b| sources::parse_page(&query, s, b),
             )
             .await
             .map(|_| ())

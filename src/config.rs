@@ -176,7 +176,6 @@ pub struct DaemonConfig {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub name: String,
-    pub source: SourceKind,
     pub endpoint: String,
     pub start: NaiveDateTime,
     pub schedule: Schedule,
@@ -194,6 +193,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Which upstream the pipeline reads: its options say, so the two cannot disagree.
+    pub fn source(&self) -> SourceKind {
+        self.options.kind()
+    }
+
     /// Resolves every secret; the error names the pipeline and the auth key.
     pub fn resolve_auth(&self) -> Result<Auth, ConfigError> {
         self.auth
@@ -543,7 +547,6 @@ fn check_pipeline(
     }
     let max_page = source.max_page_size();
     Ok(Pipeline {
-        source,
         endpoint,
         start,
         schedule,

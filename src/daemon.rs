@@ -211,7 +211,7 @@ async fn schedule_pipeline(
                 .await;
             if let Ok(mut l) = live.lock() {
                 for (code, n) in &report.upstream_errors {
-                    let label = sources::metric_label(p.source, code);
+                    let label = sources::metric_label(p.source(), code);
                     *l.upstream_errors
                         .entry((p.name.clone(), label))
                         .or_default() += n;

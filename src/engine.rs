@@ -214,16 +214,15 @@ impl Engine {
                 axis: run.axis,
                 start: p.start,
             };
-            let kind = p.source;
             let fetched = self
                 .http
                 .fetch(
-                    || sources::build_request(kind, &query),
+                    || sources::build_request(&query),
                     &run.policy,
                     &run.redactor,
                     run.cancel,
                     &mut report.upstream_errors,
-                    |status, body| sources::parse_page(kind, &query, status, body),
+                    |status, body| sources::parse_page(&query, status, body),
                 )
                 .await
                 .map_err(|(e, n)| match e {
@@ -372,7 +371,7 @@ impl Run<'_> {
             run_id: self.run_id,
             pipeline: self.p.name.clone(),
             scope: self.mode.scope(),
-            source: self.p.source,
+            source: self.p.source(),
             orders: page.orders,
             // A reason quotes what upstream sent; it may echo a secret.
             rejected: page
@@ -404,7 +403,7 @@ pub struct RunPlan {
 /// whole-second bounds (veapi) is asked up to the second before a window's end, so a window ending
 /// mid-second would be marked finished for part of a second nobody asked for.
 pub fn settled_until(p: &Pipeline, now: NaiveDateTime) -> NaiveDateTime {
-    let settle_lag = if p.source.is_snapshot() {
+    let settle_lag = if p.source().is_snapshot() {
         Duration::zero()
     } else {
         chrono_of(p.settle_lag)
@@ -436,7 +435,7 @@ pub fn plan_run(
     let mut windows: Vec<(Window, String)> = Vec::new();
     let resume_end = track.in_progress.as_ref().map(|(w, _)| w.end);
     if let Some((w, cursor)) = &track.in_progress {
-        windows.push((*w, sources::resume_cursor(p.source, cursor)));
+        windows.push((*w, sources::resume_cursor(p.source(), cursor)));
     }
     let span = match mode {
         Mode::Live => resume_end
@@ -458,10 +457,10 @@ pub fn plan_run(
         }
     };
     let plan = match span {
-        Some((from, to)) => planner::plan(&p.source.window_rules(), from, to, now),
+        Some((from, to)) => planner::plan(&p.source().window_rules(), from, to, now),
         None => Default::default(),
     };
-    let first = sources::first_cursor(p.source);
+    let first = sources::first_cursor(p.source());
     windows.extend(plan.windows.into_iter().map(|w| (w, first.to_string())));
     RunPlan {
         windows,
@@ -483,7 +482,7 @@ fn progress_to_save(
             tracing::warn!(pipeline = %p.name, "upstream's cursor holds a secret; it is not saved, so a resumed run starts this window again");
             Progress::Next {
                 window,
-                cursor: sources::first_cursor(p.source).to_string(),
+                cursor: sources::first_cursor(p.source()).to_string(),
             }
         }
         Some(next) => Progress::Next {

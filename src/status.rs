@@ -84,7 +84,7 @@ fn pipeline_status(
         .and_then(timefmt::parse_user_time)
         .map(|w| (now - w).num_seconds());
     Ok(PipelineStatus {
-        source: p.map(|p| p.source.to_string()),
+        source: p.map(|p| p.source().to_string()),
         enabled: p.map(|p| p.enabled),
         pipeline: name,
         last_run,

@@ -110,6 +110,18 @@ pub enum SourceOptions {
 }
 
 impl SourceOptions {
+    /// The source these options are of: a pipeline's source is its options' variant, one value
+    /// that cannot disagree with itself.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceOptions::Veapi(_) => SourceKind::Veapi,
+            SourceOptions::Miaoyouquan(_) => SourceKind::Miaoyouquan,
+            SourceOptions::Unidesk(_) => SourceKind::Unidesk,
+            SourceOptions::Damaijia(_) => SourceKind::Damaijia,
+            SourceOptions::Sxt(_) => SourceKind::Sxt,
+        }
+    }
+
     /// Checks the option keys already known to belong to `kind`; the error is `(key, message)`.
     pub fn parse(kind: SourceKind, table: &toml::Table) -> Result<SourceOptions, (String, String)> {
         match kind {
@@ -411,31 +423,21 @@ pub fn resume_cursor(kind: SourceKind, saved: &str) -> String {
     }
 }
 
-pub fn build_request(kind: SourceKind, q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
-    match (kind, q.options) {
-        (SourceKind::Veapi, SourceOptions::Veapi(opts)) => veapi::build_request(q, opts),
-        (SourceKind::Miaoyouquan, SourceOptions::Miaoyouquan(opts)) => {
-            miaoyouquan::build_request(q, opts)
-        }
-        (SourceKind::Unidesk, SourceOptions::Unidesk(opts)) => unidesk::build_request(q, opts),
-        (SourceKind::Damaijia, SourceOptions::Damaijia(_)) => damaijia::build_request(q),
-        (SourceKind::Sxt, SourceOptions::Sxt(opts)) => sxt::build_request(q, opts),
-        _ => Err(UpstreamError::fatal(
-            "config",
-            format!("options of another source given to `{kind}`"),
-        )),
+/// The request for one page: the source is the one `q.options` are of.
+pub fn build_request(q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
+    match q.options {
+        SourceOptions::Veapi(opts) => veapi::build_request(q, opts),
+        SourceOptions::Miaoyouquan(opts) => miaoyouquan::build_request(q, opts),
+        SourceOptions::Unidesk(opts) => unidesk::build_request(q, opts),
+        SourceOptions::Damaijia(_) => damaijia::build_request(q),
+        SourceOptions::Sxt(opts) => sxt::build_request(q, opts),
     }
 }
 
 /// Parses one HTTP answer (already known not to be a 5xx or 429) to the request built from `q`
 /// into a page or an upstream error.
-pub fn parse_page(
-    kind: SourceKind,
-    q: &PageQuery<'_>,
-    status: u16,
-    body: &[u8],
-) -> Result<Page, UpstreamError> {
-    match kind {
+pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, UpstreamError> {
+    match q.options.kind() {
         SourceKind::Veapi => veapi::parse_page(status, body),
         SourceKind::Miaoyouquan => miaoyouquan::parse_page(q, status, body),
         SourceKind::Unidesk => unidesk::parse_page(status, body),

@@ -158,7 +158,7 @@ fn check_config(c: &Config) -> Result<(), TestCaseError> {
                     || b == b'-'
                     || b == b'_')
         );
-        prop_assert!((1..=p.source.max_page_size()).contains(&p.page_size));
+        prop_assert!((1..=p.source().max_page_size()).contains(&p.page_size));
         prop_assert!(!p.timeout.is_zero());
         for (key, d) in [
             ("lookback", p.lookback),

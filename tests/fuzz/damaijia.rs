@@ -5,7 +5,7 @@
 use chrono::NaiveDate;
 use ordersync::config::Auth;
 use ordersync::model::OrderRow;
-use ordersync::sources::{self, damaijia, Axis, PageQuery, SourceKind, SourceOptions};
+use ordersync::sources::{self, damaijia, Axis, PageQuery, SourceOptions};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
@@ -430,7 +430,7 @@ fn fuzz_damaijia_pages_never_panic() {
             if size % 8 != 0 {
                 return Ok(());
             }
-            let via = sources::parse_page(SourceKind::Damaijia, &q, status, &bytes);
+            let via = sources::parse_page(&q, status, &bytes);
             prop_assert_eq!(
                 via.as_ref()
                     .map(|p| (p.orders.len(), p.next_cursor.clone()))

@@ -57,12 +57,7 @@ fn fuzz_miaoyouquan_pages_never_panic() {
                 }
             }
             // The shared dispatcher agrees with the module.
-            let _ = sources::parse_page(
-                ordersync::sources::SourceKind::Miaoyouquan,
-                &q,
-                status,
-                &bytes,
-            );
+            let _ = sources::parse_page(&q, status, &bytes);
             Ok(())
         },
     );

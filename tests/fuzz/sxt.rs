@@ -3,7 +3,7 @@
 
 use ordersync::config::Auth;
 use ordersync::money;
-use ordersync::sources::{self, sxt, Axis, PageQuery, SourceKind, SourceOptions};
+use ordersync::sources::{self, sxt, Axis, PageQuery, SourceOptions};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -93,7 +93,7 @@ fn fuzz_sxt_pages_never_panic() {
                 }
             }
             // The shared dispatcher agrees with the module.
-            let via = sources::parse_page(SourceKind::Sxt, &q, status, &bytes);
+            let via = sources::parse_page(&q, status, &bytes);
             prop_assert_eq!(
                 via.map(|p| p.orders.len()).map_err(|e| e.to_string()),
                 result.map(|p| p.orders.len()).map_err(|e| e.to_string())
