@@ -6,6 +6,8 @@
 //! `engine`, `planner`, `http` and `store`, written once for all of them.
 
 pub mod damaijia;
+mod fields;
+mod labels;
 pub mod miaoyouquan;
 pub mod rawrow;
 pub mod sxt;
@@ -21,13 +23,13 @@ use serde_json::Value;
 
 use crate::http::{HttpRequest, UpstreamError};
 use crate::model::{OrderRow, RejectedRow};
-use crate::money;
 use crate::planner::{Window, WindowRules};
 use crate::secret::Auth;
-use crate::timefmt;
 use rawrow::RawRow;
 
 pub use crate::model::SourceKind;
+pub use fields::{fen, id, int, text, time};
+pub use labels::{metric_label, one_of};
 
 /// What each upstream's API allows and needs, known here where the source modules are.
 impl SourceKind {
@@ -446,63 +448,6 @@ pub fn parse_page(q: &PageQuery<'_>, status: u16, body: &[u8]) -> Result<Page, U
     }
 }
 
-/// Codes ordersync gives failures of its own making, whatever the source: the transport (reqwest's
-/// error kinds, a body over the size cap, a redirect refused), a body not in the documented shape,
-/// page drift, a corrupt saved cursor, a config the request cannot be built from.
-const OWN_CODES: &[&str] = &[
-    "timeout",
-    "connect",
-    "body",
-    "network",
-    "malformed",
-    "drift",
-    "cursor",
-    "config",
-    "body_too_large",
-    "redirect",
-];
-
-/// The `code` label of `ordersync_upstream_errors_total` for an upstream error's code: one of a
-/// closed set per source — that source's known codes, ordersync's own codes, `HTTP 429`,
-/// `HTTP 5xx`, `HTTP 4xx` — and `other` for anything else. A code is whatever text an upstream
-/// sends, so used as a label it would add one series per distinct value without limit, and could
-/// echo anything into the metrics (a key included). The error itself (the run's error, the log)
-/// keeps the code as sent.
-pub fn metric_label(kind: SourceKind, code: &str) -> &'static str {
-    let known = match kind {
-        SourceKind::Veapi => one_of(veapi::METRIC_CODES, code),
-        SourceKind::Miaoyouquan => one_of(miaoyouquan::METRIC_CODES, code),
-        SourceKind::Unidesk => unidesk::metric_code(code),
-        SourceKind::Damaijia => one_of(damaijia::METRIC_CODES, code),
-        SourceKind::Sxt => one_of(sxt::METRIC_CODES, code),
-    };
-    known
-        .or_else(|| http_status_label(code))
-        .or_else(|| one_of(OWN_CODES, code))
-        .unwrap_or("other")
-}
-
-/// `HTTP 429` as itself, any other `HTTP 4xx` or `HTTP 5xx` status as its class.
-fn http_status_label(code: &str) -> Option<&'static str> {
-    let status = code.strip_prefix("HTTP ")?;
-    if status.len() != 3 || !status.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if status == "429" {
-        return Some("HTTP 429");
-    }
-    match status.as_bytes()[0] {
-        b'4' => Some("HTTP 4xx"),
-        b'5' => Some("HTTP 5xx"),
-        _ => None,
-    }
-}
-
-/// `code` as the `'static` entry of `known` it equals.
-pub fn one_of(known: &'static [&'static str], code: &str) -> Option<&'static str> {
-    known.iter().find(|k| **k == code).copied()
-}
-
 /// Logs an upstream status code we have no mapping for, once per (source, code) per process.
 pub fn note_unknown_status(kind: SourceKind, code: &str) {
     static SEEN: OnceLock<Mutex<HashSet<(SourceKind, String)>>> = OnceLock::new();
@@ -513,177 +458,5 @@ pub fn note_unknown_status(kind: SourceKind, code: &str) {
     };
     if first {
         tracing::warn!(source = %kind, code, "unknown upstream status, stored as `unknown` (kept in status_raw)");
-    }
-}
-
-// ---- field readers shared by the sources: upstreams send numbers as strings or numbers --------
-
-/// A text field; numbers are accepted and kept as their exact decimal text. Empty → `None`.
-pub fn text(row: &Value, key: &str) -> Option<String> {
-    match row.get(key)? {
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-/// An id: a string, or an integer JSON number (kept exactly). A float is refused: its digits are
-/// already lost.
-pub fn id(row: &Value, key: &str) -> Result<Option<String>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() || s == "0" => Ok(None),
-        Some(Value::String(s))
-            if s.contains(char::REPLACEMENT_CHARACTER) || s.contains(char::is_control) =>
-        {
-            Err(format!(
-                "`{key}` is not an id: {s:?} holds bytes that are not text"
-            ))
-        }
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {
-            let s = n.to_string();
-            Ok((s != "0").then_some(s))
-        }
-        Some(other) => Err(format!("`{key}` is not an exact id: {other}")),
-    }
-}
-
-/// An integer sent as a number or a decimal string.
-pub fn int(row: &Value, key: &str) -> Result<Option<i64>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| format!("`{key}` is not an integer: {s:?}")),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| format!("`{key}` is not an integer: {n}")),
-        Some(other) => Err(format!("`{key}` is not an integer: {other}")),
-    }
-}
-
-/// Fen, possibly with a fraction of a fen, rounded half up. Parsed from the exact text.
-pub fn fen(row: &Value, key: &str) -> Result<Option<i64>, String> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => money::fen_round_half_up(s)
-            .map(Some)
-            .map_err(|e| format!("`{key}`: {e}")),
-        Some(Value::Number(n)) => money::fen_round_half_up(&n.to_string())
-            .map(Some)
-            .map_err(|e| format!("`{key}`: {e}")),
-        Some(other) => Err(format!("`{key}` is not an amount: {other}")),
-    }
-}
-
-pub fn time(row: &Value, key: &str) -> Result<Option<NaiveDateTime>, String> {
-    timefmt::parse_upstream_time(row.get(key)).map_err(|e| format!("`{key}`: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_source_labels_its_own_codes_as_sent() {
-        for (kind, codes) in [
-            (SourceKind::Veapi, veapi::METRIC_CODES),
-            (SourceKind::Miaoyouquan, miaoyouquan::METRIC_CODES),
-            (SourceKind::Unidesk, unidesk::METRIC_CODES),
-            (SourceKind::Damaijia, damaijia::METRIC_CODES),
-            (SourceKind::Sxt, sxt::METRIC_CODES),
-        ] {
-            assert!(!codes.is_empty(), "{kind}");
-            for code in codes {
-                assert_eq!(metric_label(kind, code), *code, "{kind}");
-            }
-        }
-        assert_eq!(metric_label(SourceKind::Veapi, "10001"), "10001");
-        assert_eq!(metric_label(SourceKind::Veapi, "10009"), "10009");
-        assert_eq!(metric_label(SourceKind::Miaoyouquan, "-1"), "-1");
-        assert_eq!(metric_label(SourceKind::Miaoyouquan, "401"), "401");
-        assert_eq!(metric_label(SourceKind::Damaijia, "302"), "302");
-        assert_eq!(metric_label(SourceKind::Sxt, "429"), "429");
-        assert_eq!(
-            metric_label(SourceKind::Unidesk, "TOP 41/isv.invalid-parameter"),
-            "TOP 41"
-        );
-        assert_eq!(
-            metric_label(
-                SourceKind::Unidesk,
-                "TOP 7/accesscontrol.limited-by-app-access-count"
-            ),
-            "TOP 7"
-        );
-    }
-
-    #[test]
-    fn a_code_another_source_knows_is_other() {
-        assert_eq!(metric_label(SourceKind::Veapi, "302"), "other");
-        assert_eq!(metric_label(SourceKind::Sxt, "10001"), "other");
-        assert_eq!(metric_label(SourceKind::Damaijia, "-1"), "other");
-        assert_eq!(metric_label(SourceKind::Miaoyouquan, "TOP 7"), "other");
-        assert_eq!(metric_label(SourceKind::Unidesk, "429"), "other");
-    }
-
-    #[test]
-    fn http_statuses_are_labelled_by_class_but_429() {
-        for kind in SourceKind::ALL {
-            assert_eq!(metric_label(kind, "HTTP 429"), "HTTP 429");
-            for status in ["HTTP 500", "HTTP 502", "HTTP 503", "HTTP 599"] {
-                assert_eq!(metric_label(kind, status), "HTTP 5xx", "{status}");
-            }
-            for status in ["HTTP 400", "HTTP 401", "HTTP 404", "HTTP 451"] {
-                assert_eq!(metric_label(kind, status), "HTTP 4xx", "{status}");
-            }
-            for odd in [
-                "HTTP 302",
-                "HTTP 200",
-                "HTTP 5000",
-                "HTTP 5x",
-                "HTTP 50",
-                "HTTP",
-                "HTTP  503",
-            ] {
-                assert_eq!(metric_label(kind, odd), "other", "{odd}");
-            }
-        }
-    }
-
-    #[test]
-    fn ordersyncs_own_codes_are_labelled_as_they_are() {
-        for kind in SourceKind::ALL {
-            for code in OWN_CODES {
-                assert_eq!(metric_label(kind, code), *code, "{kind}");
-            }
-        }
-    }
-
-    #[test]
-    fn anything_else_is_other() {
-        for kind in SourceKind::ALL {
-            for code in [
-                "",
-                "other-thing",
-                "SeCrEt-vekey-8d3f21",
-                "10001 ",
-                "TOP 7x",
-                "TOP 99",
-                "TOP unknown",
-                "Timeout",
-                "timeout\n",
-                "\"10001\"",
-            ] {
-                assert_eq!(metric_label(kind, code), "other", "{kind} {code:?}");
-            }
-        }
     }
 }
