@@ -11,7 +11,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::Duration;
 use ordersync_sim::{beijing_now, Faults};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use crate::common::all_sources::{AllSources, Worlds, BACKFILLABLE, PIPELINES, UD};
 use crate::common::*;
@@ -177,8 +177,8 @@ fn crash_loop_over_all_five_sources() {
         );
         // A sync of all five, or a backfill of one. (Both at once: see
         // `concurrent_processes_on_one_database_all_finish`.)
-        let is_sync = rng.gen_bool(0.5);
-        let backfill_of = BACKFILLABLE[rng.gen_range(0..BACKFILLABLE.len())];
+        let is_sync = rng.random_bool(0.5);
+        let backfill_of = BACKFILLABLE[rng.random_range(0..BACKFILLABLE.len())];
         let from = a.start_day(backfill_of);
         let args: Vec<&str> = if is_sync {
             vec!["sync"]
@@ -195,7 +195,7 @@ fn crash_loop_over_all_five_sources() {
         let window = lasts
             .get(kind)
             .map_or(1200, |ms| (ms * 13 / 10).clamp(50, 1200));
-        let delay = StdDuration::from_millis(rng.gen_range(0..=window));
+        let delay = StdDuration::from_millis(rng.random_range(0..=window));
         let mut child = a
             .command(&args)
             .stdout(Stdio::piped())
@@ -229,12 +229,12 @@ fn crash_loop_over_all_five_sources() {
         a.check_invariants();
         if tally.attempts % 4 == 0 {
             // Upstream moves on between crashes, at a whole second no finished range reaches.
-            tally.mutated += a.mutate(rng.gen_range(10..40), beijing_now(), &mut ud_received);
+            tally.mutated += a.mutate(rng.random_range(10..40), beijing_now(), &mut ud_received);
             settled_at = settled_at.max(Instant::now() + StdDuration::from_millis(2100));
             if tally.kills() + 4 < kills_wanted {
                 // New orders are timed up to 5 s before `at`: past every finished range too.
                 tally.added +=
-                    a.add_orders(rng.gen_range(2..6), beijing_now() + Duration::seconds(5));
+                    a.add_orders(rng.random_range(2..6), beijing_now() + Duration::seconds(5));
                 settled_at = settled_at.max(Instant::now() + StdDuration::from_millis(7100));
             }
         }

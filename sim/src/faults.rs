@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::http;
@@ -162,7 +162,7 @@ impl FaultInjector {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let f = &inner.faults;
-        let draw: f64 = inner.rng.gen();
+        let draw: f64 = inner.rng.random();
         let mut edge = 0.0;
         let mut fault = None;
         for (p, candidate) in [
@@ -180,7 +180,7 @@ impl FaultInjector {
             }
         }
         let fault = match fault {
-            Some(Kind::ServerError) => Some(Fault::ServerError(if inner.rng.gen_bool(0.5) {
+            Some(Kind::ServerError) => Some(Fault::ServerError(if inner.rng.random_bool(0.5) {
                 502
             } else {
                 503
@@ -193,7 +193,7 @@ impl FaultInjector {
             Some(Kind::Truncated) => Some(Fault::Truncated),
             Some(Kind::Malformed) => Some(Fault::Malformed),
             None => {
-                let slow: f64 = inner.rng.gen();
+                let slow: f64 = inner.rng.random();
                 (slow < probability(f.p_slow)).then_some(Fault::Slow { ms: f.slow_ms })
             }
         };

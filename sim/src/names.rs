@@ -3,8 +3,8 @@
 //!
 //! Everything here is a pure function of the RNG it is given, so worlds stay deterministic.
 
-use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::seq::IndexedRandom;
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 const PREFIXES: &[&str] = &[
@@ -131,9 +131,9 @@ pub(crate) fn author(rng: &mut ChaCha8Rng) -> String {
 }
 
 pub(crate) fn external_info(rng: &mut ChaCha8Rng) -> String {
-    match rng.gen_range(0..10) {
+    match rng.random_range(0..10) {
         0..=3 => String::new(),
-        4..=5 => format!("u{}", rng.gen_range(1..100_000)),
+        4..=5 => format!("u{}", rng.random_range(1..100_000)),
         _ => pick(rng, EXTERNAL).to_string(),
     }
 }

@@ -18,7 +18,7 @@ use std::ops::Range;
 use chrono::{Duration, NaiveDateTime};
 use md5::{Digest, Md5};
 use rand::seq::index;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::pii::Pii;
@@ -355,20 +355,20 @@ impl World {
         };
         for _ in 0..cfg.orders {
             let id = fresh_id(&mut rng, &mut world.taken);
-            let create = latest_create - Duration::seconds(rng.gen_range(0..=span));
+            let create = latest_create - Duration::seconds(rng.random_range(0..=span));
             let lines = line_count(&mut rng);
-            let plan = match rng.gen_range(0..100) {
+            let plan = match rng.random_range(0..100) {
                 0..=2 => Plan::Unpaid,
                 3..=10 => Plan::Paid,
                 11..=27 => Plan::Preparing,
-                28..=52 if lines > 1 && rng.gen_bool(0.25) => Plan::PartShipped,
+                28..=52 if lines > 1 && rng.random_bool(0.25) => Plan::PartShipped,
                 28..=52 => Plan::Shipped,
                 53..=87 => Plan::Done,
                 88..=96 => Plan::Refunded,
                 _ => Plan::Cancelled,
             };
             let partial_refund =
-                matches!(plan, Plan::Shipped | Plan::Done) && lines > 1 && rng.gen_bool(0.15);
+                matches!(plan, Plan::Shipped | Plan::Done) && lines > 1 && rng.random_bool(0.15);
             let times = plan_times(&mut rng, plan, create, partial_refund, &caps);
             let draft = Draft {
                 id,
@@ -560,8 +560,8 @@ impl World {
         let mut added = Vec::with_capacity(n);
         for _ in 0..n {
             let id = fresh_id(&mut rng, &mut self.taken);
-            let create = at - Duration::seconds(rng.gen_range(1..=5));
-            let pay = create + Duration::seconds(rng.gen_range(0..=(at - create).num_seconds()));
+            let create = at - Duration::seconds(rng.random_range(1..=5));
+            let pay = create + Duration::seconds(rng.random_range(0..=(at - create).num_seconds()));
             let lines = line_count(&mut rng);
             let draft = Draft {
                 id,
@@ -643,7 +643,7 @@ impl World {
             };
             let Some(id) = id else { break };
             let room = (update - create).num_seconds().max(0);
-            let pay = create + Duration::seconds(rng.gen_range(3..=60).min(room));
+            let pay = create + Duration::seconds(rng.random_range(3..=60).min(room));
             let lines = line_count(&mut rng);
             let draft = Draft {
                 id,
@@ -732,9 +732,9 @@ impl World {
         };
         let to = match from {
             status::UNPAID => status::PAID,
-            status::PAID if self.rng.gen_range(0..100) < 15 => status::CLOSED,
+            status::PAID if self.rng.random_range(0..100) < 15 => status::CLOSED,
             status::PAID => status::PREPARING,
-            status::PREPARING => match self.rng.gen_range(0..100) {
+            status::PREPARING => match self.rng.random_range(0..100) {
                 0..=9 => status::CLOSED,
                 10..=34 if live(&self.entries[i]) > 1 => status::PART_SHIPPED,
                 _ => status::SHIPPED,
@@ -832,7 +832,7 @@ fn from_unix(secs: i64) -> Option<NaiveDateTime> {
 
 /// 1 line three times in four, up to 4.
 fn line_count(rng: &mut ChaCha8Rng) -> usize {
-    match rng.gen_range(0..100) {
+    match rng.random_range(0..100) {
         0..=74 => 1,
         75..=89 => 2,
         90..=96 => 3,
@@ -843,7 +843,7 @@ fn line_count(rng: &mut ChaCha8Rng) -> usize {
 /// An unused id from the usual range (reserved on return).
 fn fresh_id(rng: &mut ChaCha8Rng, taken: &mut HashSet<u64>) -> u64 {
     loop {
-        let id = rng.gen_range(ORDER_IDS);
+        let id = rng.random_range(ORDER_IDS);
         if taken.insert(id) {
             return id;
         }
@@ -859,7 +859,7 @@ fn id_before(
     asc: bool,
 ) -> Option<u64> {
     for _ in 0..1_000 {
-        let step = rng.gen_range(1..=DRIFT_ID_SPREAD);
+        let step = rng.random_range(1..=DRIFT_ID_SPREAD);
         let id = if asc {
             anchor.checked_sub(step)
         } else {
@@ -884,7 +884,7 @@ fn plan_times(
     caps: &Caps,
 ) -> Times {
     let mut step = |from: NaiveDateTime, lo: i64, hi: i64| {
-        (from + Duration::seconds(rng.gen_range(lo..=hi)))
+        (from + Duration::seconds(rng.random_range(lo..=hi)))
             .min(caps.event)
             .max(from)
     };
@@ -923,35 +923,35 @@ fn plan_times(
         .into_iter()
         .flatten()
         .fold(create, NaiveDateTime::max);
-    t.update = (last + Duration::seconds(rng.gen_range(0..=30)))
+    t.update = (last + Duration::seconds(rng.random_range(0..=30)))
         .min(caps.update)
         .max(last);
     t
 }
 
 fn draw_product(rng: &mut ChaCha8Rng) -> Product {
-    let skus = (0..rng.gen_range(1..=3))
+    let skus = (0..rng.random_range(1..=3))
         .map(|_| Sku {
-            id: rng.gen_range(SKU_IDS),
-            spec: SPECS[rng.gen_range(0..SPECS.len())],
-            price: rng.gen_range(99..=2_990) * 10,
+            id: rng.random_range(SKU_IDS),
+            spec: SPECS[rng.random_range(0..SPECS.len())],
+            price: rng.random_range(99..=2_990) * 10,
         })
         .collect();
     Product {
         // Odd: a float holds no odd number above 2^53.
-        id: rng.gen_range(PRODUCT_IDS) | 1,
+        id: rng.random_range(PRODUCT_IDS) | 1,
         name: names::product(rng),
         skus,
         cids: [
-            rng.gen_range(20_000..20_100),
-            rng.gen_range(21_000..22_000),
-            if rng.gen_bool(0.5) {
-                rng.gen_range(23_000..24_000)
+            rng.random_range(20_000..20_100),
+            rng.random_range(21_000..22_000),
+            if rng.random_bool(0.5) {
+                rng.random_range(23_000..24_000)
             } else {
                 0
             },
         ],
-        pic: rng.gen_range(0..1_000_000),
+        pic: rng.random_range(0..1_000_000),
     }
 }
 
@@ -1013,36 +1013,36 @@ fn draw_entry(
     let mut lines = Vec::with_capacity(count);
     let mut extras = Vec::with_capacity(count);
     for j in 0..count {
-        let product = &ctx.catalogue[rng.gen_range(0..ctx.catalogue.len())];
-        let sku = &product.skus[rng.gen_range(0..product.skus.len())];
-        let item_num = if rng.gen_bool(0.8) {
+        let product = &ctx.catalogue[rng.random_range(0..ctx.catalogue.len())];
+        let sku = &product.skus[rng.random_range(0..product.skus.len())];
+        let item_num = if rng.random_bool(0.8) {
             1
         } else {
-            rng.gen_range(2..=3)
+            rng.random_range(2..=3)
         };
         let sum = sku.price * item_num;
-        let shop_discount = if rng.gen_bool(0.2) {
-            rng.gen_range(1..=sum / 5)
+        let shop_discount = if rng.random_bool(0.2) {
+            rng.random_range(1..=sum / 5)
         } else {
             0
         };
         let order_amount = sum - shop_discount;
-        let platform_discount = if rng.gen_bool(0.1) {
-            rng.gen_range(1..=order_amount / 10)
+        let platform_discount = if rng.random_bool(0.1) {
+            rng.random_range(1..=order_amount / 10)
         } else {
             0
         };
         let sku_order_id = if count == 1 { id } else { fresh_id(rng, taken) };
         let (line_status, refund_status, after_sale_status, after_sale_type, shipped) =
             line_state(plan, j, count, partial_refund);
-        let author = rng.gen_bool(0.3).then(|| {
+        let author = rng.random_bool(0.3).then(|| {
             (
-                rng.gen_range(100_000_000..100_000_000_000),
+                rng.random_range(100_000_000..100_000_000_000),
                 names::author(rng),
             )
         });
         let room_id = if author.is_some() {
-            rng.gen_range(7_000_000_000_000_000_000..7_400_000_000_000_000_000)
+            rng.random_range(7_000_000_000_000_000_000..7_400_000_000_000_000_000)
         } else {
             0
         };
@@ -1072,25 +1072,25 @@ fn draw_entry(
 
     let pii = Pii::of(serial);
     let cipher = |tag: &str, len: usize| cipher(ctx.seed, serial, tag, len);
-    let courier = rng.gen_range(0..COURIERS.len());
+    let courier = rng.random_range(0..COURIERS.len());
     let extra = OrderExtra {
-        stringly: rng.gen_bool(0.25),
+        stringly: rng.random_bool(0.25),
         ship_time: times.ship,
-        region: rng.gen_range(0..REGIONS.len()),
-        buyer_words: BUYER_WORDS[rng.gen_range(0..BUYER_WORDS.len())],
-        seller_words: SELLER_WORDS[rng.gen_range(0..SELLER_WORDS.len())],
-        seller_remark_stars: if rng.gen_bool(0.8) {
+        region: rng.random_range(0..REGIONS.len()),
+        buyer_words: BUYER_WORDS[rng.random_range(0..BUYER_WORDS.len())],
+        seller_words: SELLER_WORDS[rng.random_range(0..SELLER_WORDS.len())],
+        seller_remark_stars: if rng.random_bool(0.8) {
             0
         } else {
-            rng.gen_range(1..=5)
+            rng.random_range(1..=5)
         },
-        b_type: [2, 2, 2, 2, 11, 3][rng.gen_range(0..6)],
-        sub_b_type: [1, 2, 3][rng.gen_range(0..3)],
-        pay_type: [1, 2, 2, 8][rng.gen_range(0..4)],
+        b_type: [2, 2, 2, 2, 11, 3][rng.random_range(0..6)],
+        sub_b_type: [1, 2, 3][rng.random_range(0..3)],
+        pay_type: [1, 2, 2, 8][rng.random_range(0..4)],
         channel_payment_no: format!(
             "{}{}",
             times.create.format("%Y%m%d"),
-            rng.gen_range(10_000_000_000_000_000_000u128..100_000_000_000_000_000_000)
+            rng.random_range(10_000_000_000_000_000_000u128..100_000_000_000_000_000_000)
         ),
         doudian_open_id: format!("1@#{}", cipher("open", 51)),
         encrypt_post_tel: format!(
@@ -1115,7 +1115,7 @@ fn draw_entry(
         tracking_no: format!(
             "{}{}",
             COURIERS[courier].2,
-            rng.gen_range(1_000_000_000_000u64..10_000_000_000_000)
+            rng.random_range(1_000_000_000_000u64..10_000_000_000_000)
         ),
         cancel_reason: match plan {
             Plan::Refunded => "不想要了",

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{Duration, NaiveDateTime};
 use rand::seq::index;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
@@ -154,9 +154,9 @@ impl World {
             .map(|_| {
                 format!(
                     "dy_{}_{}_{}",
-                    rng.gen_range(100_000_000_000_000_000_000u128..999_999_999_999_999_999_999),
-                    rng.gen_range(10_000..100_000),
-                    rng.gen_range(1_000_000_000u64..2_000_000_000)
+                    rng.random_range(100_000_000_000_000_000_000u128..999_999_999_999_999_999_999),
+                    rng.random_range(10_000..100_000),
+                    rng.random_range(1_000_000_000u64..2_000_000_000)
                 )
             })
             .collect();
@@ -171,8 +171,8 @@ impl World {
         };
         for _ in 0..cfg.orders {
             let id = fresh_id(&mut rng, &world.by_id);
-            let pay = latest_pay - Duration::seconds(rng.gen_range(0..=span));
-            let flow = match rng.gen_range(0..100) {
+            let pay = latest_pay - Duration::seconds(rng.random_range(0..=span));
+            let flow = match rng.random_range(0..100) {
                 0..=49 => PAY_SUCC,
                 50..=69 => CONFIRM,
                 70..=84 => SETTLE,
@@ -248,7 +248,7 @@ impl World {
         let mut changes = Vec::with_capacity(picks);
         for &i in &chosen {
             let to = match self.entries[i].order.flow_point.as_str() {
-                PAY_SUCC if self.rng.gen_range(0..100) < 20 => REFUND,
+                PAY_SUCC if self.rng.random_range(0..100) < 20 => REFUND,
                 PAY_SUCC => CONFIRM,
                 _ => SETTLE,
             };
@@ -289,8 +289,8 @@ impl World {
             picked.sort_unstable();
             for i in picked {
                 let est = self.entries[i].order.ads_estimated_commission;
-                let delta = self.rng.gen_range(1..=(est / 10).max(5));
-                let revised = if est > delta && self.rng.gen_bool(0.5) {
+                let delta = self.rng.random_range(1..=(est / 10).max(5));
+                let revised = if est > delta && self.rng.random_bool(0.5) {
                     est - delta
                 } else {
                     est + delta
@@ -327,7 +327,7 @@ impl World {
         let mut added = Vec::with_capacity(n);
         for _ in 0..n {
             let id = fresh_id(&mut self.rng, &self.by_id);
-            let pay = at - Duration::seconds(self.rng.gen_range(0..=5));
+            let pay = at - Duration::seconds(self.rng.random_range(0..=5));
             let entry = draw_order(&mut self.rng, &self.pids, id, pay, PAY_SUCC, &caps);
             added.push(entry.order.order_id.clone());
             self.insert(id, entry);
@@ -405,7 +405,7 @@ fn matches(o: &MyqOrder, s: &Scope) -> bool {
 
 fn fresh_id(rng: &mut ChaCha8Rng, taken: &HashMap<u64, usize>) -> u64 {
     loop {
-        let id = rng.gen_range(ORDER_IDS);
+        let id = rng.random_range(ORDER_IDS);
         if !taken.contains_key(&id) {
             return id;
         }
@@ -431,30 +431,30 @@ fn draw_order(
     flow: &str,
     caps: &Caps,
 ) -> Entry {
-    let distribution = match rng.gen_range(0..100) {
+    let distribution = match rng.random_range(0..100) {
         0..=39 => LIVE,
         40..=84 => PRODUCT_DETAIL,
         _ => ACTIVITY,
     };
-    let product_id = rng.gen_range(PRODUCT_IDS).to_string();
+    let product_id = rng.random_range(PRODUCT_IDS).to_string();
     let product_name = names::product(rng);
-    let shop = rng.gen_range(0..names::shop_count());
+    let shop = rng.random_range(0..names::shop_count());
     let pid = pids
-        .get(rng.gen_range(0..pids.len().max(1)))
+        .get(rng.random_range(0..pids.len().max(1)))
         .cloned()
         .unwrap_or_default();
-    let item_num = if rng.gen_bool(0.7) {
+    let item_num = if rng.random_bool(0.7) {
         1
     } else {
-        rng.gen_range(2..=5)
+        rng.random_range(2..=5)
     };
-    let total_pay_amount: i64 = rng.gen_range(100..=50_000);
-    let pay_goods_amount = if rng.gen_bool(0.7) {
+    let total_pay_amount: i64 = rng.random_range(100..=50_000);
+    let pay_goods_amount = if rng.random_bool(0.7) {
         total_pay_amount
     } else {
-        total_pay_amount + rng.gen_range(1..=(total_pay_amount / 10).max(1))
+        total_pay_amount + rng.random_range(1..=(total_pay_amount / 10).max(1))
     };
-    let promotion_rate: i64 = rng.gen_range(50..=3_000);
+    let promotion_rate: i64 = rng.random_range(50..=3_000);
     let ads_estimated_commission = commission(pay_goods_amount, promotion_rate);
 
     let room = |from: NaiveDateTime| (caps.event - from).num_seconds().max(0);
@@ -462,20 +462,20 @@ fn draw_order(
     let mut ads_real_commission = 0;
     match flow {
         REFUND => {
-            let d = rng.gen_range(600..=7 * 86_400).min(room(pay));
+            let d = rng.random_range(600..=7 * 86_400).min(room(pay));
             refund_time = Some(pay + Duration::seconds(d));
         }
         CONFIRM | SETTLE => {
             // Strictly after payment when there is room, and leaving room for a settlement.
             let after_pay = room(pay);
             let d = rng
-                .gen_range(3_600..=15 * 86_400)
+                .random_range(3_600..=15 * 86_400)
                 .min(after_pay * 3 / 5)
                 .max(after_pay.min(1));
             let confirm = pay + Duration::seconds(d);
             confirm_time = Some(confirm);
             if flow == SETTLE {
-                let d = rng.gen_range(86_400..=20 * 86_400).min(room(confirm));
+                let d = rng.random_range(86_400..=20 * 86_400).min(room(confirm));
                 settle_time = Some(confirm + Duration::seconds(d));
                 ads_real_commission = real_commission(rng, ads_estimated_commission);
             }
@@ -486,7 +486,7 @@ fn draw_order(
         .into_iter()
         .flatten()
         .fold(pay, NaiveDateTime::max);
-    let update_time = (latest + Duration::seconds(rng.gen_range(0..=30)))
+    let update_time = (latest + Duration::seconds(rng.random_range(0..=30)))
         .min(caps.update)
         .max(latest);
 
@@ -502,16 +502,16 @@ fn draw_order(
             String::new()
         },
         author_buyin_id: live.then(|| {
-            rng.gen_range(1_000_000_000_000_000u64..7_000_000_000_000_000)
+            rng.random_range(1_000_000_000_000_000u64..7_000_000_000_000_000)
                 .to_string()
         }),
         author_short_id: if live {
-            rng.gen_range(10_000_000u64..99_999_999_999).to_string()
+            rng.random_range(10_000_000u64..99_999_999_999).to_string()
         } else {
             "0".to_string()
         },
         ads_fans_type: live.then(|| {
-            if rng.gen_bool(0.3) {
+            if rng.random_bool(0.3) {
                 "新粉"
             } else {
                 "老粉"
@@ -519,24 +519,24 @@ fn draw_order(
         }),
         media_type: match distribution {
             LIVE => Some("live"),
-            PRODUCT_DETAIL => Some(["shop_list", "video", "others"][rng.gen_range(0..3)]),
+            PRODUCT_DETAIL => Some(["shop_list", "video", "others"][rng.random_range(0..3)]),
             _ => None,
         },
-        material_id: activity.then(|| rng.gen_range(1_000_000u64..10_000_000).to_string()),
+        material_id: activity.then(|| rng.random_range(1_000_000u64..10_000_000).to_string()),
         ads_activity_id: if activity {
-            rng.gen_range(1_000..=1_001)
+            rng.random_range(1_000..=1_001)
         } else {
             0
         },
         product_activity_id: if activity { "1" } else { "0" },
-        distributor_right_type: if rng.gen_bool(0.1) {
+        distributor_right_type: if rng.random_bool(0.1) {
             "ColonelExclusiveCoupon"
         } else {
             ""
         },
-        has_subsidy_tag: rng.gen_bool(0.1),
-        has_supermarket_tag: rng.gen_bool(0.05),
-        img: rng.gen_range(0..1_000_000),
+        has_subsidy_tag: rng.random_bool(0.1),
+        has_supermarket_tag: rng.random_bool(0.05),
+        img: rng.random_range(0..1_000_000),
     };
     Entry {
         order: MyqOrder {
@@ -576,10 +576,10 @@ fn tech_fee(pay_goods: i64, rate: i64) -> i64 {
 
 /// What settles: usually the estimate exactly, sometimes a little less; at least 1 fen.
 fn real_commission(rng: &mut ChaCha8Rng, estimated: i64) -> i64 {
-    if rng.gen_bool(0.8) || estimated <= 1 {
+    if rng.random_bool(0.8) || estimated <= 1 {
         return estimated.max(1);
     }
-    (estimated - rng.gen_range(0..=estimated / 10)).max(1)
+    (estimated - rng.random_range(0..=estimated / 10)).max(1)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::ops::RangeInclusive;
 
 use chrono::{Duration, NaiveDateTime};
 use rand::seq::index;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
@@ -295,10 +295,10 @@ impl World {
         let objects = (0..OBJECTS)
             .map(|_| {
                 // Videos are published before the orders promoting them.
-                let published = now - Duration::days(days + rng.gen_range(1..=30));
+                let published = now - Duration::days(days + rng.random_range(1..=30));
                 Object {
                     id: snowflake(&mut rng, published).to_string(),
-                    image: format!("{:032x}", rng.gen::<u128>()),
+                    image: format!("{:032x}", rng.random::<u128>()),
                 }
             })
             .collect();
@@ -312,7 +312,7 @@ impl World {
             version: 0,
         };
         for i in 0..cfg.orders {
-            let create_time = latest - Duration::seconds(rng.gen_range(0..=span));
+            let create_time = latest - Duration::seconds(rng.random_range(0..=span));
             let anchor = ANCHORS.get(i).filter(|_| cfg.orders >= ANCHORS.len());
             let state = match anchor {
                 Some((state, _)) => *state,
@@ -324,7 +324,7 @@ impl World {
                 None => draw_indicators(&mut rng, state),
             };
             let delivering = if state > DELIVERING {
-                current.scaled(rng.gen_range(40..=100))
+                current.scaled(rng.random_range(40..=100))
             } else {
                 current
             };
@@ -506,15 +506,15 @@ impl World {
             let to = match from {
                 UNPAID => CREATING,
                 CREATING => REVIEWING,
-                REVIEWING if rng.gen_range(0..100) < 80 => DELIVERING,
+                REVIEWING if rng.random_range(0..100) < 80 => DELIVERING,
                 REVIEWING => REJECTED,
-                DELIVERING if rng.gen_range(0..100) < 70 => COMPLETED,
+                DELIVERING if rng.random_range(0..100) < 70 => COMPLETED,
                 DELIVERING => TERMINATED,
                 _ => ENDED,
             };
             if from == DELIVERING {
                 // Remember an earlier moment of the delivery for stale state-7 rows.
-                e.delivering = e.current.scaled(rng.gen_range(40..=100));
+                e.delivering = e.current.scaled(rng.random_range(40..=100));
                 if to == COMPLETED {
                     e.current = e.current.plus(draw_growth(rng));
                 }
@@ -558,8 +558,8 @@ impl World {
         let at = truncate(at);
         let mut added = Vec::with_capacity(n);
         for _ in 0..n {
-            let create_time = at - Duration::seconds(self.rng.gen_range(0..=5));
-            let state = match self.rng.gen_range(0..10) {
+            let create_time = at - Duration::seconds(self.rng.random_range(0..=5));
+            let state = match self.rng.random_range(0..10) {
                 0..=2 => UNPAID,
                 3..=4 => CREATING,
                 _ => REVIEWING,
@@ -645,7 +645,7 @@ fn draw_entry(
             break id;
         }
     };
-    let object = rng.gen_range(0..objects.len().max(1));
+    let object = rng.random_range(0..objects.len().max(1));
     let image = objects.get(object).map_or("", |o| o.image.as_str());
     // The cover link is signed; its expiry and signature are fixed per order so that repeated
     // snapshots of an unchanged world are byte-identical.
@@ -654,8 +654,8 @@ fn draw_entry(
         to_unix(spec.create_time) + 90 * 86_400,
         signature(rng)
     );
-    let duration = [7_200, 21_600, 43_200, 86_400, 172_800][rng.gen_range(0..5)];
-    let budget = [10_000, 20_000, 50_000, 100_000, 300_000][rng.gen_range(0..5)];
+    let duration = [7_200, 21_600, 43_200, 86_400, 172_800][rng.random_range(0..5)];
+    let budget = [10_000, 20_000, 50_000, 100_000, 300_000][rng.random_range(0..5)];
     let continue_delivery_url = format!(
         "is_copy_order=1&c_bid=0&c_aim_id={}&c_duration_sec={duration}&c_pricing_target=3&c_delivery_type=1&c_use_balance=0&c_budget_int={budget}",
         AIM.id
@@ -681,7 +681,7 @@ fn draw_entry(
 /// low bits. Always 19 digits, always an i64.
 fn snowflake(rng: &mut ChaCha8Rng, t: NaiveDateTime) -> u64 {
     let secs = to_unix(t).clamp(*ID_SECS.start(), *ID_SECS.end()) as u64;
-    (secs << 32) | u64::from(rng.gen::<u32>())
+    (secs << 32) | u64::from(rng.random::<u32>())
 }
 
 /// A URL-encoded base64 signature like the document's (`…%2B…%3D`).
@@ -689,7 +689,7 @@ fn signature(rng: &mut ChaCha8Rng) -> String {
     const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut sig = String::new();
     for _ in 0..27 {
-        match B64[rng.gen_range(0..B64.len())] {
+        match B64[rng.random_range(0..B64.len())] {
             b'+' => sig.push_str("%2B"),
             b'/' => sig.push_str("%2F"),
             c => sig.push(char::from(c)),
@@ -700,7 +700,7 @@ fn signature(rng: &mut ChaCha8Rng) -> String {
 }
 
 fn draw_state(rng: &mut ChaCha8Rng) -> i64 {
-    let mut draw = rng.gen_range(0..100);
+    let mut draw = rng.random_range(0..100);
     for (state, weight) in STATE_WEIGHTS {
         if draw < weight {
             return state;
@@ -723,7 +723,7 @@ fn path_to(rng: &mut ChaCha8Rng, state: i64) -> Vec<i64> {
         DELIVERING => path.push(DELIVERING),
         TERMINATED | COMPLETED => path.extend([DELIVERING, state]),
         ENDED => {
-            let via = if rng.gen_range(0..100) < 40 {
+            let via = if rng.random_range(0..100) < 40 {
                 TERMINATED
             } else {
                 COMPLETED
@@ -738,11 +738,11 @@ fn path_to(rng: &mut ChaCha8Rng, state: i64) -> Vec<i64> {
 /// A positive amount in fen: often one of [`TRICKY_FEN`], else up to `max` with 0, 1 or 2 decimals
 /// in yuan (equally often).
 fn draw_fen(rng: &mut ChaCha8Rng, max: i64) -> i64 {
-    if rng.gen_bool(0.3) {
-        return TRICKY_FEN[rng.gen_range(0..TRICKY_FEN.len())];
+    if rng.random_bool(0.3) {
+        return TRICKY_FEN[rng.random_range(0..TRICKY_FEN.len())];
     }
-    let raw = rng.gen_range(1..=max.max(1));
-    match rng.gen_range(0..3) {
+    let raw = rng.random_range(1..=max.max(1));
+    match rng.random_range(0..3) {
         0 => (raw / 100).max(1) * 100,
         1 => (raw / 10).max(1) * 10,
         _ => raw,
@@ -754,19 +754,19 @@ fn plays_for(rng: &mut ChaCha8Rng, cost_fen: i64) -> i64 {
     if cost_fen == 0 {
         0
     } else {
-        (cost_fen * rng.gen_range(3..=30) / 100).max(1)
+        (cost_fen * rng.random_range(3..=30) / 100).max(1)
     }
 }
 
 /// GMV that `cost_fen` brought: none for about half the spend, else often a tricky amount, else
 /// an ROI between 0.2 and 8.
 fn gmv_for(rng: &mut ChaCha8Rng, cost_fen: i64, p_none: f64) -> i64 {
-    if cost_fen == 0 || rng.gen_bool(p_none) {
+    if cost_fen == 0 || rng.random_bool(p_none) {
         0
-    } else if rng.gen_bool(0.3) {
-        TRICKY_FEN[rng.gen_range(0..TRICKY_FEN.len())]
+    } else if rng.random_bool(0.3) {
+        TRICKY_FEN[rng.random_range(0..TRICKY_FEN.len())]
     } else {
-        (cost_fen * rng.gen_range(20..=800) / 100).max(1)
+        (cost_fen * rng.random_range(20..=800) / 100).max(1)
     }
 }
 
@@ -791,12 +791,12 @@ fn draw_indicators(rng: &mut ChaCha8Rng, state: i64) -> Indicators {
         COMPLETED | ENDED => 5,
         _ => return Indicators::ZERO,
     };
-    if rng.gen_range(0..100) < zero_percent {
+    if rng.random_range(0..100) < zero_percent {
         return Indicators::ZERO;
     }
     let full = draw_delivery(rng);
     if state == DELIVERING {
-        full.scaled(rng.gen_range(10..=90))
+        full.scaled(rng.random_range(10..=90))
     } else {
         full
     }

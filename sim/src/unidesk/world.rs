@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use chrono::{Duration, NaiveDateTime};
 use rand::seq::index;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
@@ -171,8 +171,8 @@ impl World {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ WORLD_STREAM ^ MUTATION_STREAM),
         };
         for _ in 0..cfg.orders {
-            let create = latest_create - Duration::seconds(rng.gen_range(0..=span));
-            let status = match rng.gen_range(0..100) {
+            let create = latest_create - Duration::seconds(rng.random_range(0..=span));
+            let status = match rng.random_range(0..100) {
                 0..=9 => PLACED,
                 10..=61 => PAID,
                 62..=71 => PRESALE,
@@ -181,14 +181,14 @@ impl World {
             };
             let pay = (status != PLACED).then(|| {
                 within(
-                    create + Duration::seconds(rng.gen_range(5..=1_800)),
+                    create + Duration::seconds(rng.random_range(5..=1_800)),
                     create,
                     cap,
                 )
             });
             let refund = match (status, pay) {
                 (REFUNDED, Some(pay)) => Some(within(
-                    pay + Duration::seconds(rng.gen_range(600..=3 * 86_400)),
+                    pay + Duration::seconds(rng.random_range(600..=3 * 86_400)),
                     pay,
                     cap,
                 )),
@@ -210,37 +210,38 @@ impl World {
     fn add_main_order(&mut self, rng: &mut ChaCha8Rng, d: Draft) -> u64 {
         let id = fresh_id(rng, ORDER_IDS, |id| self.order_ids.contains(&id));
         self.order_ids.insert(id);
-        let shop = rng.gen_range(0..names::shop_count());
+        let shop = rng.random_range(0..names::shop_count());
         let seller_id = 2_200_000_000 + 7_919_311 * shop as u64;
-        let count = match rng.gen_range(0..100) {
+        let count = match rng.random_range(0..100) {
             0..=34 => 1,
             35..=64 => 2,
             65..=84 => 3,
             _ => 4,
         };
-        let is_ad = rng.gen_bool(0.9);
+        let is_ad = rng.random_bool(0.9);
         let ad = Ad {
             is_ad_order: i64::from(is_ad),
-            channel_id: CHANNELS[rng.gen_range(0..CHANNELS.len())],
-            click_time: is_ad.then(|| d.create - Duration::seconds(rng.gen_range(60..=3 * 86_400))),
-            advertiser_id: rng.gen_range(1_600_000_000_000_000..1_800_000_000_000_000),
-            campaign_id: rng.gen_range(1_000_000_000..4_000_000_000),
-            adgroup_id: rng.gen_range(1_000_000_000..4_000_000_000),
-            creative_id: rng.gen_range(1_000_000_000..4_000_000_000),
+            channel_id: CHANNELS[rng.random_range(0..CHANNELS.len())],
+            click_time: is_ad
+                .then(|| d.create - Duration::seconds(rng.random_range(60..=3 * 86_400))),
+            advertiser_id: rng.random_range(1_600_000_000_000_000..1_800_000_000_000_000),
+            campaign_id: rng.random_range(1_000_000_000..4_000_000_000),
+            adgroup_id: rng.random_range(1_000_000_000..4_000_000_000),
+            creative_id: rng.random_range(1_000_000_000..4_000_000_000),
         };
         // One line refunded later than the rest, at its own time.
         let late = match (d.late_refund_cap, d.pay) {
             (Some(cap), Some(pay))
                 if count >= 2
                     && (d.status == PAID || d.status == RECEIVED)
-                    && rng.gen_bool(0.2) =>
+                    && rng.random_bool(0.2) =>
             {
                 let at = within(
-                    pay + Duration::seconds(rng.gen_range(3_600..=5 * 86_400)),
+                    pay + Duration::seconds(rng.random_range(3_600..=5 * 86_400)),
                     pay,
                     cap,
                 );
-                Some((rng.gen_range(0..count), at))
+                Some((rng.random_range(0..count), at))
             }
             _ => None,
         };
@@ -248,30 +249,30 @@ impl World {
         let mut lines = Vec::with_capacity(count);
         for k in 0..count {
             let sub = fresh_id(rng, SUB_ORDER_IDS, |id| self.by_sub.contains_key(&id));
-            let item_id = rng.gen_range(ITEM_IDS);
+            let item_id = rng.random_range(ITEM_IDS);
             let item_name = names::product(rng);
-            let (pay_item_id, pay_item_name) = if rng.gen_bool(0.8) {
+            let (pay_item_id, pay_item_name) = if rng.random_bool(0.8) {
                 (item_id, item_name.clone())
             } else {
-                (rng.gen_range(ITEM_IDS), names::product(rng))
+                (rng.random_range(ITEM_IDS), names::product(rng))
             };
-            let buy_amount = if rng.gen_bool(0.7) {
+            let buy_amount = if rng.random_bool(0.7) {
                 1
             } else {
-                rng.gen_range(2..=5)
+                rng.random_range(2..=5)
             };
-            let pay_fee = rng.gen_range(100..=30_000) * buy_amount;
-            let net_fee = if rng.gen_bool(0.8) {
+            let pay_fee = rng.random_range(100..=30_000) * buy_amount;
+            let net_fee = if rng.random_bool(0.8) {
                 pay_fee
             } else {
-                pay_fee - rng.gen_range(1..=(pay_fee / 20).max(1))
+                pay_fee - rng.random_range(1..=(pay_fee / 20).max(1))
             };
-            let commission_tenths = rng.gen_range(5..=80);
+            let commission_tenths = rng.random_range(5..=80);
             let (status, refund) = match late {
                 Some((line, at)) if line == k => (REFUNDED, Some(at)),
                 _ => (d.status, d.refund),
             };
-            let refund_share = rng.gen_bool(0.8);
+            let refund_share = rng.random_bool(0.8);
             let refund_fee = refund_amount(rng, net_fee, refund_share);
             let mut line = Line {
                 truth: UdSubOrder {
@@ -374,9 +375,9 @@ impl World {
         let mut changes = Vec::with_capacity(picks);
         for o in chosen {
             let paid = movable_lines(self, o);
-            let to = if self.rng.gen_range(0..100) < 25 {
-                let l = paid[self.rng.gen_range(0..paid.len())];
-                let full = self.rng.gen_bool(0.8);
+            let to = if self.rng.random_range(0..100) < 25 {
+                let l = paid[self.rng.random_range(0..paid.len())];
+                let full = self.rng.random_bool(0.8);
                 let fee = refund_amount(&mut self.rng, self.lines[l].net_fee, full);
                 self.index.remove(&self.lines[l].key());
                 self.lines[l].set_status(REFUNDED, Some(at), fee);
@@ -405,8 +406,8 @@ impl World {
         let mut rng = self.rng.clone();
         let mut added = Vec::with_capacity(n);
         for _ in 0..n {
-            let create = at - Duration::seconds(rng.gen_range(0..=5));
-            let pay = create + Duration::seconds(rng.gen_range(0..=(at - create).num_seconds()));
+            let create = at - Duration::seconds(rng.random_range(0..=5));
+            let pay = create + Duration::seconds(rng.random_range(0..=(at - create).num_seconds()));
             let draft = Draft {
                 create,
                 pay: Some(pay),
@@ -511,7 +512,7 @@ fn within(t: NaiveDateTime, low: NaiveDateTime, high: NaiveDateTime) -> NaiveDat
 /// A fresh odd id from `range`, one that `taken` says is not taken.
 fn fresh_id(rng: &mut ChaCha8Rng, range: std::ops::Range<u64>, taken: impl Fn(u64) -> bool) -> u64 {
     loop {
-        let id = rng.gen_range(range.clone()) | 1;
+        let id = rng.random_range(range.clone()) | 1;
         if !taken(id) {
             return id;
         }
@@ -523,7 +524,7 @@ fn refund_amount(rng: &mut ChaCha8Rng, net: i64, full: bool) -> i64 {
     if full || net <= 1 {
         net.max(0)
     } else {
-        rng.gen_range(1..net)
+        rng.random_range(1..net)
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{Duration, NaiveDateTime};
 use rand::seq::index;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
@@ -101,13 +101,13 @@ impl World {
             by_id: HashMap::with_capacity(cfg.orders),
             by_pay: BTreeSet::new(),
             by_update: BTreeSet::new(),
-            app_id: rng.gen_range(5_000_000..6_000_000u32).to_string(),
+            app_id: rng.random_range(5_000_000..6_000_000u32).to_string(),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ MUTATION_STREAM),
         };
         for _ in 0..cfg.orders {
             let id = fresh_id(&mut rng, &world.by_id);
-            let pay = latest_pay - Duration::seconds(rng.gen_range(0..=span));
-            let flow = match rng.gen_range(0..100) {
+            let pay = latest_pay - Duration::seconds(rng.random_range(0..=span));
+            let flow = match rng.random_range(0..100) {
                 0..=49 => PAY_SUCC,
                 50..=69 => CONFIRM,
                 70..=84 => SETTLE,
@@ -181,7 +181,7 @@ impl World {
         let mut changes = Vec::with_capacity(picks);
         for &i in &chosen {
             let to = match self.orders[i].flow_point.as_str() {
-                PAY_SUCC if self.rng.gen_range(0..100) < 20 => REFUND,
+                PAY_SUCC if self.rng.random_range(0..100) < 20 => REFUND,
                 PAY_SUCC => CONFIRM,
                 _ => SETTLE,
             };
@@ -222,8 +222,8 @@ impl World {
             picked.sort_unstable();
             for i in picked {
                 let est = hundredths(&self.orders[i].estimated_commission);
-                let delta = self.rng.gen_range(1..=(est / 10).max(50));
-                let revised = if est > delta && self.rng.gen_bool(0.5) {
+                let delta = self.rng.random_range(1..=(est / 10).max(50));
+                let revised = if est > delta && self.rng.random_bool(0.5) {
                     est - delta
                 } else {
                     est + delta
@@ -260,7 +260,7 @@ impl World {
         let mut added = Vec::with_capacity(n);
         for _ in 0..n {
             let id = fresh_id(&mut self.rng, &self.by_id);
-            let pay = at - Duration::seconds(self.rng.gen_range(0..=5));
+            let pay = at - Duration::seconds(self.rng.random_range(0..=5));
             let order = draw_order(&mut self.rng, id, pay, PAY_SUCC, &caps);
             added.push(order.order_id.clone());
             self.insert(id, order);
@@ -323,7 +323,7 @@ fn matches_type(o: &VeOrder, order_type: u8) -> bool {
 
 fn fresh_id(rng: &mut ChaCha8Rng, taken: &HashMap<u64, usize>) -> u64 {
     loop {
-        let id = rng.gen_range(ORDER_IDS);
+        let id = rng.random_range(ORDER_IDS);
         if !taken.contains_key(&id) {
             return id;
         }
@@ -338,14 +338,14 @@ fn draw_order(
     flow: &str,
     caps: &Caps,
 ) -> VeOrder {
-    let media = match rng.gen_range(0..100) {
+    let media = match rng.random_range(0..100) {
         0..=39 => LIVE,
         40..=84 => PRODUCT_DETAIL,
         _ => ACTIVITY,
     };
-    let product_id = rng.gen_range(PRODUCT_IDS).to_string();
+    let product_id = rng.random_range(PRODUCT_IDS).to_string();
     let product_name = names::product(rng);
-    let shop = rng.gen_range(0..names::shop_count());
+    let shop = rng.random_range(0..names::shop_count());
     let author_account = if media == LIVE {
         names::author(rng)
     } else {
@@ -353,23 +353,23 @@ fn draw_order(
     };
     let pid = format!(
         "dy_{}_{}_{}",
-        rng.gen_range(100_000_000_000_000_000_000u128..999_999_999_999_999_999_999),
-        rng.gen_range(10_000..100_000),
-        rng.gen_range(10_000_000..100_000_000)
+        rng.random_range(100_000_000_000_000_000_000u128..999_999_999_999_999_999_999),
+        rng.random_range(10_000..100_000),
+        rng.random_range(10_000_000..100_000_000)
     );
     let external_info = names::external_info(rng);
-    let item_num = if rng.gen_bool(0.7) {
+    let item_num = if rng.random_bool(0.7) {
         1
     } else {
-        rng.gen_range(2..=5)
+        rng.random_range(2..=5)
     };
-    let total_pay_amount: i64 = rng.gen_range(100..=50_000);
-    let pay_goods_amount = if rng.gen_bool(0.7) {
+    let total_pay_amount: i64 = rng.random_range(100..=50_000);
+    let pay_goods_amount = if rng.random_bool(0.7) {
         total_pay_amount
     } else {
-        total_pay_amount + rng.gen_range(1..=(total_pay_amount / 10).max(1))
+        total_pay_amount + rng.random_range(1..=(total_pay_amount / 10).max(1))
     };
-    let split_rate: i64 = rng.gen_range(5..=3_000);
+    let split_rate: i64 = rng.random_range(5..=3_000);
     let estimated_commission = estimated_commission(rng, pay_goods_amount, split_rate);
 
     let room = |from: NaiveDateTime| (caps.event - from).num_seconds().max(0);
@@ -378,7 +378,7 @@ fn draw_order(
     let mut ads_real_commission = "0".to_string();
     match flow {
         REFUND => {
-            let d = rng.gen_range(600..=7 * 86_400).min(room(pay));
+            let d = rng.random_range(600..=7 * 86_400).min(room(pay));
             refund_time = Some(pay + Duration::seconds(d));
             after_sales_status = 2;
         }
@@ -386,13 +386,13 @@ fn draw_order(
             // Strictly after payment when there is room, and leaving room for a settlement.
             let after_pay = room(pay);
             let d = rng
-                .gen_range(3_600..=15 * 86_400)
+                .random_range(3_600..=15 * 86_400)
                 .min(after_pay * 3 / 5)
                 .max(after_pay.min(1));
             let confirm = pay + Duration::seconds(d);
             confirm_time = Some(confirm);
             if flow == SETTLE {
-                let d = rng.gen_range(86_400..=20 * 86_400).min(room(confirm));
+                let d = rng.random_range(86_400..=20 * 86_400).min(room(confirm));
                 settle_time = Some(confirm + Duration::seconds(d));
                 ads_real_commission = real_commission(rng, &estimated_commission);
             }
@@ -403,7 +403,7 @@ fn draw_order(
         .into_iter()
         .flatten()
         .fold(pay, NaiveDateTime::max);
-    let update_time = (latest + Duration::seconds(rng.gen_range(0..=30)))
+    let update_time = (latest + Duration::seconds(rng.random_range(0..=30)))
         .min(caps.update)
         .max(latest);
 
@@ -438,9 +438,9 @@ fn draw_order(
 fn estimated_commission(rng: &mut ChaCha8Rng, pay_goods: i64, split_rate: i64) -> String {
     // Hundredths of a fen: pay_goods × rate/10000 × 0.9 × 100.
     let exact = pay_goods * split_rate * 9 / 1_000;
-    let hundredths = match rng.gen_range(0..100) {
+    let hundredths = match rng.random_range(0..100) {
         0..=2 => 50,
-        3..=4 => rng.gen_range(1..100),
+        3..=4 => rng.random_range(1..100),
         5..=29 => exact / 100 * 100,
         30..=49 => exact / 100 * 100 + 50,
         50..=74 => exact / 10 * 10,
@@ -452,10 +452,10 @@ fn estimated_commission(rng: &mut ChaCha8Rng, pay_goods: i64, split_rate: i64) -
 /// What settles: usually the estimate exactly, sometimes a little less.
 fn real_commission(rng: &mut ChaCha8Rng, estimated: &str) -> String {
     let est = hundredths(estimated);
-    if rng.gen_bool(0.8) || est == 0 {
+    if rng.random_bool(0.8) || est == 0 {
         return decimal(est.max(1));
     }
-    decimal((est - rng.gen_range(0..=est / 10)).max(1))
+    decimal((est - rng.random_range(0..=est / 10)).max(1))
 }
 
 /// Hundredths of a fen as decimal text with the fewest fraction digits: 1250 → "12.5", 700 → "7".
