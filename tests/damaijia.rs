@@ -81,33 +81,7 @@ impl Dmj {
 
 fn assert_equals_dmj_truth(d: &Dmj, truth: &[DmjOrder]) {
     let conn = d.h.db();
-    let stored: BTreeMap<String, DmjStored> = conn
-        .prepare(
-            "SELECT order_id, status, status_raw, pay_amount, refund_amount, created_at, paid_at, updated_at, \
-             confirmed_at, shop_id, shop_name, item_num FROM orders WHERE source = 'damaijia'",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                (
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ),
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let stored = stored_dmj(&conn);
     let want: BTreeMap<String, DmjStored> = truth
         .iter()
         .map(|o| (o.order_id.clone(), expected_dmj(o)))
@@ -122,46 +96,8 @@ fn assert_equals_dmj_truth(d: &Dmj, truth: &[DmjOrder]) {
     for (id, w) in &want {
         assert_eq!(&stored[id], w, "order {id}");
     }
-    let lines: BTreeMap<(String, String), DmjLineStored> = conn
-        .prepare(
-            "SELECT order_id, sub_order_id, product_id, sku_id, item_num, pay_amount, status_raw, refund_amount \
-             FROM sub_orders WHERE source = 'damaijia'",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((
-                (r.get(0)?, r.get(1)?),
-                (
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ),
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let want_lines: BTreeMap<(String, String), DmjLineStored> = truth
-        .iter()
-        .flat_map(|o| {
-            o.lines.iter().map(|l| {
-                (
-                    (o.order_id.clone(), l.sku_order_id.clone()),
-                    (
-                        l.product_id.clone(),
-                        l.sku_id.clone(),
-                        l.item_num,
-                        l.pay_amount,
-                        l.order_status.to_string(),
-                        (l.refund_status == 3).then_some(l.pay_amount),
-                    ),
-                )
-            })
-        })
-        .collect();
+    let lines = stored_dmj_lines(&conn);
+    let want_lines = expected_dmj_lines(truth);
     assert_eq!(lines.len(), want_lines.len(), "every SKU line once");
     assert_eq!(lines, want_lines);
     assert_eq!(d.dmj.violations(), Vec::<String>::new());

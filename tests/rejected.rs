@@ -12,7 +12,7 @@ use chrono::Duration;
 use ordersync_sim::Faults;
 use serde_json::Value;
 
-use crate::common::all_sources::{query_map, AllSources, Worlds, ADS, BACKFILLABLE};
+use crate::common::all_sources::{AllSources, Worlds, ADS, BACKFILLABLE};
 use crate::common::*;
 
 /// A backfill over every order of the world, from `margin` days before the oldest: reads each row

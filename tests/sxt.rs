@@ -76,33 +76,7 @@ impl Sxt {
     }
 
     fn stored(&self) -> BTreeMap<String, SxtStored> {
-        self.h
-            .db()
-            .prepare(
-                "SELECT order_id, kind, status, status_raw, ad_cost, ad_plays, ad_gmv, ad_roi, created_at, \
-                 (SELECT COUNT(*) FROM sub_orders s WHERE s.source = o.source AND s.order_id = o.order_id) \
-                 FROM orders o WHERE source = 'sxt'",
-            )
-            .unwrap()
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    (
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ),
-                ))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        stored_sxt(&self.h.db())
     }
 }
 

@@ -25,9 +25,9 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use super::{
-    assert_integrity, assert_no_duplicate_history, assert_ok, expected, expected_dmj, expected_myq,
-    expected_sxt, parse_db_time, scalar, stored_orders_of, DmjLineStored, DmjStored, ExpectedOrder,
-    SxtStored,
+    assert_integrity, assert_no_duplicate_history, assert_ok, expected, expected_dmj,
+    expected_dmj_lines, expected_myq, expected_sxt, parse_db_time, query_map, scalar, stored_dmj,
+    stored_dmj_lines, stored_orders_of, stored_sxt, DmjStored, ExpectedOrder, SxtStored,
 };
 
 // ---- the five upstreams -------------------------------------------------------------------------
@@ -500,37 +500,12 @@ start = "{sxt_start}"
             .iter()
             .map(|o| (o.order_id.clone(), expected_dmj(o)))
             .collect();
-        assert_same("damaijia orders", &dmj_stored(conn), &want);
-        let want_lines: BTreeMap<(String, String), DmjLineStored> = truth
-            .iter()
-            .flat_map(|o| {
-                o.lines.iter().map(|l| {
-                    (
-                        (o.order_id.clone(), l.sku_order_id.clone()),
-                        (
-                            l.product_id.clone(),
-                            l.sku_id.clone(),
-                            l.item_num,
-                            l.pay_amount,
-                            l.order_status.to_string(),
-                            (l.refund_status == 3).then_some(l.pay_amount),
-                        ),
-                    )
-                })
-            })
-            .collect();
-        let lines: BTreeMap<(String, String), DmjLineStored> = query_map(
-            conn,
-            "SELECT order_id, sub_order_id, product_id, sku_id, item_num, pay_amount, status_raw, refund_amount \
-             FROM sub_orders WHERE source = 'damaijia'",
-            |r| {
-                Ok((
-                    (r.get(0)?, r.get(1)?),
-                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
-                ))
-            },
+        assert_same("damaijia orders", &stored_dmj(conn), &want);
+        assert_same(
+            "damaijia SKU lines",
+            &stored_dmj_lines(conn),
+            &expected_dmj_lines(&truth),
         );
-        assert_same("damaijia SKU lines", &lines, &want_lines);
     }
 
     fn assert_sxt(&self, conn: &Connection) {
@@ -540,29 +515,7 @@ start = "{sxt_start}"
             .iter()
             .map(|o| (o.order_id.clone(), expected_sxt(o)))
             .collect();
-        let stored: BTreeMap<String, SxtStored> = query_map(
-            conn,
-            "SELECT order_id, kind, status, status_raw, ad_cost, ad_plays, ad_gmv, ad_roi, created_at, \
-             (SELECT COUNT(*) FROM sub_orders s WHERE s.source = o.source AND s.order_id = o.order_id) \
-             FROM orders o WHERE source = 'sxt'",
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    (
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ),
-                ))
-            },
-        );
-        assert_same("sxt ad orders", &stored, &want);
+        assert_same("sxt ad orders", &stored_sxt(conn), &want);
     }
 
     // -- what holds at any instant a process can be killed at --
@@ -619,7 +572,7 @@ start = "{sxt_start}"
             .iter()
             .map(|o| (o.order_id.clone(), expected_dmj(o)))
             .collect();
-        assert_real_versions("damaijia", &dmj_stored(conn), &dmj, |o| o.6.clone());
+        assert_real_versions("damaijia", &stored_dmj(conn), &dmj, |o| o.6.clone());
     }
 
     /// Every range the `coverage` table calls finished really is in the database: each upstream
@@ -776,16 +729,6 @@ fn fmt_s(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-pub fn query_map<K: Ord + std::hash::Hash, V, C: FromIterator<(K, V)>>(
-    conn: &Connection,
-    sql: &str,
-    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<(K, V)>,
-) -> C {
-    conn.prepare(sql)
-        .and_then(|mut s| s.query_map([], f)?.collect::<Result<C, _>>())
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 /// `stored` and `want` hold the same keys with the same values; a failure lists what is missing,
 /// extra and different (a few of each, and how many).
 fn assert_same<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
@@ -884,32 +827,6 @@ fn ud_rank(code: &str) -> u8 {
         "5" => 5,
         _ => 0,
     }
-}
-
-fn dmj_stored(conn: &Connection) -> BTreeMap<String, DmjStored> {
-    query_map(
-        conn,
-        "SELECT order_id, status, status_raw, pay_amount, refund_amount, created_at, paid_at, updated_at, \
-         confirmed_at, shop_id, shop_name, item_num FROM orders WHERE source = 'damaijia'",
-        |r| {
-            Ok((
-                r.get(0)?,
-                (
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ),
-            ))
-        },
-    )
 }
 
 /// An upstream order as the coverage check sees it: the times its two tracks query by.

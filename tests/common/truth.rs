@@ -2,6 +2,8 @@
 //! the contracts' mappings (fen rounding, `flow_point`, damaijia and sxt states → status), each
 //! source's expected row, and the veapi stored-versus-truth checks.
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDateTime;
 use ordersync_sim::damaijia::DmjOrder;
 use ordersync_sim::sxt::SxtOrder;
@@ -268,5 +270,106 @@ pub fn expected_sxt(o: &SxtOrder) -> SxtStored {
         o.roi.clone(),
         fmt(Some(o.create_time)),
         0,
+    )
+}
+
+/// `query` over `conn`, each row mapped by `f` into a key and a value, collected.
+pub fn query_map<K: Ord + std::hash::Hash, V, C: FromIterator<(K, V)>>(
+    conn: &Connection,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<(K, V)>,
+) -> C {
+    conn.prepare(sql)
+        .and_then(|mut s| s.query_map([], f)?.collect::<Result<C, _>>())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The damaijia orders stored, by order id, as [`expected_dmj`] describes them.
+pub fn stored_dmj(conn: &Connection) -> BTreeMap<String, DmjStored> {
+    query_map(
+        conn,
+        "SELECT order_id, status, status_raw, pay_amount, refund_amount, created_at, paid_at, updated_at, \
+         confirmed_at, shop_id, shop_name, item_num FROM orders WHERE source = 'damaijia'",
+        |r| {
+            Ok((
+                r.get(0)?,
+                (
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ),
+            ))
+        },
+    )
+}
+
+/// Every SKU line the damaijia orders of `truth` should have stored, by (order, line).
+pub fn expected_dmj_lines(truth: &[DmjOrder]) -> BTreeMap<(String, String), DmjLineStored> {
+    truth
+        .iter()
+        .flat_map(|o| {
+            o.lines.iter().map(|l| {
+                (
+                    (o.order_id.clone(), l.sku_order_id.clone()),
+                    (
+                        l.product_id.clone(),
+                        l.sku_id.clone(),
+                        l.item_num,
+                        l.pay_amount,
+                        l.order_status.to_string(),
+                        (l.refund_status == 3).then_some(l.pay_amount),
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The damaijia SKU lines stored, by (order, line).
+pub fn stored_dmj_lines(conn: &Connection) -> BTreeMap<(String, String), DmjLineStored> {
+    query_map(
+        conn,
+        "SELECT order_id, sub_order_id, product_id, sku_id, item_num, pay_amount, status_raw, refund_amount \
+         FROM sub_orders WHERE source = 'damaijia'",
+        |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?),
+            ))
+        },
+    )
+}
+
+/// The sxt ad orders stored, by order id, as [`expected_sxt`] describes them.
+pub fn stored_sxt(conn: &Connection) -> BTreeMap<String, SxtStored> {
+    query_map(
+        conn,
+        "SELECT order_id, kind, status, status_raw, ad_cost, ad_plays, ad_gmv, ad_roi, created_at, \
+         (SELECT COUNT(*) FROM sub_orders s WHERE s.source = o.source AND s.order_id = o.order_id) \
+         FROM orders o WHERE source = 'sxt'",
+        |r| {
+            Ok((
+                r.get(0)?,
+                (
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ),
+            ))
+        },
     )
 }
