@@ -151,3 +151,41 @@ fn concurrent_processes_on_one_database_all_finish() {
     assert_integrity(&conn);
     assert_no_duplicate_history(&conn);
 }
+
+/// Many processes opening one new database at the same instant (an operator's `status` while the
+/// daemon starts, a backfill unit and a sync): each waits for the others instead of failing with
+/// "database is locked" — SQLite answers `journal_mode = WAL` busy at once, without its busy handler,
+/// while another connection is switching the new file to WAL.
+#[test]
+fn processes_opening_one_new_database_at_once_all_succeed() {
+    let h = Harness::veapi(1, 1, Faults::default());
+    let mut failures = Vec::new();
+    for round in 0..12 {
+        let db = h.dir.path().join(format!("new-{round}.db"));
+        let children: Vec<_> = (0..16)
+            .map(|_| {
+                h.command(&["--db", &db.display().to_string(), "status"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            if out.status.code() != Some(0) {
+                failures.push(format!(
+                    "round {round}: exit {:?}: {}",
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

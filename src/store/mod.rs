@@ -75,10 +75,8 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         problem: dbfiles::explain(path, dbfiles::Cause::Sqlite(&e)),
     };
     let conn = Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    use_wal(&conn).map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -101,6 +99,28 @@ pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let mut conn = conn;
     migrate::migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// How long a connection waits for another process that holds the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `journal_mode = WAL`, waiting for other processes as long as any statement would. SQLite answers
+/// this pragma SQLITE_BUSY at once, without calling the busy handler, while another connection is
+/// switching the same new file to WAL: processes starting together on a new database (the daemon,
+/// a backfill unit, an operator's `status`) then failed with "database is locked".
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done => return done,
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
