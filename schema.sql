@@ -308,3 +308,15 @@ CREATE TABLE rejected_rows (
 CREATE INDEX rejected_rows_open ON rejected_rows (pipeline, source, order_id) WHERE resolved_at IS NULL;
 
 ALTER TABLE runs ADD COLUMN rows_rejected INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 5
+
+-- When upstream last returned the order. A rescan or a backfill stamps every order it reads; a live
+-- sync, which re-reads its lookback every few minutes, stamps an order at most once a Beijing day
+-- (so re-reading writes nothing). Orders are never deleted: one whose last_seen_at is older than the
+-- start of the last rescan that covered its update time is one upstream no longer returns.
+ALTER TABLE orders ADD COLUMN last_seen_at TEXT;
+UPDATE orders SET last_seen_at = synced_at;
+
+-- What a run that fetched nothing did, in words: a rewind's old and new watermark and who asked.
+ALTER TABLE runs ADD COLUMN detail TEXT;

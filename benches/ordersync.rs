@@ -458,6 +458,7 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
                     rejected: page.rejected,
                     asked: (window, cursor.clone()),
                     requests: 1,
+                    seen_floor: String::new(),
                     progress,
                 },
             )

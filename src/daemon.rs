@@ -1,9 +1,11 @@
 //! `ordersync run`: every enabled pipeline on its cron schedule, until SIGTERM or SIGINT.
 //!
 //! One task per pipeline, all sharing one store writer and one HTTP client. A task sleeps until its
-//! next cron tick (Beijing time), runs the pipeline, and computes the next tick only afterwards, so
-//! a pipeline never runs twice at once: ticks that pass during a long run are skipped (and logged),
-//! not queued. A failed run just waits for the next tick; it never stops the other pipelines.
+//! next cron tick (Beijing time) — of its live `schedule`, or of its `rescan_schedule` — runs that
+//! job, and computes the job's next tick only afterwards, so a pipeline never runs twice at once:
+//! ticks that pass during a long run are skipped (and logged), not queued, and a job that came due
+//! while the other ran waits for it and then runs at once. A failed run just waits for the next
+//! tick; it never stops the other pipelines.
 //!
 //! Shutdown: the first signal cancels the token — no new runs start, runs in progress stop after the
 //! page in hand (committed or rolled back) — and the daemon waits up to a deadline shorter than the
@@ -72,26 +74,36 @@ pub fn ticks_between(schedule: &Schedule, from: NaiveDateTime, to: NaiveDateTime
     n
 }
 
-/// Runs `job` on every tick of `schedule` until `cancel` fires. Never overlaps two runs; ticks missed
-/// while a run goes on are reported to `on_skip` and dropped. Returns the number of runs.
+/// Runs `job(i)` on every tick of `schedules[i]` until `cancel` fires, one job at a time. Ticks of
+/// a job that pass while it runs are reported to `on_skip(i, n)` and dropped; a job that comes due
+/// while another runs waits for it and runs right after (its further ticks in the meantime are
+/// skipped the same way). Returns the number of runs.
 pub async fn schedule_loop<F, Fut>(
-    schedule: &Schedule,
+    schedules: &[&Schedule],
     clock: Clock,
     cancel: &CancellationToken,
     mut job: F,
-    mut on_skip: impl FnMut(u64),
+    mut on_skip: impl FnMut(usize, u64),
 ) -> u64
 where
-    F: FnMut() -> Fut,
+    F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    let start = clock.now();
+    let mut due: Vec<Option<NaiveDateTime>> =
+        schedules.iter().map(|s| next_tick(s, start)).collect();
     let mut runs = 0;
     loop {
-        let now = clock.now();
-        let Some(tick) = next_tick(schedule, now) else {
+        // The earliest due job; on a tie, the first (the live sync).
+        let Some((i, tick)) = due
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (i, t)))
+            .min_by_key(|&(i, t)| (t, i))
+        else {
             return runs;
         };
-        let wait = (tick - now).to_std().unwrap_or_default();
+        let wait = (tick - clock.now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return runs,
@@ -99,11 +111,19 @@ where
         if cancel.is_cancelled() {
             return runs;
         }
-        job().await;
+        job(i).await;
         runs += 1;
-        let skipped = ticks_between(schedule, tick, clock.now());
-        if skipped > 0 {
-            on_skip(skipped);
+        let end = clock.now();
+        for (j, next) in due.iter_mut().enumerate() {
+            let Some(t) = *next else { continue };
+            if j != i && t > end {
+                continue;
+            }
+            let skipped = ticks_between(schedules[j], t, end);
+            if skipped > 0 {
+                on_skip(j, skipped);
+            }
+            *next = if j == i { next_tick(schedules[j], end) } else { Some(end) };
         }
     }
 }
@@ -186,8 +206,9 @@ async fn serve_metrics(
     Ok(())
 }
 
-/// One pipeline's task: a live run on every tick of its schedule until `cancel`; what a run saw
-/// upstream and the ticks it made the pipeline skip are counted in `live`.
+/// One pipeline's task: a live run on every tick of its schedule, and a rescan on every tick of its
+/// `rescan_schedule` if it has one, never both at once, until `cancel`; what a run saw upstream and
+/// the ticks it made the pipeline skip are counted in `live`.
 async fn schedule_pipeline(
     engine: Engine,
     p: Pipeline,
@@ -196,8 +217,20 @@ async fn schedule_pipeline(
     cancel: CancellationToken,
     live: Shared,
 ) -> u64 {
-    tracing::info!(pipeline = %p.name, schedule = %p.schedule.text, "scheduled");
-    let job = || {
+    tracing::info!(
+        pipeline = %p.name,
+        schedule = %p.schedule.text,
+        rescan_schedule = p.rescan.as_ref().map_or("", |r| r.schedule.text.as_str()),
+        "scheduled"
+    );
+    let mut jobs = vec![(Mode::Live, &p.schedule)];
+    if let Some(r) = &p.rescan {
+        jobs.push((Mode::Rescan { since: r.since }, &r.schedule));
+    }
+    let modes: Vec<Mode> = jobs.iter().map(|j| j.0).collect();
+    let schedules: Vec<&Schedule> = jobs.iter().map(|j| j.1).collect();
+    let job = |i: usize| {
+        let mode = modes[i];
         let (engine, p, auth, cancel, live) = (
             engine.clone(),
             p.clone(),
@@ -207,7 +240,7 @@ async fn schedule_pipeline(
         );
         async move {
             let report = engine
-                .run_pipeline(&p, &auth, Mode::Live, &cancel, &mut |_| {})
+                .run_pipeline(&p, &auth, mode, &cancel, &mut |_| {})
                 .await;
             if let Ok(mut l) = live.lock() {
                 for (code, n) in &report.upstream_errors {
@@ -223,13 +256,14 @@ async fn schedule_pipeline(
             notify::status(&status_line(&report));
         }
     };
-    let on_skip = |n| {
-        tracing::warn!(pipeline = %p.name, skipped = n, "run outlasted its schedule; skipped ticks");
+    let on_skip = |i: usize, n| {
+        let which = if i == 0 { "schedule" } else { "rescan_schedule" };
+        tracing::warn!(pipeline = %p.name, skipped = n, schedule = which, "runs outlasted the schedule; skipped ticks");
         if let Ok(mut l) = live.lock() {
             *l.skipped_ticks.entry(p.name.clone()).or_default() += n;
         }
     };
-    schedule_loop(&p.schedule, clock, &cancel, job, on_skip).await
+    schedule_loop(&schedules, clock, &cancel, job, on_skip).await
 }
 
 #[cfg(test)]
@@ -279,10 +313,10 @@ mod tests {
         let (r, m, s) = (running.clone(), max_running.clone(), starts.clone());
         let sk = skipped.clone();
         let runs = schedule_loop(
-            &schedule,
+            &[&schedule],
             clock,
             &cancel,
-            move || {
+            move |_| {
                 let (r, m, s) = (r.clone(), m.clone(), s.clone());
                 async move {
                     let now = r.fetch_add(1, Ordering::SeqCst) + 1;
@@ -293,7 +327,7 @@ mod tests {
                     r.fetch_sub(1, Ordering::SeqCst);
                 }
             },
-            move |n| *sk.lock().unwrap() += n,
+            move |_, n| *sk.lock().unwrap() += n,
         )
         .await;
         assert_eq!(max_running.load(Ordering::SeqCst), 1, "runs overlapped");
@@ -313,16 +347,77 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_rescan_and_the_live_sync_wait_for_each_other_and_never_overlap() {
+        let live = Schedule::parse("*/10 * * * * *").unwrap(); // every 10 s, runs 2 s
+        let rescan = Schedule::parse("30 * * * * *").unwrap(); // at :30 each minute, runs 25 s
+        let clock = Clock::starting_at(t("2024-03-01 12:00:00"));
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(100)).await;
+            stopper.cancel();
+        });
+        let runs: Arc<Mutex<Vec<(usize, NaiveDateTime, NaiveDateTime)>>> = Arc::default();
+        let skipped = Arc::new(Mutex::new([0u64; 2]));
+        let (r, sk) = (runs.clone(), skipped.clone());
+        schedule_loop(
+            &[&live, &rescan],
+            clock,
+            &cancel,
+            move |i| {
+                let r = r.clone();
+                async move {
+                    let start = clock.now();
+                    let secs = if i == 0 { 2 } else { 25 };
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    r.lock().unwrap().push((i, start, clock.now()));
+                }
+            },
+            move |i, n| sk.lock().unwrap()[i] += n,
+        )
+        .await;
+        let runs = runs.lock().unwrap().clone();
+        for pair in runs.windows(2) {
+            assert!(pair[0].2 <= pair[1].1, "runs overlapped: {pair:?}");
+        }
+        let starts = |job| -> Vec<NaiveDateTime> {
+            runs.iter().filter(|r| r.0 == job).map(|r| r.1).collect()
+        };
+        // :30 is a tick of both: the live sync (first) goes, then the rescan at :32; the live
+        // ticks at :40 and :50 pass while it runs, and the live sync runs the moment it ends (:57).
+        assert_eq!(
+            starts(1),
+            vec![t("2024-03-01 12:00:32"), t("2024-03-01 12:01:32")]
+        );
+        assert_eq!(
+            starts(0),
+            vec![
+                t("2024-03-01 12:00:10"),
+                t("2024-03-01 12:00:20"),
+                t("2024-03-01 12:00:30"),
+                t("2024-03-01 12:00:57"),
+                t("2024-03-01 12:01:00"),
+                t("2024-03-01 12:01:10"),
+                t("2024-03-01 12:01:20"),
+                t("2024-03-01 12:01:30"),
+            ]
+        );
+        // Per rescan: the live :40 ran late (at :57) and :50 was skipped — twice (the second
+        // rescan runs to its end past the cancel at 12:01:40; the job ignores the token).
+        assert_eq!(*skipped.lock().unwrap(), [2, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn cancel_stops_a_waiting_loop_at_once() {
         let schedule = Schedule::parse("0 0 1 1 *").unwrap(); // once a year
         let cancel = CancellationToken::new();
         cancel.cancel();
         let runs = schedule_loop(
-            &schedule,
+            &[&schedule],
             Clock::starting_at(t("2024-03-01")),
             &cancel,
-            || async {},
-            |_| {},
+            |_| async {},
+            |_, _| {},
         )
         .await;
         assert_eq!(runs, 0);

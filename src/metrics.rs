@@ -94,7 +94,7 @@ struct RunCounter {
     value: fn(&RunTotals) -> i64,
 }
 
-const RUN_COUNTERS: [RunCounter; 4] = [
+const RUN_COUNTERS: [RunCounter; 6] = [
     RunCounter {
         name: "ordersync_rows_seen_total",
         help: "Orders received from upstream.",
@@ -114,6 +114,16 @@ const RUN_COUNTERS: [RunCounter; 4] = [
         name: "ordersync_requests_total",
         help: "HTTP requests sent upstream, retries included.",
         value: |t| t.requests,
+    },
+    RunCounter {
+        name: "ordersync_rescan_rows_seen_total",
+        help: "Orders re-read by rescans (of ordersync_rows_seen_total).",
+        value: |t| t.rescan_rows_seen,
+    },
+    RunCounter {
+        name: "ordersync_rescan_rows_changed_total",
+        help: "Orders a rescan changed: late changes the live syncs had missed.",
+        value: |t| t.rescan_rows_changed,
     },
 ];
 

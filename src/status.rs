@@ -2,8 +2,9 @@
 //!
 //! Read-only over its own connection, so it works while the daemon writes; the rows come from
 //! `store::report`, and this module only assembles and renders them. Shows per pipeline the last
-//! run, the live watermark and its lag behind now, the last error, backfills and how far they got,
-//! and the finished time ranges of each track with any gap between them.
+//! run, the live watermark and its lag behind now, the last error, the last rescan and what it found,
+//! backfills and how far they got, and the finished time ranges of each track with any gap between
+//! them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,7 +31,32 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// Rows kept in `rejected_rows` that no good copy has resolved yet.
     pub rejected_open: i64,
+    pub last_rescan: Option<RescanStatus>,
     pub tracks: Vec<TrackStatus>,
+}
+
+/// The last rescan and what it found: the orders it changed are late changes the live syncs had
+/// missed (a rescan reads only what no live sync reads again).
+#[derive(Debug, Serialize)]
+pub struct RescanStatus {
+    pub run: RunRow,
+    pub missed: i64,
+    /// `missed` as a share of the rows the rescan re-read, in percent.
+    pub missed_percent: f64,
+}
+
+impl RescanStatus {
+    fn of(run: RunRow) -> RescanStatus {
+        let percent = match run.rows_seen {
+            0 => 0.0,
+            seen => (run.rows_changed as f64 * 10_000.0 / seen as f64).round() / 100.0,
+        };
+        RescanStatus {
+            missed: run.rows_changed,
+            missed_percent: percent,
+            run,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +100,7 @@ fn pipeline_status(
     let last_run = report::last_run(conn, &name)?;
     let last_error = report::last_error(conn, &name)?;
     let rejected_open = report::open_rejections(conn, &name)?;
+    let last_rescan = report::last_rescan(conn, &name)?.map(RescanStatus::of);
     let tracks = tracks(conn, &name)?;
     let live_watermark = tracks
         .iter()
@@ -92,6 +119,7 @@ fn pipeline_status(
         lag_seconds,
         last_error,
         rejected_open,
+        last_rescan,
         tracks,
     })
 }
@@ -182,6 +210,21 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
                 );
             }
             None => out.push_str("  last run:   never\n"),
+        }
+        if let Some(detail) = s.last_run.as_ref().and_then(|r| r.detail.as_deref()) {
+            let _ = writeln!(out, "              {detail}");
+        }
+        if let Some(r) = &s.last_rescan {
+            let _ = writeln!(
+                out,
+                "  rescan:     {} → {} {}: {} orders changed that live syncs had missed ({}% of {} rows re-read)",
+                r.run.started_at,
+                r.run.finished_at.as_deref().unwrap_or("…"),
+                r.run.outcome,
+                r.missed,
+                r.missed_percent,
+                r.run.rows_seen
+            );
         }
         let _ = writeln!(
             out,

@@ -57,6 +57,7 @@ fn an_older_or_vanished_upstream_copy_never_regresses_the_stored_row() {
             rejected: Vec::new(),
             asked: (window, String::new()),
             requests: 1,
+            seen_floor: String::new(),
             progress: Progress::Next {
                 window,
                 cursor: "c".into(),

@@ -98,6 +98,8 @@ pub struct Pipeline {
     pub page_size: u32,
     /// The most bytes one answer may have, on the wire and inflated.
     pub max_body: u64,
+    /// Scheduled re-reads of the recent past on their own track; `None` when off.
+    pub rescan: Option<Rescan>,
     pub enabled: bool,
     pub options: SourceOptions,
     pub auth: AuthSpec,
@@ -120,6 +122,13 @@ impl Pipeline {
             })
             .collect()
     }
+}
+
+/// A pipeline's scheduled re-read (`rescan`, `rescan_schedule`): how far back, and when.
+#[derive(Debug, Clone)]
+pub struct Rescan {
+    pub since: Duration,
+    pub schedule: Schedule,
 }
 
 // ---- raw, as written -------------------------------------------------------------------------
@@ -172,6 +181,8 @@ const GENERAL_KEYS: &[&str] = &[
     "retry_initial",
     "page_size",
     "max_body",
+    "rescan",
+    "rescan_schedule",
     "enabled",
     "auth",
 ];
@@ -387,6 +398,52 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
         assert_eq!(days, vec![Weekday::Sat, Weekday::Sun, Weekday::Fri]);
         assert!(Schedule::parse("*/10 * * * * *").is_ok());
         assert!(Schedule::parse("* * *").is_err());
+    }
+
+    #[test]
+    fn rescan_is_off_unless_set_and_its_schedule_defaults_to_the_night() {
+        assert!(parse(GOOD).unwrap().pipelines[0].rescan.is_none());
+        let on = parse(&GOOD.replace("page_size = 40", "rescan = \"15d\"")).unwrap();
+        let r = on.pipelines[0].rescan.as_ref().unwrap();
+        assert_eq!(r.since, Duration::from_secs(15 * 86_400));
+        assert_eq!(r.schedule.text, "30 4 * * *");
+        // From [defaults], with its own schedule.
+        let defaulted = parse(&GOOD.replace(
+            "lookback = \"1h\"",
+            "rescan = \"30d\"\nrescan_schedule = \"0 3 * * *\"",
+        ))
+        .unwrap();
+        let r = defaulted.pipelines[0].rescan.as_ref().unwrap();
+        assert_eq!((r.since.as_secs(), r.schedule.text.as_str()), (30 * 86_400, "0 3 * * *"));
+        for (bad, key) in [
+            ("rescan = \"0s\"", "rescan"),
+            ("rescan = \"soon\"", "rescan"),
+            ("rescan = \"15d\"\nrescan_schedule = \"nightly\"", "rescan_schedule"),
+            ("rescan_schedule = \"0 3 * * *\"", "rescan_schedule"),
+        ] {
+            let e = parse(&GOOD.replace("page_size = 40", bad)).unwrap_err();
+            assert_eq!(
+                (e.pipeline.as_deref(), e.key.as_deref()),
+                (Some("ve"), Some(key)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_snapshot_pipeline_refuses_its_own_rescan_and_ignores_a_default_one() {
+        let sxt = |extra: &str, defaults: &str| {
+            parse(&format!(
+                "[defaults]\n{defaults}\n[[pipeline]]\nname = \"ad\"\nsource = \"sxt\"\n\
+                 endpoint = \"http://127.0.0.1:1/x\"\nstart = \"2024-01-01\"\n{extra}\n\
+                 [pipeline.auth]\nuser_id = \"u\"\ndy_uid = \"d\"\n"
+            ))
+        };
+        let e = sxt("rescan = \"15d\"", "").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rescan"));
+        assert!(e.to_string().contains("snapshot"), "{e}");
+        let c = sxt("", "rescan = \"15d\"\nrescan_schedule = \"0 3 * * *\"").unwrap();
+        assert!(c.pipelines[0].rescan.is_none());
     }
 
     #[test]

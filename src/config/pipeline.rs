@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{
-    AuthSpec, ConfigError, Pipeline, Schedule, SecretSource, DEFAULT_MAX_BODY, GENERAL_KEYS,
+    AuthSpec, ConfigError, Pipeline, Rescan, Schedule, SecretSource, DEFAULT_MAX_BODY, GENERAL_KEYS,
     MAX_BODY_RANGE, MAX_DURATION,
 };
 use crate::bytesize;
@@ -133,6 +133,7 @@ pub(super) fn check_pipeline(
             &format!(" for `{source}`"),
         )?,
         max_body: max_body_of(&keys)?,
+        rescan: rescan_of(&keys, source)?,
         enabled: match keys.get("enabled") {
             None => true,
             Some(toml::Value::Boolean(b)) => *b,
@@ -226,6 +227,43 @@ fn endpoint_of(keys: &Keys<'_>, source: SourceKind) -> Result<String, ConfigErro
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(endpoint),
         _ => Err(keys.err("endpoint", "must be a full http:// or https:// URL")),
     }
+}
+
+/// When a rescan runs unless `rescan_schedule` says: at night, Beijing, when upstreams are quiet.
+pub const DEFAULT_RESCAN_SCHEDULE: &str = "30 4 * * *";
+
+/// `rescan` and `rescan_schedule`. Off when `rescan` is absent. A snapshot source (sxt) re-reads
+/// everything on every sync: `rescan` in its own table is an error, one from `[defaults]` is
+/// ignored for it; so is a defaulted `rescan_schedule` without a `rescan`.
+fn rescan_of(keys: &Keys<'_>, source: SourceKind) -> Result<Option<Rescan>, ConfigError> {
+    let own = |key: &str| keys.table.contains_key(key);
+    if source.is_snapshot() {
+        return match ["rescan", "rescan_schedule"].into_iter().find(|k| own(k)) {
+            Some(key) => Err(keys.err(
+                key,
+                format!("has no use for a `{source}` pipeline: every sync reads its whole snapshot"),
+            )),
+            None => Ok(None),
+        };
+    }
+    if keys.get("rescan").is_none() {
+        return match own("rescan_schedule") {
+            true => Err(keys.err(
+                "rescan_schedule",
+                "is set but `rescan` (how far back to re-read, e.g. \"15d\") is not",
+            )),
+            false => Ok(None),
+        };
+    }
+    let since = keys.duration("rescan", "0s")?;
+    if since.is_zero() {
+        return Err(keys.err("rescan", "must be more than zero (e.g. \"15d\")"));
+    }
+    let text = keys
+        .string("rescan_schedule")?
+        .unwrap_or_else(|| DEFAULT_RESCAN_SCHEDULE.to_string());
+    let schedule = Schedule::parse(&text).map_err(|m| keys.err("rescan_schedule", m))?;
+    Ok(Some(Rescan { since, schedule }))
 }
 
 fn max_body_of(keys: &Keys<'_>) -> Result<u64, ConfigError> {

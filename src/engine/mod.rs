@@ -1,7 +1,7 @@
 //! The run loop shared by every source: plan windows, page through each, commit page by page.
 //!
-//! One call of [`run_pipeline`] is one run of one pipeline on one track (`live`, or one backfill
-//! range). It resumes the window in progress from its saved cursor, then walks the windows the
+//! One call of [`run_pipeline`] is one run of one pipeline on one track (`live`, one backfill
+//! range, or `rescan`). It resumes the window in progress from its saved cursor, then walks the windows the
 //! planner gives, and for each page: build the request (source), fetch with retries (http), parse
 //! and normalise (source), and commit rows + checkpoint together (store). A fatal upstream answer,
 //! exhausted retries or a store error ends the run as `failed` with the checkpoint where the last
@@ -9,7 +9,7 @@
 
 mod plan;
 
-pub use plan::{backfill_range, plan_run, settled_until, RunPlan};
+pub use plan::{backfill_range, plan_run, rescan_range, settled_until, RunPlan};
 
 use std::time::Instant;
 
@@ -35,6 +35,9 @@ pub enum Mode {
         from: NaiveDateTime,
         to: Option<NaiveDateTime>,
     },
+    /// The recent past again, by update time, on the `rescan` track: `[now − since, live
+    /// watermark − lookback)`, the part no live sync will read again (see [`rescan_range`]).
+    Rescan { since: std::time::Duration },
 }
 
 impl Mode {
@@ -47,6 +50,7 @@ impl Mode {
                 timefmt::fmt_seconds(*from),
                 to.map_or_else(|| "now".to_string(), timefmt::fmt_seconds)
             ),
+            Mode::Rescan { .. } => store::RESCAN_SCOPE.to_string(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Mode {
         match self {
             Mode::Live => "sync",
             Mode::Backfill { .. } => "backfill",
+            Mode::Rescan { .. } => "rescan",
         }
     }
 }
@@ -92,6 +97,9 @@ pub struct Engine {
     pub http: Http,
 }
 
+/// How often a run waiting for its pipeline's rival track in another process looks again.
+const RIVAL_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn chrono_of(d: std::time::Duration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::MAX)
 }
@@ -108,19 +116,13 @@ impl Engine {
     ) -> RunReport {
         let started = Instant::now();
         let mut report = RunReport::new(p, mode);
-        let (name, scope2, cmd) = (p.name.clone(), mode.scope(), mode.command());
-        let run_id = match self
-            .store
-            .call(move |c| store::begin_run(c, &name, cmd, &scope2))
-            .await
-        {
+        let run_id = match self.begin(p, mode, cancel).await {
             Ok(id) => id,
-            Err(e) => {
-                // Every error names its pipeline (`Busy` already does).
-                report.error = Some(match e {
-                    store::StoreError::Busy { .. } => e.to_string(),
-                    e => format!("pipeline `{}`: {e}", p.name),
-                });
+            Err(stop) => {
+                match stop {
+                    Stop::Cancelled(_) => report.outcome = Outcome::Interrupted,
+                    Stop::Failed(e, _) => report.error = Some(e),
+                }
                 report.elapsed = started.elapsed();
                 return report;
             }
@@ -153,6 +155,77 @@ impl Engine {
         report
     }
 
+    /// Records the start of the run and returns its id. While the pipeline's rival track (its live
+    /// sync for a rescan, and back) runs in another process, waits for it to end, or for `cancel`.
+    async fn begin(
+        &self,
+        p: &Pipeline,
+        mode: Mode,
+        cancel: &CancellationToken,
+    ) -> Result<i64, Stop> {
+        let own_scope = mode.scope();
+        let mut said = false;
+        loop {
+            let (name, scope, cmd) = (p.name.clone(), own_scope.clone(), mode.command());
+            match self
+                .store
+                .call(move |c| store::begin_run(c, &name, cmd, &scope))
+                .await
+            {
+                Ok(id) => return Ok(id),
+                Err(store::StoreError::Busy { scope, pid, .. }) if scope != own_scope => {
+                    if !std::mem::replace(&mut said, true) {
+                        tracing::info!(pipeline = %p.name, waiting_for = %scope, pid, "waiting for the pipeline's {scope} run in another process to end");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(RIVAL_POLL) => {}
+                        _ = cancel.cancelled() => return Err(Stop::Cancelled(0)),
+                    }
+                }
+                // Every error names its pipeline (`Busy` already does).
+                Err(e @ store::StoreError::Busy { .. }) => return Err(Stop::Failed(e.to_string(), 0)),
+                Err(e) => return Err(Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0)),
+            }
+        }
+    }
+
+    /// Loads (or, for a rescan, starts or resumes a pass of) the run's track: where it stands and
+    /// the range it covers (`None` for the live track).
+    async fn track(
+        &self,
+        p: &Pipeline,
+        mode: Mode,
+        settled: NaiveDateTime,
+        now: NaiveDateTime,
+    ) -> Result<(Track, Option<(NaiveDateTime, NaiveDateTime)>), store::StoreError> {
+        let name = p.name.clone();
+        if let Mode::Rescan { since } = mode {
+            let live = self
+                .store
+                .call({
+                    let name = name.clone();
+                    move |c| store::watermark(c, &name, "live")
+                })
+                .await?;
+            let (from, to) = rescan_range(p, since, live, settled, now);
+            if from >= to {
+                tracing::info!(pipeline = %p.name, "nothing to rescan: no live sync has finished past {} + lookback yet", timefmt::fmt_seconds(from));
+            }
+            let (track, range) = self
+                .store
+                .call(move |c| store::begin_rescan_pass(c, &name, from, to))
+                .await?;
+            return Ok((track, Some(range)));
+        }
+        let range = backfill_range(mode, settled);
+        let scope = mode.scope();
+        let track = self
+            .store
+            .call(move |c| store::ensure_track(c, &name, &scope, range))
+            .await?;
+        Ok((track, range))
+    }
+
     /// Plans the run from its track, then reads each window page by page.
     async fn walk(
         &self,
@@ -163,15 +236,12 @@ impl Engine {
         let p = run.p;
         let now = timefmt::beijing_now();
         let settled = settled_until(p, now);
-        let range = backfill_range(run.mode, settled);
-        let (name, scope) = (p.name.clone(), run.mode.scope());
-        let track: Track = self
-            .store
-            .call(move |c| store::ensure_track(c, &name, &scope, range))
+        let (track, range) = self
+            .track(p, run.mode, settled, now)
             .await
             .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
         report.watermark = track.watermark;
-        let plan = plan_run(p, run.mode, &track, settled, now);
+        let plan = plan_run(p, range, &track, settled, now);
         if let Some(c) = plan.clamp {
             tracing::warn!(
                 pipeline = %p.name,
@@ -328,6 +398,9 @@ struct Run<'a> {
     redactor: Redactor,
     policy: RetryPolicy,
     axis: Axis,
+    /// See [`PageCommit::seen_floor`]: a live sync stamps an order seen at most once a Beijing
+    /// day; a backfill or rescan stamps every order it reads.
+    seen_floor: String,
 }
 
 impl<'a> Run<'a> {
@@ -355,6 +428,14 @@ impl<'a> Run<'a> {
             axis: match mode {
                 Mode::Live => Axis::Live,
                 Mode::Backfill { .. } => Axis::Backfill,
+                Mode::Rescan { .. } => Axis::Rescan,
+            },
+            seen_floor: {
+                let now = timefmt::beijing_now();
+                match mode {
+                    Mode::Live => timefmt::fmt_seconds(now.date().and_time(chrono::NaiveTime::MIN)),
+                    _ => timefmt::fmt_seconds(now),
+                }
             },
         }
     }
@@ -389,6 +470,7 @@ impl Run<'_> {
             asked: (window, self.redactor.scrub(cursor)),
             requests,
             progress: progress_to_save(self.p, window, next, &self.redactor),
+            seen_floor: self.seen_floor.clone(),
         }
     }
 }

@@ -33,7 +33,8 @@ pub fn settled_until(p: &Pipeline, now: NaiveDateTime) -> NaiveDateTime {
     settled.with_nanosecond(0).unwrap_or(settled)
 }
 
-/// A backfill's range, its end no later than what has settled; `None` for the live track.
+/// A backfill's range, its end no later than what has settled; `None` for the live track (and a
+/// rescan, whose range also depends on the live watermark: see [`rescan_range`]).
 pub fn backfill_range(
     mode: Mode,
     settled: NaiveDateTime,
@@ -41,14 +42,32 @@ pub fn backfill_range(
     match mode {
         Mode::Live => None,
         Mode::Backfill { from, to } => Some((from, to.unwrap_or(settled).min(settled))),
+        Mode::Rescan { .. } => None,
     }
 }
 
-/// The run's windows from where its track stands. Pure: the same track, times and pipeline give
-/// the same plan.
+/// A rescan's range at `now`: from `since` ago (not before the pipeline's `start`) to the live
+/// watermark less the lookback (not after what has settled). What lies after that end the next live
+/// sync re-reads anyway, so every change a rescan finds is one the live syncs had missed for good —
+/// the figure an operator sets `lookback` from. Without a live watermark the range is empty.
+pub fn rescan_range(
+    p: &Pipeline,
+    since: std::time::Duration,
+    live_watermark: Option<NaiveDateTime>,
+    settled: NaiveDateTime,
+    now: NaiveDateTime,
+) -> (NaiveDateTime, NaiveDateTime) {
+    let from = (now - chrono_of(since)).max(p.start);
+    let to = live_watermark.map_or(from, |w| (w - chrono_of(p.lookback)).min(settled));
+    (from, to.max(from))
+}
+
+/// The run's windows from where its track stands: the live track's from its watermark less the
+/// lookback, a ranged track's (`range`: a backfill, a rescan pass) from its watermark to the
+/// range's end. Pure: the same track, times and pipeline give the same plan.
 pub fn plan_run(
     p: &Pipeline,
-    mode: Mode,
+    range: Option<(NaiveDateTime, NaiveDateTime)>,
     track: &Track,
     settled: NaiveDateTime,
     now: NaiveDateTime,
@@ -58,8 +77,8 @@ pub fn plan_run(
     if let Some((w, cursor)) = &track.in_progress {
         windows.push((*w, sources::resume_cursor(p.source(), cursor)));
     }
-    let span = match mode {
-        Mode::Live => resume_end
+    let span = match range {
+        None => resume_end
             .or_else(|| {
                 planner::live_range(
                     p.start,
@@ -71,8 +90,7 @@ pub fn plan_run(
                 .map(|r| r.0)
             })
             .map(|from| (from, settled)),
-        Mode::Backfill { from, .. } => {
-            let end = backfill_range(mode, settled).map_or(settled, |r| r.1);
+        Some((from, end)) => {
             let start = resume_end.or(track.watermark).unwrap_or(from).max(from);
             Some((start, end))
         }
@@ -104,6 +122,7 @@ mod tests {
         let auth = match source {
             "veapi" => "vekey = \"k\"",
             "miaoyouquan" => "apkey = \"a\"\ndou_key = \"d\"",
+            "unidesk" => "app_key = \"k\"\napp_secret = \"s\"",
             _ => "user_id = \"u\"\ndy_uid = \"d\"",
         };
         let text = format!(
@@ -127,7 +146,7 @@ mod tests {
         let now = t("2024-07-01 12:00:00");
         let settled = settled_until(&p, now);
         assert_eq!(settled, t("2024-07-01 11:59:30"));
-        let plan = plan_run(&p, Mode::Live, &empty(), settled, now);
+        let plan = plan_run(&p, None, &empty(), settled, now);
         assert_eq!(plan.clamp, None);
         let first = &plan.windows[0];
         assert_eq!((first.0.start, first.1.as_str()), (t("2024-01-01"), "0"));
@@ -153,7 +172,7 @@ mod tests {
             watermark: Some(t("2024-06-30")),
             in_progress: Some((cut, "c42".into())),
         };
-        let plan = plan_run(&p, Mode::Live, &track, settled_until(&p, now), now);
+        let plan = plan_run(&p, None, &track, settled_until(&p, now), now);
         assert_eq!(plan.windows[0], (cut, "c42".to_string()));
         assert_eq!(plan.windows[1].0.start, cut.end);
         assert_eq!(plan.windows[1].1, "0");
@@ -162,7 +181,7 @@ mod tests {
             watermark: Some(t("2024-07-01 10:00:00")),
             in_progress: None,
         };
-        let plan = plan_run(&p, Mode::Live, &track, settled_until(&p, now), now);
+        let plan = plan_run(&p, None, &track, settled_until(&p, now), now);
         assert_eq!(plan.windows[0].0.start, t("2024-07-01 08:00:00"));
     }
 
@@ -184,17 +203,47 @@ mod tests {
             watermark: Some(t("2024-05-01")),
             in_progress: None,
         };
-        let plan = plan_run(&p, mode, &track, settled, now);
+        let plan = plan_run(&p, backfill_range(mode, settled), &track, settled, now);
         assert_eq!(plan.windows[0].0.start, t("2024-05-01"));
         assert_eq!(plan.windows.last().unwrap().0.end, settled);
         assert_eq!(backfill_range(Mode::Live, settled), None);
     }
 
     #[test]
+    fn a_rescan_reads_from_since_ago_to_what_no_live_sync_reads_again() {
+        let p = pipeline("veapi", "2024-01-01");
+        let now = t("2024-07-01 12:00:00");
+        let settled = settled_until(&p, now);
+        let since = std::time::Duration::from_secs(15 * 86_400);
+        let live = Some(t("2024-07-01 11:50:00"));
+        // lookback 2h: the live sync reads from 09:50 again on its next run.
+        assert_eq!(
+            rescan_range(&p, since, live, settled, now),
+            (t("2024-06-16 12:00:00"), t("2024-07-01 09:50:00"))
+        );
+        // Not before `start`; empty without a live watermark, or one not past from + lookback.
+        let young = pipeline("veapi", "2024-06-25");
+        assert_eq!(rescan_range(&young, since, live, settled, now).0, t("2024-06-25"));
+        let (from, to) = rescan_range(&p, since, None, settled, now);
+        assert_eq!(from, to);
+        let (from, to) = rescan_range(&p, since, Some(t("2024-06-16 13:00:00")), settled, now);
+        assert_eq!(from, to);
+        // A pass's windows obey the source's rules like any other (unidesk: day by day).
+        let ud = pipeline("unidesk", "2024-01-01");
+        let range = rescan_range(&ud, since, live, settled_until(&ud, now), now);
+        let plan = plan_run(&ud, Some(range), &empty(), settled, now);
+        assert_eq!(plan.windows.len(), 16);
+        assert!(plan
+            .windows
+            .iter()
+            .all(|(w, _)| w.start.date() == (w.end - Duration::milliseconds(1)).date()));
+    }
+
+    #[test]
     fn a_start_older_than_upstream_keeps_is_clamped_and_said() {
         let p = pipeline("miaoyouquan", "2024-01-01");
         let now = t("2024-07-01 12:00:00");
-        let plan = plan_run(&p, Mode::Live, &empty(), settled_until(&p, now), now);
+        let plan = plan_run(&p, None, &empty(), settled_until(&p, now), now);
         let clamp = plan.clamp.expect("clamped");
         assert_eq!(clamp.requested, t("2024-01-01"));
         assert!(clamp.effective > now - Duration::days(90));

@@ -166,11 +166,13 @@ impl TimeType {
         }
     }
 
-    /// Live syncs use the configured type; backfills always ask by payment time.
+    /// Live syncs use the configured type; backfills always ask by payment time, rescans by
+    /// update time.
     pub fn for_axis(self, axis: Axis) -> TimeType {
         match axis {
             Axis::Live => self,
             Axis::Backfill => TimeType::Pay,
+            Axis::Rescan => TimeType::Update,
         }
     }
 }
@@ -253,11 +255,13 @@ pub fn affiliate_order(
     Ok(o)
 }
 
-/// Which time a window is about: live syncs follow updates, backfills follow payment.
+/// Which time a window is about: live syncs follow updates (or `time_type`), backfills follow
+/// payment, rescans follow updates whatever `time_type` says — a late change is an update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Axis {
     Live,
     Backfill,
+    Rescan,
 }
 
 /// Everything a source needs to build one page's request.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::rejected::{keep_rejected, resolve_rejected};
 use super::runs::count_page;
 use super::tracks::{save_progress, Progress};
-use super::upsert::upsert_order;
+use super::upsert::{upsert_order, Stamp};
 use super::StoreError;
 use crate::model::SourceKind;
 use crate::model::{OrderRow, RejectedRow};
@@ -31,6 +31,9 @@ pub struct PageCommit {
     /// HTTP requests this page took, retries included.
     pub requests: u32,
     pub progress: Progress,
+    /// An order read again unchanged gets `last_seen_at` written only when the stored one is
+    /// older than this (`YYYY-MM-DD HH:MM:SS`): see `orders.last_seen_at` in schema.sql.
+    pub seen_floor: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,7 +68,11 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
     }
     for order in &page.orders {
         stats.seen += 1;
-        if upsert_order(&tx, &page.pipeline, order, &now)? {
+        let stamp = Stamp {
+            now: &now,
+            seen_floor: &page.seen_floor,
+        };
+        if upsert_order(&tx, &page.pipeline, order, stamp)? {
             stats.changed += 1;
         }
     }

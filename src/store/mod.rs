@@ -37,7 +37,9 @@ use crate::dbfiles;
 pub use commit::{commit_page, PageCommit, PageStats};
 pub use migrate::schema_version;
 pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
-pub use tracks::{ensure_track, Progress, Track};
+pub use tracks::{
+    begin_rescan_pass, ensure_track, rewind_live, watermark, Progress, Rewind, Track, RESCAN_SCOPE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,7 +10,7 @@ use chrono::NaiveDateTime;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::tracks::parse_time_col;
-use super::upsert::{opt_time, upsert_order, write_line};
+use super::upsert::{mark_seen, opt_time, upsert_order, write_line, Stamp};
 use super::StoreError;
 use crate::model::{OrderRow, Status};
 use crate::timefmt;
@@ -48,15 +48,16 @@ pub(super) fn upsert_partial(
     tx: &Transaction<'_>,
     pipeline: &str,
     o: &OrderRow,
-    now: &str,
+    stamp: Stamp<'_>,
 ) -> Result<bool, StoreError> {
     let lines_changed = upsert_lines(tx, o)?;
     let stored = load_stored_times(tx, o)?;
-    if !lines_changed && stored.is_some() {
+    if let (false, Some(stored)) = (lines_changed, &stored) {
+        mark_seen(tx, o, stored.last_seen_at.as_deref(), stamp)?;
         return Ok(false);
     }
     let lines = load_lines(tx, o)?;
-    upsert_order(tx, pipeline, &derive_order(o, &lines, stored), now)?;
+    upsert_order(tx, pipeline, &derive_order(o, &lines, stored), stamp)?;
     Ok(true)
 }
 
@@ -95,6 +96,7 @@ struct StoredTimes {
     created_at: Option<NaiveDateTime>,
     paid_at: Option<NaiveDateTime>,
     refunded_at: Option<NaiveDateTime>,
+    last_seen_at: Option<String>,
 }
 
 fn load_stored_times(
@@ -103,13 +105,14 @@ fn load_stored_times(
 ) -> Result<Option<StoredTimes>, StoreError> {
     Ok(tx
         .prepare_cached(
-            "SELECT created_at, paid_at, refunded_at FROM orders WHERE source = ?1 AND order_id = ?2",
+            "SELECT created_at, paid_at, refunded_at, last_seen_at FROM orders WHERE source = ?1 AND order_id = ?2",
         )?
         .query_row(params![o.source.as_str(), o.order_id], |r| {
             Ok(StoredTimes {
                 created_at: parse_time_col(r.get(0)?),
                 paid_at: parse_time_col(r.get(1)?),
                 refunded_at: parse_time_col(r.get(2)?),
+                last_seen_at: r.get(3)?,
             })
         })
         .optional()?)

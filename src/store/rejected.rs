@@ -111,6 +111,7 @@ mod tests {
             rejected,
             asked: (w, "c0".into()),
             requests: 1,
+            seen_floor: String::new(),
             progress: Progress::Next {
                 window: w,
                 cursor: "c1".into(),

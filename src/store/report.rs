@@ -45,28 +45,48 @@ pub struct RunRow {
     pub rows_rejected: i64,
     pub requests: i64,
     pub error: Option<String>,
+    /// What a run that fetched nothing did (a rewind: from where, to where, who asked).
+    pub detail: Option<String>,
+}
+
+const RUN_ROW_COLUMNS: &str = "command, scope, started_at, finished_at, outcome, rows_seen, \
+     rows_changed, requests, error, rows_rejected, detail";
+
+fn run_row(r: &rusqlite::Row<'_>) -> Result<RunRow> {
+    Ok(RunRow {
+        command: r.get(0)?,
+        scope: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        outcome: r.get(4)?,
+        rows_seen: r.get(5)?,
+        rows_changed: r.get(6)?,
+        requests: r.get(7)?,
+        error: r.get(8)?,
+        rows_rejected: r.get(9)?,
+        detail: r.get(10)?,
+    })
 }
 
 /// The pipeline's most recent run, whatever its scope.
 pub fn last_run(conn: &Connection, pipeline: &str) -> Result<Option<RunRow>> {
     conn.query_row(
-        "SELECT command, scope, started_at, finished_at, outcome, rows_seen, rows_changed, requests, error, \
-         rows_rejected FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
+        &format!("SELECT {RUN_ROW_COLUMNS} FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1"),
         params![pipeline],
-        |r| {
-            Ok(RunRow {
-                command: r.get(0)?,
-                scope: r.get(1)?,
-                started_at: r.get(2)?,
-                finished_at: r.get(3)?,
-                outcome: r.get(4)?,
-                rows_seen: r.get(5)?,
-                rows_changed: r.get(6)?,
-                requests: r.get(7)?,
-                error: r.get(8)?,
-                rows_rejected: r.get(9)?,
-            })
-        },
+        run_row,
+    )
+    .optional()
+}
+
+/// The pipeline's most recent rescan run, finished or not.
+pub fn last_rescan(conn: &Connection, pipeline: &str) -> Result<Option<RunRow>> {
+    conn.query_row(
+        &format!(
+            "SELECT {RUN_ROW_COLUMNS} FROM runs WHERE pipeline = ?1 AND command = 'rescan' \
+             ORDER BY id DESC LIMIT 1"
+        ),
+        params![pipeline],
+        run_row,
     )
     .optional()
 }
@@ -177,12 +197,17 @@ pub struct RunTotals {
     pub rows_changed: i64,
     pub rows_rejected: i64,
     pub requests: i64,
+    /// Of those, what rescans re-read and changed: the changes live syncs had missed.
+    pub rescan_rows_seen: i64,
+    pub rescan_rows_changed: i64,
 }
 
-/// Every pipeline's run counters, by pipeline: one query, so the four come from one snapshot.
+/// Every pipeline's run counters, by pipeline: one query, so they all come from one snapshot.
 pub fn run_totals(conn: &Connection) -> Result<Vec<RunTotals>> {
     conn.prepare(
-        "SELECT pipeline, SUM(rows_seen), SUM(rows_changed), SUM(rows_rejected), SUM(requests) \
+        "SELECT pipeline, SUM(rows_seen), SUM(rows_changed), SUM(rows_rejected), SUM(requests), \
+         SUM(CASE WHEN command = 'rescan' THEN rows_seen ELSE 0 END), \
+         SUM(CASE WHEN command = 'rescan' THEN rows_changed ELSE 0 END) \
          FROM runs GROUP BY pipeline ORDER BY 1",
     )?
     .query_map([], |r| {
@@ -192,6 +217,8 @@ pub fn run_totals(conn: &Connection) -> Result<Vec<RunTotals>> {
             rows_changed: r.get(2)?,
             rows_rejected: r.get(3)?,
             requests: r.get(4)?,
+            rescan_rows_seen: r.get(5)?,
+            rescan_rows_changed: r.get(6)?,
         })
     })?
     .collect()
@@ -312,6 +339,7 @@ mod tests {
                 }],
                 asked: (day(d), String::new()),
                 requests: 2,
+                seen_floor: String::new(),
                 progress: Progress::WindowDone { window: day(d) },
             };
             commit_page(&mut conn, &page).unwrap();
@@ -353,6 +381,8 @@ mod tests {
                 rows_changed: 1,
                 rows_rejected: 2,
                 requests: 5,
+                rescan_rows_seen: 0,
+                rescan_rows_changed: 0,
             }]
         );
         let watermarks = live_watermarks(&conn).unwrap();

@@ -1,6 +1,7 @@
 //! Runs: one row in `runs` per sync or backfill, from `begin_run` to `finish_run`.
 //!
-//! Invariant: at most one run per (pipeline, scope) is `running` in a live process; a run left
+//! Invariant: at most one run per (pipeline, scope) is `running` in a live process, and a pipeline's
+//! `live` and `rescan` runs never run at once (one waits for the other); a run left
 //! `running` by a process that no longer exists is `abandoned`, never taken for a live one. A
 //! run's counters only grow, and only with the pages that committed (see `commit_page`) plus the
 //! failed requests `finish_run` is given.
@@ -53,7 +54,38 @@ pub fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Records the start of a run; refuses if the same (pipeline, scope) runs in another live process.
+/// The scopes of one pipeline that never run at the same time as `scope`: a rescan re-reads what
+/// the live sync reads by the same time axis, and each would count the other's changes.
+fn rivals(scope: &str) -> &'static [&'static str] {
+    match scope {
+        "live" => &[super::tracks::RESCAN_SCOPE],
+        super::tracks::RESCAN_SCOPE => &["live"],
+        _ => &[],
+    }
+}
+
+/// A run of `pipeline` in progress in another live process, in one of `scopes` (any scope when
+/// `None`): its scope and pid.
+pub(super) fn running_elsewhere(
+    conn: &Connection,
+    pipeline: &str,
+    scopes: Option<&[&str]>,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let me = i64::from(std::process::id());
+    let running: Vec<(String, i64)> = conn
+        .prepare_cached("SELECT scope, pid FROM runs WHERE pipeline = ?1 AND outcome = 'running'")?
+        .query_map(params![pipeline], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(running.into_iter().find(|(scope, pid)| {
+        *pid != me
+            && scopes.is_none_or(|s| s.contains(&scope.as_str()))
+            && pid_alive(*pid)
+    }))
+}
+
+/// Records the start of a run; refuses (`Busy`) if the same (pipeline, scope), or a rival scope
+/// (`live` for `rescan` and back), runs in another live process. A caller told a rival is busy
+/// waits for it; one told its own scope is busy gives up.
 pub fn begin_run(
     conn: &mut Connection,
     pipeline: &str,
@@ -82,6 +114,13 @@ pub fn begin_run(
             "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE id = ?1",
             params![id, timefmt::fmt_seconds(timefmt::beijing_now())],
         )?;
+    }
+    if let Some((rival, pid)) = running_elsewhere(&tx, pipeline, Some(rivals(scope)))? {
+        return Err(StoreError::Busy {
+            pipeline: pipeline.into(),
+            scope: rival,
+            pid,
+        });
     }
     tx.execute(
         "INSERT INTO runs (pipeline, command, scope, pid, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
@@ -154,5 +193,17 @@ mod tests {
             Err(StoreError::Busy { pid: 1, .. })
         ));
         assert!(begin_run(&mut conn, "p", "backfill", "backfill x").is_ok());
+        // The live sync of another process holds back a rescan (which is told whom it waits for).
+        assert!(matches!(
+            begin_run(&mut conn, "p", "rescan", "rescan"),
+            Err(StoreError::Busy { ref scope, pid: 1, .. }) if scope == "live"
+        ));
+        assert!(begin_run(&mut conn, "other", "rescan", "rescan").is_ok());
+        conn.execute("UPDATE runs SET pid = 1 WHERE scope = 'rescan'", [])
+            .unwrap();
+        assert!(matches!(
+            begin_run(&mut conn, "other", "sync", "live"),
+            Err(StoreError::Busy { ref scope, .. }) if scope == "rescan"
+        ));
     }
 }

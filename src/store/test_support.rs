@@ -50,6 +50,7 @@ pub(super) fn commit(
         asked: (window, String::new()),
         requests: 1,
         progress,
+        seen_floor: String::new(),
     };
     commit_page(conn, &page).unwrap()
 }

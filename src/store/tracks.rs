@@ -1,13 +1,17 @@
 //! Tracks: the resumable state of one (pipeline, scope) in `checkpoints`, and the finished time
 //! ranges in `coverage`.
 //!
-//! Invariant: a watermark never moves back, and a range is in `coverage` only once its window's
-//! last page committed — both are written in that page's transaction (see `commit_page`). Ranges
-//! of one (pipeline, scope) never overlap or touch: a new one is merged with its neighbours.
+//! Invariant: a watermark never moves back as pages commit, and a range is in `coverage` only once
+//! its window's last page committed — both are written in that page's transaction (see
+//! `commit_page`). Ranges of one (pipeline, scope) never overlap or touch: a new one is merged with
+//! its neighbours. Two deliberate exceptions, each its own transaction: `rewind_live` moves the
+//! live watermark back on an operator's word (coverage stays: it says what was read, not what will
+//! be), and a new rescan pass (`begin_rescan_pass`) starts the `rescan` track afresh.
 
 use chrono::NaiveDateTime;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::runs::running_elsewhere;
 use super::StoreError;
 use crate::planner::Window;
 use crate::timefmt;
@@ -73,6 +77,143 @@ pub fn ensure_track(
         watermark: parse_time_col(row.0),
         in_progress,
     })
+}
+
+/// The watermark of one track, if it has one.
+pub fn watermark(
+    conn: &Connection,
+    pipeline: &str,
+    scope: &str,
+) -> Result<Option<NaiveDateTime>, StoreError> {
+    let text: Option<Option<String>> = conn
+        .query_row(
+            "SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+            params![pipeline, scope],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(parse_time_col(text.flatten()))
+}
+
+/// The scope of the rescan track: one per pipeline, a pass at a time.
+pub const RESCAN_SCOPE: &str = "rescan";
+
+/// Starts or resumes a pass of the pipeline's rescan track over `[from, to)`, and returns the
+/// track with the pass's range. A pass that did not finish (killed, interrupted, failed) and
+/// reaches back at least to `from` is resumed from its checkpoint, its end moved on to `to`;
+/// otherwise a new pass starts empty, and the previous pass's coverage is dropped, so the track's
+/// coverage is always what the current pass has read.
+pub fn begin_rescan_pass(
+    conn: &mut Connection,
+    pipeline: &str,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<(Track, (NaiveDateTime, NaiveDateTime)), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored: Option<(Option<String>, Option<String>, Option<String>)> = tx
+        .query_row(
+            "SELECT range_start, range_end, watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+            params![pipeline, RESCAN_SCOPE],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let resumable = stored.and_then(|(start, end, watermark)| {
+        let (start, end) = (parse_time_col(start)?, parse_time_col(end)?);
+        let finished = parse_time_col(watermark).is_some_and(|w| w >= end) || start >= end;
+        (!finished && start <= from).then_some((start, end.max(to)))
+    });
+    let now = timefmt::fmt_seconds(timefmt::beijing_now());
+    let range = match resumable {
+        Some(range) => {
+            tx.execute(
+                "UPDATE checkpoints SET range_end = ?3, updated_at = ?4 WHERE pipeline = ?1 AND scope = ?2",
+                params![pipeline, RESCAN_SCOPE, timefmt::fmt_millis(range.1), now],
+            )?;
+            range
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
+                 range_start = excluded.range_start, range_end = excluded.range_end, watermark = NULL, \
+                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = excluded.updated_at",
+                params![
+                    pipeline,
+                    RESCAN_SCOPE,
+                    timefmt::fmt_millis(from),
+                    timefmt::fmt_millis(to.max(from)),
+                    now
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2",
+                params![pipeline, RESCAN_SCOPE],
+            )?;
+            (from, to.max(from))
+        }
+    };
+    tx.commit()?;
+    Ok((ensure_track(conn, pipeline, RESCAN_SCOPE, None)?, range))
+}
+
+/// What `rewind_live` did, or why it did nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewind {
+    /// The live watermark moved from `from` back to `to`; the run recording it is `run_id`.
+    Done {
+        from: NaiveDateTime,
+        to: NaiveDateTime,
+        run_id: i64,
+    },
+    /// The live track has no watermark yet: its first sync reads from `start` anyway.
+    NothingYet,
+    /// `to` is not before the watermark: a rewind never moves it forward.
+    NotBack { watermark: NaiveDateTime },
+}
+
+/// Moves the pipeline's live watermark back to `to` and records it in `runs` as a `rewind` run
+/// whose `detail` says from where, to where and who asked. The window in progress is dropped: the
+/// next live sync reads from `to` (less the lookback). Coverage is left as it is. Refused (`Busy`)
+/// while any run of the pipeline is in progress in another live process.
+pub fn rewind_live(
+    conn: &mut Connection,
+    pipeline: &str,
+    to: NaiveDateTime,
+    who: &str,
+) -> Result<Rewind, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some((scope, pid)) = running_elsewhere(&tx, pipeline, None)? {
+        return Err(StoreError::Busy {
+            pipeline: pipeline.into(),
+            scope,
+            pid,
+        });
+    }
+    let Some(from) = watermark(&tx, pipeline, "live")? else {
+        return Ok(Rewind::NothingYet);
+    };
+    if to >= from {
+        return Ok(Rewind::NotBack { watermark: from });
+    }
+    let now = timefmt::fmt_millis(timefmt::beijing_now());
+    tx.execute(
+        "UPDATE checkpoints SET watermark = ?3, window_start = NULL, window_end = NULL, cursor = NULL, \
+         updated_at = ?4 WHERE pipeline = ?1 AND scope = 'live'",
+        params![pipeline, timefmt::fmt_millis(to), now],
+    )?;
+    let detail = format!(
+        "live watermark {} → {}, by {who}",
+        timefmt::fmt_seconds(from),
+        timefmt::fmt_seconds(to)
+    );
+    tx.execute(
+        "INSERT INTO runs (pipeline, command, scope, pid, started_at, finished_at, outcome, detail) \
+         VALUES (?1, 'rewind', 'live', ?2, ?3, ?3, 'ok', ?4)",
+        params![pipeline, i64::from(std::process::id()), now, detail],
+    )?;
+    let run_id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Rewind::Done { from, to, run_id })
 }
 
 /// Writes where the track stands once a page is committed, in that page's transaction: the window

@@ -3,7 +3,9 @@
 //! Invariant: an older copy of an order (by upstream update time), or one that lost its update
 //! time, never overwrites the stored one, and an identical copy (same `raw`, same pipeline) is not
 //! rewritten, so re-reading overlapping windows is harmless. Every stored change of `status_raw`,
-//! the first sighting included, adds exactly one `order_status_history` row.
+//! the first sighting included, adds exactly one `order_status_history` row. An order read again
+//! unchanged has only its `last_seen_at` written, and only when that is older than the page's
+//! [`Stamp::seen_floor`].
 
 use chrono::NaiveDateTime;
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -17,31 +19,60 @@ pub(super) fn opt_time(t: Option<NaiveDateTime>) -> Option<String> {
     t.map(timefmt::fmt_seconds)
 }
 
-/// Inserts or updates one order and its lines. Returns whether anything was written.
+/// The times a page's writes carry: `now` for what it writes, and the floor under which an
+/// unchanged order's `last_seen_at` is written again (a live sync's: the start of the Beijing day,
+/// so re-reading its lookback every few minutes writes nothing; a rescan's or backfill's: its own
+/// start, so every order it read says so).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Stamp<'a> {
+    pub now: &'a str,
+    pub seen_floor: &'a str,
+}
+
+/// Inserts or updates one order and its lines. Returns whether anything but `last_seen_at` was
+/// written.
 pub(super) fn upsert_order(
     tx: &Transaction<'_>,
     pipeline: &str,
     o: &OrderRow,
-    now: &str,
+    stamp: Stamp<'_>,
 ) -> Result<bool, StoreError> {
     if o.partial {
-        return upsert_partial(tx, pipeline, o, now);
+        return upsert_partial(tx, pipeline, o, stamp);
     }
     let updated_at = opt_time(o.updated_at);
     let stored = load_stored(tx, o)?;
     let Verdict::Write { status_changed } =
         judge(stored.as_ref(), o, updated_at.as_deref(), pipeline)
     else {
+        if let Some(stored) = &stored {
+            mark_seen(tx, o, stored.last_seen_at.as_deref(), stamp)?;
+        }
         return Ok(false);
     };
-    write_order(tx, pipeline, o, updated_at, now)?;
+    write_order(tx, pipeline, o, updated_at, stamp.now)?;
     for s in &o.sub_orders {
         write_line(tx, o.source.as_str(), &o.order_id, s)?;
     }
     if status_changed {
-        add_history(tx, o, now)?;
+        add_history(tx, o, stamp.now)?;
     }
     Ok(true)
+}
+
+/// Writes `last_seen_at` of an order read again unchanged, when the stored one is below the floor.
+pub(super) fn mark_seen(
+    tx: &Transaction<'_>,
+    o: &OrderRow,
+    last_seen_at: Option<&str>,
+    stamp: Stamp<'_>,
+) -> Result<(), StoreError> {
+    if last_seen_at.is_some_and(|seen| seen >= stamp.seen_floor) {
+        return Ok(());
+    }
+    tx.prepare_cached("UPDATE orders SET last_seen_at = ?3 WHERE source = ?1 AND order_id = ?2")?
+        .execute(params![o.source.as_str(), o.order_id, stamp.now])?;
+    Ok(())
 }
 
 /// What of a stored order decides whether a new copy replaces it.
@@ -50,12 +81,14 @@ struct StoredOrder {
     raw: String,
     pipeline: String,
     status_raw: Option<String>,
+    last_seen_at: Option<String>,
 }
 
 fn load_stored(tx: &Transaction<'_>, o: &OrderRow) -> Result<Option<StoredOrder>, StoreError> {
     Ok(tx
         .prepare_cached(
-            "SELECT updated_at, raw, pipeline, status_raw FROM orders WHERE source = ?1 AND order_id = ?2",
+            "SELECT updated_at, raw, pipeline, status_raw, last_seen_at FROM orders \
+             WHERE source = ?1 AND order_id = ?2",
         )?
         .query_row(params![o.source.as_str(), o.order_id], |r| {
             Ok(StoredOrder {
@@ -63,6 +96,7 @@ fn load_stored(tx: &Transaction<'_>, o: &OrderRow) -> Result<Option<StoredOrder>
                 raw: r.get(1)?,
                 pipeline: r.get(2)?,
                 status_raw: r.get(3)?,
+                last_seen_at: r.get(4)?,
             })
         })
         .optional()?)
@@ -115,9 +149,10 @@ fn write_order(
     tx.prepare_cached(
         "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, refund_amount, \
          commission, created_at, paid_at, updated_at, refunded_at, settled_at, confirmed_at, shop_id, shop_name, \
-         product_id, product_name, item_num, ad_cost, ad_plays, ad_gmv, ad_roi, raw, first_seen_at, synced_at) \
+         product_id, product_name, item_num, ad_cost, ad_plays, ad_gmv, ad_roi, raw, first_seen_at, synced_at, \
+         last_seen_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
-         ?22, ?23, ?24, ?25, ?26, ?26) \
+         ?22, ?23, ?24, ?25, ?26, ?26, ?26) \
          ON CONFLICT (source, order_id) DO UPDATE SET pipeline = excluded.pipeline, kind = excluded.kind, \
          status = excluded.status, status_raw = excluded.status_raw, pay_amount = excluded.pay_amount, \
          refund_amount = excluded.refund_amount, commission = excluded.commission, created_at = excluded.created_at, \
@@ -125,7 +160,8 @@ fn write_order(
          settled_at = excluded.settled_at, confirmed_at = excluded.confirmed_at, shop_id = excluded.shop_id, \
          shop_name = excluded.shop_name, product_id = excluded.product_id, product_name = excluded.product_name, \
          item_num = excluded.item_num, ad_cost = excluded.ad_cost, ad_plays = excluded.ad_plays, \
-         ad_gmv = excluded.ad_gmv, ad_roi = excluded.ad_roi, raw = excluded.raw, synced_at = excluded.synced_at",
+         ad_gmv = excluded.ad_gmv, ad_roi = excluded.ad_roi, raw = excluded.raw, synced_at = excluded.synced_at, \
+         last_seen_at = excluded.last_seen_at",
     )?
     .execute(params![
         o.source.as_str(),

@@ -92,7 +92,7 @@ pub fn build_request(q: &PageQuery<'_>) -> Result<HttpRequest, UpstreamError> {
         "order_asc": true,
     });
     match q.axis {
-        Axis::Live => {
+        Axis::Live | Axis::Rescan => {
             params["create_time_start"] = json!(timefmt::to_unix_seconds(q.start).min(start));
             params["update_time_start"] = json!(cursor.since().unwrap_or(start).clamp(start, last));
             params["update_time_end"] = json!(last);

@@ -67,7 +67,7 @@ impl Cursor {
     /// first page (re-reading is harmless; an offset over update times is not).
     pub(super) fn parse(axis: Axis, text: &str) -> Result<Cursor, UpstreamError> {
         match axis {
-            Axis::Live => match text.strip_prefix("k:") {
+            Axis::Live | Axis::Rescan => match text.strip_prefix("k:") {
                 Some(rest) => KeyCursor::parse(rest)
                     .map(Cursor::Key)
                     .ok_or_else(|| not_ours(text)),
