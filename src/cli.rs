@@ -364,7 +364,15 @@ fn backfill_command(
         let cancel = CancellationToken::new();
         cancel_on_signal(cancel.clone());
         let bar = progress_bar(&p.name, None);
-        run_with_bar(&engine, &p, &auth, Mode::Backfill { from, to }, &cancel, bar).await
+        run_with_bar(
+            &engine,
+            &p,
+            &auth,
+            Mode::Backfill { from, to },
+            &cancel,
+            bar,
+        )
+        .await
     });
     print_report(&report);
     if report.outcome == Outcome::Interrupted {
@@ -399,7 +407,8 @@ fn rescan_selection(
         .select(names)?
         .into_iter()
         .filter(|p| {
-            !names.is_empty() || (!p.source().is_snapshot() && (since.is_some() || p.rescan.is_some()))
+            !names.is_empty()
+                || (!p.source().is_snapshot() && (since.is_some() || p.rescan.is_some()))
         })
         .collect();
     if chosen.is_empty() {
@@ -496,7 +505,11 @@ fn who_asked() -> String {
                         .find_map(|l| l.strip_prefix("Uid:"))
                         .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
                 });
-            format!("uid {} (pid {})", uid.as_deref().unwrap_or("?"), std::process::id())
+            format!(
+                "uid {} (pid {})",
+                uid.as_deref().unwrap_or("?"),
+                std::process::id()
+            )
         }
     }
 }

@@ -123,7 +123,11 @@ where
             if skipped > 0 {
                 on_skip(j, skipped);
             }
-            *next = if j == i { next_tick(schedules[j], end) } else { Some(end) };
+            *next = if j == i {
+                next_tick(schedules[j], end)
+            } else {
+                Some(end)
+            };
         }
     }
 }
@@ -257,7 +261,11 @@ async fn schedule_pipeline(
         }
     };
     let on_skip = |i: usize, n| {
-        let which = if i == 0 { "schedule" } else { "rescan_schedule" };
+        let which = if i == 0 {
+            "schedule"
+        } else {
+            "rescan_schedule"
+        };
         tracing::warn!(pipeline = %p.name, skipped = n, schedule = which, "runs outlasted the schedule; skipped ticks");
         if let Ok(mut l) = live.lock() {
             *l.skipped_ticks.entry(p.name.clone()).or_default() += n;

@@ -14,6 +14,7 @@ mod disk;
 mod files;
 mod fuzz;
 mod hostile_http;
+mod late_changes;
 mod metrics_server;
 mod miaoyouquan;
 mod rejected;

@@ -414,11 +414,17 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
         ))
         .unwrap();
         let r = defaulted.pipelines[0].rescan.as_ref().unwrap();
-        assert_eq!((r.since.as_secs(), r.schedule.text.as_str()), (30 * 86_400, "0 3 * * *"));
+        assert_eq!(
+            (r.since.as_secs(), r.schedule.text.as_str()),
+            (30 * 86_400, "0 3 * * *")
+        );
         for (bad, key) in [
             ("rescan = \"0s\"", "rescan"),
             ("rescan = \"soon\"", "rescan"),
-            ("rescan = \"15d\"\nrescan_schedule = \"nightly\"", "rescan_schedule"),
+            (
+                "rescan = \"15d\"\nrescan_schedule = \"nightly\"",
+                "rescan_schedule",
+            ),
             ("rescan_schedule = \"0 3 * * *\"", "rescan_schedule"),
         ] {
             let e = parse(&GOOD.replace("page_size = 40", bad)).unwrap_err();

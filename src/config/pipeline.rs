@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{
-    AuthSpec, ConfigError, Pipeline, Rescan, Schedule, SecretSource, DEFAULT_MAX_BODY, GENERAL_KEYS,
-    MAX_BODY_RANGE, MAX_DURATION,
+    AuthSpec, ConfigError, Pipeline, Rescan, Schedule, SecretSource, DEFAULT_MAX_BODY,
+    GENERAL_KEYS, MAX_BODY_RANGE, MAX_DURATION,
 };
 use crate::bytesize;
 use crate::sources::{SourceKind, SourceOptions};
@@ -241,7 +241,9 @@ fn rescan_of(keys: &Keys<'_>, source: SourceKind) -> Result<Option<Rescan>, Conf
         return match ["rescan", "rescan_schedule"].into_iter().find(|k| own(k)) {
             Some(key) => Err(keys.err(
                 key,
-                format!("has no use for a `{source}` pipeline: every sync reads its whole snapshot"),
+                format!(
+                    "has no use for a `{source}` pipeline: every sync reads its whole snapshot"
+                ),
             )),
             None => Ok(None),
         };

@@ -183,7 +183,9 @@ impl Engine {
                     }
                 }
                 // Every error names its pipeline (`Busy` already does).
-                Err(e @ store::StoreError::Busy { .. }) => return Err(Stop::Failed(e.to_string(), 0)),
+                Err(e @ store::StoreError::Busy { .. }) => {
+                    return Err(Stop::Failed(e.to_string(), 0))
+                }
                 Err(e) => return Err(Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0)),
             }
         }

@@ -223,7 +223,10 @@ mod tests {
         );
         // Not before `start`; empty without a live watermark, or one not past from + lookback.
         let young = pipeline("veapi", "2024-06-25");
-        assert_eq!(rescan_range(&young, since, live, settled, now).0, t("2024-06-25"));
+        assert_eq!(
+            rescan_range(&young, since, live, settled, now).0,
+            t("2024-06-25")
+        );
         let (from, to) = rescan_range(&p, since, None, settled, now);
         assert_eq!(from, to);
         let (from, to) = rescan_range(&p, since, Some(t("2024-06-16 13:00:00")), settled, now);

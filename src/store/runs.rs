@@ -77,9 +77,7 @@ pub(super) fn running_elsewhere(
         .query_map(params![pipeline], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(running.into_iter().find(|(scope, pid)| {
-        *pid != me
-            && scopes.is_none_or(|s| s.contains(&scope.as_str()))
-            && pid_alive(*pid)
+        *pid != me && scopes.is_none_or(|s| s.contains(&scope.as_str())) && pid_alive(*pid)
     }))
 }
 

@@ -278,6 +278,57 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_copy_writes_last_seen_at_only_below_the_floor() {
+        use crate::store::upsert::{upsert_order, Stamp};
+        let (_d, mut conn, _run) = setup();
+        let o = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a");
+        let seen = |conn: &rusqlite::Connection| -> (String, String) {
+            conn.query_row("SELECT last_seen_at, synced_at FROM orders", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        let write = |conn: &mut rusqlite::Connection, now: &str, floor: &str| {
+            let tx = conn.transaction().unwrap();
+            let changed = upsert_order(
+                &tx,
+                "p",
+                &o,
+                Stamp {
+                    now,
+                    seen_floor: floor,
+                },
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            changed
+        };
+        assert!(write(
+            &mut conn,
+            "2024-02-01 08:00:00",
+            "2024-02-01 00:00:00"
+        ));
+        // The same day, a live sync reads it again: nothing is written.
+        assert!(!write(
+            &mut conn,
+            "2024-02-01 09:00:00",
+            "2024-02-01 00:00:00"
+        ));
+        assert_eq!(seen(&conn).0, "2024-02-01 08:00:00");
+        // A rescan starting later stamps it, and only that column.
+        assert!(!write(
+            &mut conn,
+            "2024-02-01 10:00:00",
+            "2024-02-01 10:00:00"
+        ));
+        assert_eq!(
+            seen(&conn),
+            ("2024-02-01 10:00:00".into(), "2024-02-01 08:00:00".into())
+        );
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
+    }
+
+    #[test]
     fn status_change_adds_exactly_one_history_row() {
         let (_d, mut conn, run) = setup();
         let w = Window {
