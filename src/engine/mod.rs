@@ -1,11 +1,11 @@
 //! The run loop shared by every source: plan windows, page through each, commit page by page.
 //!
 //! One call of [`run_pipeline`] is one run of one pipeline on one track (`live`, one backfill
-//! range, or `rescan`). It resumes the window in progress from its saved cursor, then walks the windows the
-//! planner gives, and for each page: build the request (source), fetch with retries (http), parse
-//! and normalise (source), and commit rows + checkpoint together (store). A fatal upstream answer,
-//! exhausted retries or a store error ends the run as `failed` with the checkpoint where the last
-//! committed page left it; a shutdown ends it as `interrupted` between pages.
+//! range, or `rescan`). It resumes the window in progress from its saved cursor, then walks the
+//! windows the planner gives, and for each page: build the request (source), fetch with retries
+//! (http), parse and normalise (source), and commit rows + checkpoint together (store). A fatal
+//! upstream answer, exhausted retries or a store error ends the run as `failed` with the checkpoint
+//! where the last committed page left it; a shutdown ends it as `interrupted` between pages.
 
 mod plan;
 

@@ -38,7 +38,9 @@ pub struct PageCommit {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageStats {
+    /// Rows read: for a source that sends an order line by line (unidesk), lines.
     pub seen: u64,
+    /// Orders written: an order two of whose lines on the page changed counts once.
     pub changed: u64,
     pub rejected: u64,
     /// The rejected rows not seen before: `(order id, reason)`.
@@ -66,16 +68,20 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
                 .push((row.order_id.clone(), row.reason.clone()));
         }
     }
+    let stamp = Stamp {
+        now: &now,
+        seen_floor: &page.seen_floor,
+    };
+    let mut changed: Vec<&str> = Vec::new();
     for order in &page.orders {
         stats.seen += 1;
-        let stamp = Stamp {
-            now: &now,
-            seen_floor: &page.seen_floor,
-        };
         if upsert_order(&tx, &page.pipeline, order, stamp)? {
-            stats.changed += 1;
+            changed.push(&order.order_id);
         }
     }
+    changed.sort_unstable();
+    changed.dedup();
+    stats.changed = changed.len() as u64;
     resolve_rejected(&tx, page, &now)?;
     let windows_done = save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
     count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
