@@ -264,7 +264,8 @@ pub fn daily(totals: &[DailyTotal], last: NaiveDate, days: i64, measure: Measure
         );
         v += step;
     }
-    for i in (0..days as usize).step_by(7) {
+    // Weekly labels counted back from today, which is labelled by name.
+    for i in (0..days as usize).rev().step_by(7).skip(1) {
         let day = first + Duration::days(i as i64);
         let _ = write!(
             svg,

@@ -51,6 +51,7 @@ table { border-collapse: collapse; background: #fff; }
 th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid #e6e6e6; vertical-align: top; }
 th { font-weight: 600; color: #455a64; background: #f5f5f5; }
 table.facts th { background: none; width: 130px; }
+table.tracks, table.overview { width: 100%; }
 .badge { display: inline-block; padding: 1px 9px; border-radius: 10px; color: #fff; font-weight: 600; font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
 .badge.ok { background: #2e7d32; } .badge.failing { background: #c62828; }
 .badge.stale { background: #ef6c00; } .badge.off { background: #78909c; }
@@ -103,12 +104,16 @@ pub fn page(s: &Snapshot) -> String {
 "#,
         now = timefmt::fmt_seconds(s.now),
     );
+    // What an operator takes in at a glance first; each pipeline's details below.
     overview(&mut out, &s.pipelines);
+    timeline(&mut out, s);
+    daily(&mut out, s);
+    if !s.pipelines.is_empty() {
+        out.push_str(r#"<h2 id="details">Pipelines in detail</h2>"#);
+    }
     for p in &s.pipelines {
         pipeline(&mut out, p, s);
     }
-    timeline(&mut out, s);
-    daily(&mut out, s);
     out.push_str(
         r#"</main>
 <footer>Read-only. Times are Beijing time; money is shown in yuan (stored as fen). Health: <b>failing</b> when the latest live run failed or was abandoned; <b>stale</b> when no live run has succeeded since the schedule came due twice (or ever); <b>off</b> when not scheduled.</footer>
