@@ -22,7 +22,7 @@ use crate::daemon::next_tick;
 use crate::store::report::LiveRuns;
 use crate::timefmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthState {
     Ok,

@@ -200,6 +200,17 @@ fn the_page_shows_each_health_state_the_gap_the_rejects_and_the_backfill_and_no_
         "the counts by health"
     );
 
+    let at = |name: &str| {
+        let s = section(&page, name);
+        s.as_ptr() as usize - page.as_ptr() as usize
+    };
+    assert!(
+        at("ve-failing") < at("ve-stale")
+            && at("ve-stale") < at("ve-ok")
+            && at("ve-ok") < at("gone"),
+        "details: failing first, then stale, ok and off"
+    );
+
     let ok = section(&page, "ve-ok");
     assert!(ok.contains(r#"data-health="ok""#), "{ok}");
     assert!(

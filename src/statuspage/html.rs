@@ -109,9 +109,13 @@ pub fn page(s: &Snapshot) -> String {
     timeline(&mut out, s);
     daily(&mut out, s);
     if !s.pipelines.is_empty() {
-        out.push_str(r#"<h2 id="details">Pipelines in detail</h2>"#);
+        out.push_str(
+            r#"<h2 id="details">Pipelines in detail</h2><p class="muted">Failing first, then stale, ok and off.</p>"#,
+        );
     }
-    for p in &s.pipelines {
+    let mut details: Vec<&PipelineStatus> = s.pipelines.iter().collect();
+    details.sort_by_key(|p| attention(p.health.state));
+    for p in details {
         pipeline(&mut out, p, s);
     }
     out.push_str(
@@ -122,6 +126,16 @@ pub fn page(s: &Snapshot) -> String {
 "#,
     );
     out
+}
+
+/// The order of the detailed sections: what needs an operator first.
+fn attention(state: HealthState) -> u8 {
+    match state {
+        HealthState::Failing => 0,
+        HealthState::Stale => 1,
+        HealthState::Ok => 2,
+        HealthState::Off => 3,
+    }
 }
 
 fn badge(state: HealthState) -> String {
