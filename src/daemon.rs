@@ -190,6 +190,7 @@ async fn serve_http(
     .merge(statuspage::routes(statuspage::State {
         db_path,
         config: config.clone(),
+        daily: Arc::default(),
     }));
     tokio::spawn(async move { server::serve(listener, app, server::Limits::DAEMON, stop).await });
     Ok(())

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use chrono::Duration;
 
 use super::charts::{self, Measure, OUTCOMES};
-use super::Snapshot;
+use super::{Snapshot, DAILY_REFRESH};
 use crate::health::HealthState;
 use crate::status::{human_lag, PipelineStatus, TrackStatus};
 use crate::timefmt;
@@ -374,7 +374,9 @@ fn daily(out: &mut String, s: &Snapshot) {
     let first = today - Duration::days(CHART_DAYS - 1);
     let _ = write!(
         out,
-        r#"<h2 id="daily">Orders and GMV per day, last {CHART_DAYS} days</h2><p class="muted">From <code>daily_summary</code>: days by payment time (else creation time), {first} to today (dashed: today so far). GMV counts orders that were paid.</p>"#,
+        r#"<h2 id="daily">Orders and GMV per day, last {CHART_DAYS} days</h2><p class="muted">From <code>daily_summary</code>: days by payment time (else creation time), {first} to today (dashed: today so far), as read at {read_at} (at most every {refresh} minutes). GMV counts orders that were paid.</p>"#,
+        read_at = timefmt::fmt_seconds(s.daily_read_at),
+        refresh = DAILY_REFRESH.as_secs() / 60,
     );
     if s.daily.is_empty() {
         out.push_str(r#"<p class="muted">No orders in these days.</p>"#);
