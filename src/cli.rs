@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::NaiveDateTime;
@@ -204,10 +205,7 @@ fn status_command(ctx: &Context, json: bool) -> Result<ExitCode, Failure> {
     let _ = store::mark_abandoned_runs(&mut conn);
     let all = status::collect(&conn, &ctx.config)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&all).context("status as JSON")?
-        );
+        println!("{}", status::to_json(&all).context("status as JSON")?);
     } else {
         print!("{}", status::render_text(&all));
     }
@@ -293,7 +291,7 @@ fn run_command(ctx: &Context) -> Result<ExitCode, Failure> {
         crate::daemon::run(
             engine,
             selected,
-            ctx.config.daemon.listen,
+            Arc::new(ctx.config.clone()),
             shutdown,
             force,
             SHUTDOWN_DEADLINE,

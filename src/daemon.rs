@@ -19,11 +19,13 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, TimeZone};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Auth, Pipeline, Schedule};
+use crate::config::{Auth, Config, Pipeline, Schedule};
 use crate::engine::{Engine, Mode, RunReport};
 use crate::metrics::{self, Shared};
 use crate::notify;
+use crate::server;
 use crate::sources;
+use crate::statuspage;
 use crate::store::Outcome;
 use crate::timefmt;
 
@@ -145,18 +147,19 @@ fn status_line(r: &RunReport) -> String {
 }
 
 /// The daemon. Returns when every pipeline task has stopped after `shutdown` fired, or when the
-/// deadline after it passes, or at once on `force`.
+/// deadline after it passes, or at once on `force`. `config` is the whole checked config: its
+/// `[daemon] listen`, and every pipeline (disabled ones too) for the status page.
 pub async fn run(
     engine: Engine,
     pipelines: Vec<(Pipeline, Auth)>,
-    listen: Option<SocketAddr>,
+    config: Arc<Config>,
     shutdown: CancellationToken,
     force: CancellationToken,
     deadline: Duration,
 ) -> anyhow::Result<()> {
     let live: Shared = Arc::default();
-    if let Some(addr) = listen {
-        serve_metrics(addr, &engine, live.clone(), shutdown.clone()).await?;
+    if let Some(addr) = config.daemon.listen {
+        serve_http(addr, &engine, &config, live.clone(), shutdown.clone()).await?;
     }
     let clock = Clock::system();
     let mut tasks = tokio::task::JoinSet::new();
@@ -190,23 +193,30 @@ pub async fn run(
     Ok(())
 }
 
-/// Binds `addr` now (an address in use is the daemon's error) and serves `/metrics` and
-/// `/healthz` on a task until `stop`.
-async fn serve_metrics(
+/// Binds `addr` now (an address in use is the daemon's error) and serves `/metrics`, `/healthz`,
+/// the status page `/` and `/api/status` on a task until `stop`.
+async fn serve_http(
     addr: SocketAddr,
     engine: &Engine,
+    config: &Arc<Config>,
     live: Shared,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
-    let state = metrics::State {
-        db_path: engine.store.path().to_path_buf(),
+    tracing::info!(%addr, "serving the status page /, /api/status, /metrics and /healthz");
+    let db_path = engine.store.path().to_path_buf();
+    let app = metrics::routes(metrics::State {
+        db_path: db_path.clone(),
         live,
-    };
-    tokio::spawn(async move { metrics::serve(listener, state, stop).await });
+    })
+    .merge(statuspage::routes(statuspage::State {
+        db_path,
+        config: config.clone(),
+        daily: Arc::default(),
+    }));
+    tokio::spawn(async move { server::serve(listener, app, server::Limits::DAEMON, stop).await });
     Ok(())
 }
 

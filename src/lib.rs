@@ -3,7 +3,8 @@
 //! Layout (see ARCHITECTURE.md): `config` checks `pipelines.toml`; `planner` decides the time
 //! windows; `sources` build requests and normalise pages (one module per upstream); `http` fetches
 //! with retries; `store` commits each page with its checkpoint; `engine` runs a pipeline through
-//! all of them; `status` reports; `cli` ties them to the command line.
+//! all of them; `status` reports (`health` judges each pipeline) and `statuspage` shows the same on
+//! the daemon's web page; `cli` ties them to the command line.
 
 pub mod backup;
 pub mod bytesize;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbfiles;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod model;
@@ -24,5 +26,6 @@ pub mod secret;
 pub mod server;
 pub mod sources;
 pub mod status;
+pub mod statuspage;
 pub mod store;
 pub mod timefmt;

@@ -16,9 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use rusqlite::Connection;
-use tokio_util::sync::CancellationToken;
 
-use crate::server;
 use crate::store::report::{self, RunTotals};
 use crate::timefmt;
 
@@ -39,13 +37,12 @@ pub struct State {
     pub live: Shared,
 }
 
-/// Serves `/metrics` and `/healthz` until `stop` fires, within [`server::Limits::DAEMON`].
-pub async fn serve(listener: tokio::net::TcpListener, state: State, stop: CancellationToken) {
-    let app = Router::new()
+/// `/metrics` and `/healthz`; the daemon serves them beside the status page (`statuspage`).
+pub fn routes(state: State) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state);
-    server::serve(listener, app, server::Limits::DAEMON, stop).await;
+        .with_state(state)
 }
 
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {

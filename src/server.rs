@@ -1,7 +1,7 @@
-//! The daemon's HTTP server (`/metrics`, `/healthz`): our own accept loop over hyper, so that no
-//! client can hold the server, or the process's file descriptors, by connecting and then sending
-//! nothing or half a request. The descriptors matter beyond this server: SQLite and the upstream
-//! clients of the same process need them.
+//! The daemon's HTTP server (the status page `/`, `/api/status`, `/metrics`, `/healthz`): our own
+//! accept loop over hyper, so that no client can hold the server, or the process's file
+//! descriptors, by connecting and then sending nothing or half a request. The descriptors matter
+//! beyond this server: SQLite and the upstream clients of the same process need them.
 //!
 //! What it keeps, with the figures of [`Limits::DAEMON`]:
 //! - A request's headers must arrive within `header_read_timeout` of the connection opening or of

@@ -2,9 +2,10 @@
 //!
 //! Read-only over its own connection, so it works while the daemon writes; the rows come from
 //! `store::report`, and this module only assembles and renders them. Shows per pipeline the last
-//! run, the live watermark and its lag behind now, the last error, the last rescan and what it found,
-//! backfills and how far they got, and the finished time ranges of each track with any gap between
-//! them.
+//! run, its health (`health`), the live watermark and its lag behind now, the last error, the last
+//! rescan and what it found, backfills and how far they got, and the finished time ranges of each
+//! track with any gap between them. `--json` and the daemon's `GET /api/status` are both
+//! [`to_json`] of [`collect`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +15,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::health::{self, Health};
 use crate::store::report::{self, CheckpointRow};
 use crate::store::StoreError;
 use crate::timefmt;
@@ -25,6 +27,7 @@ pub struct PipelineStatus {
     pub pipeline: String,
     pub source: Option<String>,
     pub enabled: Option<bool>,
+    pub health: Health,
     pub last_run: Option<RunRow>,
     pub watermark: Option<String>,
     pub lag_seconds: Option<i64>,
@@ -101,6 +104,7 @@ fn pipeline_status(
     let last_error = report::last_error(conn, &name)?;
     let rejected_open = report::open_rejections(conn, &name)?;
     let last_rescan = report::last_rescan(conn, &name)?.map(RescanStatus::of);
+    let health = health::assess(p, &report::live_runs(conn, &name)?, now);
     let tracks = tracks(conn, &name)?;
     let live_watermark = tracks
         .iter()
@@ -113,6 +117,7 @@ fn pipeline_status(
     Ok(PipelineStatus {
         source: p.map(|p| p.source().to_string()),
         enabled: p.map(|p| p.enabled),
+        health,
         pipeline: name,
         last_run,
         watermark: live_watermark,
@@ -166,7 +171,13 @@ fn track_status(checkpoint: CheckpointRow, covered: Vec<[String; 2]>) -> TrackSt
     }
 }
 
-fn human_lag(secs: i64) -> String {
+/// The JSON form, as `status --json` prints it and `GET /api/status` serves it.
+pub fn to_json(all: &[PipelineStatus]) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(all)
+}
+
+/// A lag as an operator reads it: `45s`, `12m`, `3h5m`, `2d4h`.
+pub fn human_lag(secs: i64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -192,6 +203,12 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
             } else {
                 ""
             }
+        );
+        let _ = writeln!(
+            out,
+            "  health:     {}: {}",
+            s.health.state.as_str(),
+            s.health.reason
         );
         match &s.last_run {
             Some(r) => {

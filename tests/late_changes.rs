@@ -377,6 +377,12 @@ vekey = {{ env = "TEST_VEKEY" }}
     );
     let (status, body) = http_get(port, "/metrics").expect("metrics answer");
     assert_eq!(status, 200);
+    let (status, page) = http_get(port, "/").expect("the status page answers");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Last rescan") && page.contains("orders changed that live syncs had missed"),
+        "the status page shows no rescan"
+    );
     sigterm(&second.0);
     assert_eq!(
         wait_exit(&mut second.0, StdDuration::from_secs(30)),

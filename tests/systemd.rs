@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::common::*;
+
 fn analyze(args: &[&str]) -> Option<std::process::Output> {
     Command::new("systemd-analyze").args(args).output().ok()
 }
@@ -22,8 +24,7 @@ fn staged(unit: &str, as_name: &str) -> (tempfile::TempDir, std::path::PathBuf) 
 
 #[test]
 fn units_verify_and_rate_1_5_or_better() {
-    if analyze(&["--version"]).is_none() {
-        eprintln!("SKIPPED: systemd-analyze is not installed (.ci/run installs it)");
+    if !tool_available("systemd-analyze") {
         return;
     }
     for (unit, name) in [

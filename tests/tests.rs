@@ -1,7 +1,7 @@
 //! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
 //! real SQLite files — a module per source (`veapi`, `miaoyouquan`, `unidesk`, `damaijia`, `sxt`)
-//! and per concern (`crash`, `soak`, `secrets`, `concurrency`, `disk`, `daemon`, …) — and, in
-//! `fuzz`, property tests of the library's pure functions that need neither. One binary; shared
+//! and per concern (`crash`, `soak`, `secrets`, `concurrency`, `disk`, `daemon`, `status_page`,
+//! …) — and, in `fuzz`, property tests of the library's pure functions that need neither. One binary; shared
 //! helpers in `common`.
 
 mod cli;
@@ -20,6 +20,7 @@ mod miaoyouquan;
 mod rejected;
 mod secrets;
 mod soak;
+mod status_page;
 mod sxt;
 mod systemd;
 mod unidesk;

@@ -1,5 +1,5 @@
-//! The read side: what `status`, `metrics` and `rejects` show, read from `runs`, `checkpoints`,
-//! `coverage` and `rejected_rows` as typed rows.
+//! The read side: what `status`, `metrics`, `rejects` and the status page show, read from `runs`,
+//! `checkpoints`, `coverage`, `rejected_rows` and the `daily_summary` view as typed rows.
 //!
 //! Invariant: nothing here writes, and this is the only SQL over those tables outside the store's
 //! writers, so a schema change is made in one folder; the reports assemble and render these rows
@@ -245,6 +245,118 @@ pub fn live_watermarks(conn: &Connection) -> Result<Vec<LiveWatermark>> {
     .collect()
 }
 
+// ---- health and the status page -----------------------------------------------------------------
+
+/// A finished (or abandoned) run, as health reads the latest live one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRun {
+    pub outcome: String,
+    pub finished_at: Option<String>,
+}
+
+/// What a pipeline's live runs say about its health.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveRuns {
+    /// The most recent live run that is no longer running.
+    pub last_finished: Option<FinishedRun>,
+    /// When the most recent successful live run finished.
+    pub last_ok_finished_at: Option<String>,
+    /// Live runs that failed or were abandoned since the last successful one.
+    pub failed_in_a_row: i64,
+}
+
+/// The pipeline's live runs as health needs them.
+pub fn live_runs(conn: &Connection, pipeline: &str) -> Result<LiveRuns> {
+    let last_finished = conn
+        .query_row(
+            "SELECT outcome, finished_at FROM runs WHERE pipeline = ?1 AND scope = 'live' \
+             AND outcome != 'running' ORDER BY id DESC LIMIT 1",
+            params![pipeline],
+            |r| {
+                Ok(FinishedRun {
+                    outcome: r.get(0)?,
+                    finished_at: r.get(1)?,
+                })
+            },
+        )
+        .optional()?;
+    let last_ok: Option<(i64, Option<String>)> = conn
+        .query_row(
+            "SELECT id, finished_at FROM runs WHERE pipeline = ?1 AND scope = 'live' AND outcome = 'ok' \
+             ORDER BY id DESC LIMIT 1",
+            params![pipeline],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let failed_in_a_row = conn.query_row(
+        "SELECT COUNT(*) FROM runs WHERE pipeline = ?1 AND scope = 'live' \
+         AND outcome IN ('failed', 'abandoned') AND id > ?2",
+        params![pipeline, last_ok.as_ref().map_or(0, |(id, _)| *id)],
+        |r| r.get(0),
+    )?;
+    Ok(LiveRuns {
+        last_finished,
+        last_ok_finished_at: last_ok.and_then(|(_, finished)| finished),
+        failed_in_a_row,
+    })
+}
+
+/// One run on the status page's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineRun {
+    pub pipeline: String,
+    pub scope: String,
+    pub started_at: String,
+    /// `None` while it runs.
+    pub finished_at: Option<String>,
+    pub outcome: String,
+}
+
+/// Every run still going or that finished at or after `since`, by pipeline, oldest first.
+pub fn runs_since(conn: &Connection, since: &str) -> Result<Vec<TimelineRun>> {
+    conn.prepare(
+        "SELECT pipeline, scope, started_at, finished_at, outcome FROM runs \
+         WHERE finished_at IS NULL OR finished_at >= ?1 ORDER BY pipeline, id",
+    )?
+    .query_map(params![since], |r| {
+        Ok(TimelineRun {
+            pipeline: r.get(0)?,
+            scope: r.get(1)?,
+            started_at: r.get(2)?,
+            finished_at: r.get(3)?,
+            outcome: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// One Beijing day of one source, summed over its pipelines, from `daily_summary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyTotal {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub source: String,
+    pub orders: i64,
+    pub gmv_fen: i64,
+}
+
+/// Orders and GMV per day and source for the days `first..=last` (`YYYY-MM-DD`), by day then source.
+pub fn daily_totals(conn: &Connection, first: &str, last: &str) -> Result<Vec<DailyTotal>> {
+    conn.prepare(
+        "SELECT day, source, COALESCE(SUM(orders), 0), COALESCE(SUM(gmv), 0) FROM daily_summary \
+         WHERE day BETWEEN ?1 AND ?2 GROUP BY day, source ORDER BY day, source",
+    )?
+    .query_map(params![first, last], |r| {
+        Ok(DailyTotal {
+            day: r.get(0)?,
+            source: r.get(1)?,
+            orders: r.get(2)?,
+            gmv_fen: r.get(3)?,
+        })
+    })?
+    .collect()
+}
+
 // ---- rejects ------------------------------------------------------------------------------------
 
 /// One row of `rejected_rows`.
@@ -384,6 +496,21 @@ mod tests {
                 rescan_rows_seen: 0,
                 rescan_rows_changed: 0,
             }]
+        );
+        let live = live_runs(&conn, "p").unwrap();
+        assert_eq!(
+            live.last_finished.map(|r| r.outcome).as_deref(),
+            Some("failed"),
+            "the running run is not finished"
+        );
+        assert_eq!((live.last_ok_finished_at, live.failed_in_a_row), (None, 1));
+        let timeline = runs_since(&conn, "2000-01-01 00:00:00").unwrap();
+        assert_eq!(timeline.len(), 2);
+        assert_eq!(timeline[1].finished_at, None);
+        assert_eq!(
+            runs_since(&conn, "2999-01-01 00:00:00").unwrap().len(),
+            1,
+            "a running run is always on the timeline"
         );
         let watermarks = live_watermarks(&conn).unwrap();
         assert_eq!(watermarks.len(), 1);

@@ -1,5 +1,5 @@
-//! The daemon's HTTP side: a free loopback port, a bare `GET`, and a strict reader of the
-//! Prometheus text exposition it serves.
+//! The daemon's HTTP side: a free loopback port, a bare `GET` (or another method), and a strict
+//! reader of the Prometheus text exposition it serves.
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -9,20 +9,34 @@ pub fn free_port() -> u16 {
 
 /// One `GET` over a fresh connection: status and body, or `None` when nothing answers within 5 s.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path).map(|(status, _, body)| (status, body))
+}
+
+/// One request with no body over a fresh connection: status, header lines (lower-cased names)
+/// and body, or `None` when nothing answers within 5 s.
+pub fn http_request(port: u16, method: &str, path: &str) -> Option<(u16, Vec<String>, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .map(|l| match l.split_once(':') {
+            Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+            None => l.to_string(),
+        })
+        .collect();
+    Some((status, headers, body.to_string()))
 }
 
 /// One sample: metric name, labels, value.
