@@ -11,9 +11,12 @@ mod plan;
 
 pub use plan::{backfill_range, plan_run, rescan_range, settled_until, RunPlan};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDateTime};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Pipeline};
@@ -256,24 +259,53 @@ impl Engine {
         on_event(&RunEvent::Planned {
             windows: plan.windows.len(),
         });
-        for (window, cursor) in plan.windows {
-            self.read_window(run, window, cursor, report, on_event)
-                .await?;
-            report.windows += 1;
-            report.watermark = Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
-            on_event(&RunEvent::WindowDone { window });
+        // The fetcher asks for each page as soon as the one before it is parsed; the writer
+        // commits every page waiting for it in one transaction. Between them, at most
+        // ROWS_AHEAD rows wait, so memory stays flat however fast upstream answers.
+        let (pages, queue) = mpsc::unbounded_channel();
+        let rows_ahead = Arc::new(Semaphore::new(ROWS_AHEAD));
+        let mut upstream_errors = BTreeMap::new();
+        let (fetched, written) = tokio::join!(
+            self.fetch_windows(run, plan.windows, pages, &rows_ahead, &mut upstream_errors),
+            self.write_pages(run, queue, report, on_event)
+        );
+        for (code, n) in upstream_errors {
+            *report.upstream_errors.entry(code).or_default() += n;
+        }
+        // A writer that failed stopped the fetcher: its error is the cause.
+        written.and(fetched)
+    }
+
+    /// Fetches each window from its cursor to its last page, handing every parsed page (with the
+    /// checkpoint that says it is done) to the writer; the queue closes when this returns. Returns
+    /// early, without an error of its own, when the writer has stopped.
+    async fn fetch_windows(
+        &self,
+        run: &Run<'_>,
+        windows: Vec<(Window, String)>,
+        pages: mpsc::UnboundedSender<Queued>,
+        rows_ahead: &Arc<Semaphore>,
+        errors: &mut BTreeMap<String, u64>,
+    ) -> Result<(), Stop> {
+        for (window, cursor) in windows {
+            let fetching = self.fetch_window(run, window, cursor, &pages, rows_ahead, errors);
+            tokio::select! {
+                fetched = fetching => fetched?,
+                _ = pages.closed() => return Ok(()),
+            }
         }
         Ok(())
     }
 
-    /// Reads one window from `cursor` to its last page, committing each page with its checkpoint.
-    async fn read_window(
+    /// Fetches one window from `cursor` to its last page.
+    async fn fetch_window(
         &self,
         run: &Run<'_>,
         window: Window,
         mut cursor: String,
-        report: &mut RunReport,
-        on_event: &mut (dyn FnMut(&RunEvent) + Send),
+        pages: &mpsc::UnboundedSender<Queued>,
+        rows_ahead: &Arc<Semaphore>,
+        errors: &mut BTreeMap<String, u64>,
     ) -> Result<(), Stop> {
         let p = run.p;
         loop {
@@ -297,7 +329,7 @@ impl Engine {
                     &run.policy,
                     &run.redactor,
                     run.cancel,
-                    &mut report.upstream_errors,
+                    errors,
                     |status, body| sources::parse_page(&query, status, body),
                 )
                 .await
@@ -317,23 +349,83 @@ impl Engine {
                 next => next,
             };
             let commit = run.page_commit(window, &cursor, page, requests, next.as_deref());
-            let stats = self
-                .store
-                .call(move |c| store::commit_page(c, &commit))
-                .await
-                .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
-            report.add_page(p, &stats, requests);
-            on_event(&RunEvent::Page {
-                window,
-                rows: stats.seen,
-            });
+            let rows = commit.orders.len().clamp(1, ROWS_AHEAD) as u32;
+            // Waits while the writer is ROWS_AHEAD rows behind; the permit goes with the page
+            // and is returned when it has committed.
+            let Ok(room) = rows_ahead.clone().acquire_many_owned(rows).await else {
+                return Ok(());
+            };
+            if pages.send((commit, room)).is_err() {
+                return Ok(());
+            }
             match next {
                 Some(next) => cursor = next,
                 None => return Ok(()),
             }
         }
     }
+
+    /// Commits the pages the fetcher hands over, each time all of those waiting (up to
+    /// GROUP_ROWS rows) in one transaction, and counts them into the report as they commit.
+    /// When upstream is slow, pages commit one by one; when it is fast, batches grow by themselves.
+    async fn write_pages(
+        &self,
+        run: &Run<'_>,
+        mut queue: mpsc::UnboundedReceiver<Queued>,
+        report: &mut RunReport,
+        on_event: &mut (dyn FnMut(&RunEvent) + Send),
+    ) -> Result<(), Stop> {
+        let p = run.p;
+        while let Some(first) = queue.recv().await {
+            let mut rows = first.0.orders.len();
+            let mut batch = vec![first];
+            while rows < GROUP_ROWS {
+                let Ok(more) = queue.try_recv() else { break };
+                rows += more.0.orders.len();
+                batch.push(more);
+            }
+            let (commits, _room): (Vec<PageCommit>, Vec<_>) = batch.into_iter().unzip();
+            let done: Vec<(Window, u32, Option<Window>)> = commits
+                .iter()
+                .map(|c| {
+                    let finished = match c.progress {
+                        Progress::WindowDone { window } => Some(window),
+                        Progress::Next { .. } => None,
+                    };
+                    (c.asked.0, c.requests, finished)
+                })
+                .collect();
+            let stats = self
+                .store
+                .call(move |c| store::commit_pages(c, &commits))
+                .await
+                .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
+            for ((window, requests, finished), stats) in done.into_iter().zip(&stats) {
+                report.add_page(p, stats, requests);
+                on_event(&RunEvent::Page {
+                    window,
+                    rows: stats.seen,
+                });
+                if let Some(window) = finished {
+                    report.windows += 1;
+                    report.watermark =
+                        Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
+                    on_event(&RunEvent::WindowDone { window });
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// A parsed page on its way to the writer, holding its rows' room in the queue.
+type Queued = (PageCommit, OwnedSemaphorePermit);
+
+/// The most rows fetched but not yet committed: what the fetcher may run ahead of the writer.
+/// 4,000 rows of ~1.5 KB are some 6 MB.
+const ROWS_AHEAD: usize = 4_000;
+/// The most rows the writer puts in one transaction (all the queue can hold, and one page more).
+const GROUP_ROWS: usize = ROWS_AHEAD;
 
 impl RunReport {
     /// A run of `p` in `mode` that has done nothing yet (and failed, until it says otherwise).

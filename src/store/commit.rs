@@ -1,10 +1,11 @@
-//! The page commit: one page's rows, rejects, run counters and checkpoint, in one transaction.
+//! The page commit: whole pages' rows, rejects, run counters and checkpoints, in one transaction.
 //!
 //! Invariant: a page's orders, sub-orders, history rows, rejected rows, run counters *and* the
-//! checkpoint that says the page is done are written in one transaction ([`commit_page`]), so a
-//! crash at any instant leaves the database either before or after the page, never between.
+//! checkpoint that says the page is done are written in one transaction ([`commit_pages`], which
+//! may hold several whole pages, each followed by its checkpoint), so a crash at any instant leaves
+//! the database at a page boundary, never inside a page.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::rejected::{keep_rejected, resolve_rejected};
 use super::runs::count_page;
@@ -49,42 +50,69 @@ pub struct PageStats {
 
 /// Writes one page and its checkpoint in one transaction.
 pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats, StoreError> {
+    let mut stats = commit_pages(conn, std::slice::from_ref(page))?;
+    Ok(stats.pop().unwrap_or_default())
+}
+
+/// Writes whole pages and the checkpoint after each, in order, in **one** transaction: whatever
+/// commits is described exactly by the checkpoints committed with it, as with one page per
+/// transaction, and the cost of a commit is shared by every page in it (the engine hands the writer
+/// every page waiting for it). Returns each page's counts, in order.
+pub fn commit_pages(
+    conn: &mut Connection,
+    pages: &[PageCommit],
+) -> Result<Vec<PageStats>, StoreError> {
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
     // Immediate: this transaction reads, then writes. A deferred one would be refused at once
     // (not retried within busy_timeout) when another process took the write lock in between.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // A partial order's lines are written before the order row they belong to; the foreign key
-    // is checked when the page commits. Only pages that hold such orders ask for it: setting any
-    // flag pragma expires every prepared statement, so each would be compiled again on this page.
-    if page.orders.iter().any(|o| o.partial) {
+    // is checked when the transaction commits. Only transactions that hold such orders ask for it:
+    // setting any flag pragma expires every prepared statement, so each would be compiled again.
+    if pages.iter().flat_map(|p| &p.orders).any(|o| o.partial) {
         tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
     }
+    pages
+        .iter()
+        .map(|page| {
+            let stats = write_page(&tx, page, &now)?;
+            let windows_done =
+                save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
+            count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
+            Ok(stats)
+        })
+        .collect::<Result<Vec<_>, StoreError>>()
+        .and_then(|stats| {
+            tx.commit()?;
+            Ok(stats)
+        })
+}
+
+/// One page's rejected rows and orders, inside the caller's transaction.
+fn write_page(tx: &Transaction<'_>, page: &PageCommit, now: &str) -> Result<PageStats, StoreError> {
     let mut stats = PageStats::default();
     for row in &page.rejected {
         stats.rejected += 1;
-        if keep_rejected(&tx, page, row, &now)? {
+        if keep_rejected(tx, page, row, now)? {
             stats
                 .newly_rejected
                 .push((row.order_id.clone(), row.reason.clone()));
         }
     }
     let stamp = Stamp {
-        now: &now,
+        now,
         seen_floor: &page.seen_floor,
     };
     let mut changed: Vec<&str> = Vec::new();
     for order in &page.orders {
         stats.seen += 1;
-        if upsert_order(&tx, &page.pipeline, order, stamp)? {
+        if upsert_order(tx, &page.pipeline, order, stamp)? {
             changed.push(&order.order_id);
         }
     }
     changed.sort_unstable();
     changed.dedup();
     stats.changed = changed.len() as u64;
-    resolve_rejected(&tx, page, &now)?;
-    let windows_done = save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
-    count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
-    tx.commit()?;
+    resolve_rejected(tx, page, now)?;
     Ok(stats)
 }

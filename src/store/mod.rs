@@ -34,7 +34,7 @@ use rusqlite::Connection;
 
 use crate::dbfiles;
 
-pub use commit::{commit_page, PageCommit, PageStats};
+pub use commit::{commit_page, commit_pages, PageCommit, PageStats};
 pub use migrate::schema_version;
 pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
 pub use tracks::{
