@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod damaijia;
+mod deploy;
 mod disk;
 mod files;
 mod fuzz;
