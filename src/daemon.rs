@@ -76,6 +76,26 @@ pub fn ticks_between(schedule: &Schedule, from: NaiveDateTime, to: NaiveDateTime
     n
 }
 
+/// The longest gap between two consecutive ticks after `from`, looking a year ahead (at most 1000
+/// ticks): a schedule's period when it is regular, its longest quiet spell (a night, a weekend)
+/// when it is not. `None` for a schedule with fewer than two ticks ahead.
+pub fn longest_gap(schedule: &Schedule, from: NaiveDateTime) -> Option<chrono::Duration> {
+    let horizon = from + chrono::Duration::days(366);
+    let mut previous = next_tick(schedule, from)?;
+    let mut longest: Option<chrono::Duration> = None;
+    for _ in 0..1000 {
+        let Some(next) = next_tick(schedule, previous) else {
+            break;
+        };
+        longest = Some(longest.map_or(next - previous, |l| l.max(next - previous)));
+        if next > horizon {
+            break;
+        }
+        previous = next;
+    }
+    longest
+}
+
 /// Runs `job(i)` on every tick of `schedules[i]` until `cancel` fires, one job at a time. Ticks of
 /// a job that pass while it runs are reported to `on_skip(i, n)` and dropped; a job that comes due
 /// while another runs waits for it and runs right after (its further ticks in the meantime are
@@ -237,6 +257,13 @@ async fn schedule_pipeline(
         rescan_schedule = p.rescan.as_ref().map_or("", |r| r.schedule.text.as_str()),
         "scheduled"
     );
+    if let Ok(mut l) = live.lock() {
+        l.skipped_ticks.entry(p.name.clone()).or_default();
+        if let Some(gap) = longest_gap(&p.schedule, clock.now()) {
+            let secs = gap.num_milliseconds() as f64 / 1000.0;
+            l.schedule_intervals.insert(p.name.clone(), secs);
+        }
+    }
     let mut jobs = vec![(Mode::Live, &p.schedule)];
     if let Some(r) = &p.rescan {
         jobs.push((Mode::Rescan { since: r.since }, &r.schedule));
@@ -312,6 +339,22 @@ mod tests {
             ticks_between(&every10, t("2024-03-01 09:00:00"), t("2024-03-01 09:35:00")),
             3
         );
+    }
+
+    #[test]
+    fn the_schedule_interval_is_its_longest_gap_between_ticks() {
+        let from = t("2024-03-01 09:03:00"); // a Friday
+        let gap = |cron: &str| {
+            longest_gap(&Schedule::parse(cron).unwrap(), from).map(|d| d.num_seconds())
+        };
+        assert_eq!(gap("*/10 * * * *"), Some(600));
+        assert_eq!(gap("*/2 * * * * *"), Some(2));
+        // Every 10 minutes from 08:00 to 20:50: the night is the longest gap.
+        assert_eq!(gap("*/10 8-20 * * *"), Some(11 * 3600 + 10 * 60));
+        // Weekdays at 09:00: Friday to Monday.
+        assert_eq!(gap("0 9 * * 1-5"), Some(3 * 86400));
+        // Once a year: 2025-01-01 to 2026-01-01, past the year's horizon but still measured.
+        assert_eq!(gap("0 0 1 1 *"), Some(365 * 86400));
     }
 
     #[tokio::test(start_paused = true)]

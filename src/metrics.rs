@@ -1,9 +1,14 @@
 //! `GET /metrics` (Prometheus text format) and `GET /healthz` for the daemon.
 //!
-//! Run counters are read from the `runs` table (through `store::report`) at scrape time, so they
-//! survive restarts and always agree with the database; upstream error codes and skipped ticks come
-//! from the daemon's memory (since process start). The watermark lag is now minus the live
-//! checkpoint's watermark.
+//! Run counters, the failed streak and the last success are read from the `runs` table (through
+//! `store::report`) at scrape time, so they survive restarts and always agree with the database;
+//! upstream error codes, skipped ticks and schedule intervals come from the daemon's memory (since
+//! process start). The watermark lag is now minus the live checkpoint's watermark.
+//!
+//! Names follow Prometheus's conventions, which `deploy/prometheus` and `deploy/grafana` rely on:
+//! counters end in `_total`, times are in seconds (`_seconds`, timestamps as Unix seconds), and
+//! every label comes from a closed set: `pipeline` from the config, `outcome` from the `runs`
+//! table's CHECK, `code` from [`crate::sources::metric_label`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,13 +25,19 @@ use rusqlite::Connection;
 use crate::store::report::{self, RunTotals};
 use crate::timefmt;
 
-/// What the daemon knows that the database does not: upstream error codes seen since start.
+/// What the daemon knows that the database does not: upstream error codes and skipped ticks seen
+/// since start, and the schedule of each pipeline it runs.
 #[derive(Debug, Default)]
 pub struct Live {
     /// By pipeline and metric label: codes from a closed set per source
     /// ([`crate::sources::metric_label`]), so the number of series stays bounded whatever upstream sends.
     pub upstream_errors: BTreeMap<(String, &'static str), u64>,
+    /// Every scheduled pipeline has an entry from the start, 0 until a tick is skipped: a counter
+    /// series that first appears at 1 is invisible to `increase()`, so an alert would miss it.
     pub skipped_ticks: BTreeMap<String, u64>,
+    /// Each scheduled pipeline's longest gap between two ticks, in seconds: the alert rules' yardstick
+    /// for "no success within twice the schedule".
+    pub schedule_intervals: BTreeMap<String, f64>,
 }
 
 pub type Shared = Arc<Mutex<Live>>;
@@ -80,6 +91,7 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
     let mut out = String::new();
     render_runs(&conn, &mut out)?;
     render_watermark_lag(&conn, &mut out)?;
+    render_live_run_health(&conn, &mut out)?;
     render_live(state, &mut out);
     Ok(out)
 }
@@ -168,7 +180,36 @@ fn render_watermark_lag(conn: &Connection, out: &mut String) -> Result<(), rusql
     Ok(())
 }
 
-/// What only the daemon's memory knows, since it started: upstream errors and skipped ticks.
+/// The failed streak and the time of the last success of each pipeline's live runs.
+fn render_live_run_health(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Error> {
+    let health = report::live_run_health(conn)?;
+    out.push_str("# HELP ordersync_consecutive_failed_runs Live runs that failed (or were abandoned) since the last ok one.\n# TYPE ordersync_consecutive_failed_runs gauge\n");
+    for h in &health {
+        let _ = writeln!(
+            out,
+            "ordersync_consecutive_failed_runs{{pipeline=\"{}\"}} {}",
+            label(&h.pipeline),
+            h.consecutive_failures
+        );
+    }
+    out.push_str("# HELP ordersync_last_success_timestamp_seconds When the last ok live run finished, in Unix seconds.\n# TYPE ordersync_last_success_timestamp_seconds gauge\n");
+    for h in &health {
+        let Some(finished) = h.last_success.as_deref().and_then(timefmt::parse_user_time) else {
+            continue;
+        };
+        let millis = finished.and_utc().timestamp_subsec_millis();
+        let _ = writeln!(
+            out,
+            "ordersync_last_success_timestamp_seconds{{pipeline=\"{}\"}} {}.{millis:03}",
+            label(&h.pipeline),
+            timefmt::to_unix_seconds(finished)
+        );
+    }
+    Ok(())
+}
+
+/// What only the daemon's memory knows, since it started: upstream errors, skipped ticks and
+/// schedules.
 fn render_live(state: &State, out: &mut String) {
     let live = state.live.lock().ok();
     out.push_str("# HELP ordersync_upstream_errors_total Failed upstream attempts since start, by upstream code.\n# TYPE ordersync_upstream_errors_total counter\n");
@@ -185,6 +226,14 @@ fn render_live(state: &State, out: &mut String) {
         let _ = writeln!(
             out,
             "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
+            label(p)
+        );
+    }
+    out.push_str("# HELP ordersync_schedule_interval_seconds Longest gap between two ticks of the pipeline's schedule.\n# TYPE ordersync_schedule_interval_seconds gauge\n");
+    for (p, secs) in live.iter().flat_map(|l| &l.schedule_intervals) {
+        let _ = writeln!(
+            out,
+            "ordersync_schedule_interval_seconds{{pipeline=\"{}\"}} {secs}",
             label(p)
         );
     }

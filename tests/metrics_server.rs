@@ -190,10 +190,95 @@ fn each_metric_family_has_its_type_line_right_above_its_own_samples() {
         "ordersync_watermark_lag_seconds",
         "ordersync_upstream_errors_total",
         "ordersync_skipped_ticks_total",
+        "ordersync_consecutive_failed_runs",
+        "ordersync_last_success_timestamp_seconds",
+        "ordersync_schedule_interval_seconds",
     ] {
         assert!(
             body.contains(&format!("# TYPE {family} ")),
             "no TYPE line for {family}:\n{body}"
+        );
+    }
+    let (code, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn the_alert_gauges_show_the_failed_streak_the_last_success_and_the_schedule() {
+    let h = Harness::veapi(50, 10, Faults::default());
+    let port = free_port();
+    write_daemon_config(&h, port, &[("ve", GOOD_KEY), ("broken", "\"not-the-key\"")]);
+    let mut d = Daemon::start(&h, port, None);
+    let first = parse_metrics(&d.metrics_when(|_| true));
+    // Skipped ticks are counted from 0, before any tick is skipped: a series that first appears
+    // at 1 would be invisible to an alert's increase().
+    for p in ["ve", "broken"] {
+        assert!(
+            metric(&first, "ordersync_skipped_ticks_total", &[("pipeline", p)]).is_some(),
+            "{p}: {first:?}"
+        );
+    }
+    let body = d.metrics_when(|b| {
+        let all = parse_metrics(b);
+        metric(
+            &all,
+            "ordersync_consecutive_failed_runs",
+            &[("pipeline", "broken")],
+        )
+        .is_some_and(|n| n >= 2.0)
+            && metric(
+                &all,
+                "ordersync_last_success_timestamp_seconds",
+                &[("pipeline", "ve")],
+            )
+            .is_some()
+    });
+    let all = parse_metrics(&body);
+    assert_eq!(
+        metric(
+            &all,
+            "ordersync_consecutive_failed_runs",
+            &[("pipeline", "ve")]
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    // The broken pipeline never succeeded: a streak, and no last success to show.
+    assert!(
+        metric(
+            &all,
+            "ordersync_last_success_timestamp_seconds",
+            &[("pipeline", "broken")]
+        )
+        .is_none(),
+        "{body}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let last = metric(
+        &all,
+        "ordersync_last_success_timestamp_seconds",
+        &[("pipeline", "ve")],
+    )
+    .expect("ve succeeded");
+    // A Unix timestamp (not Beijing wall-clock read as UTC, which is 8 h ahead) of a run that
+    // finished within the test.
+    assert!(
+        now - 30.0 < last && last <= now + 1.0,
+        "last {last}, now {now}"
+    );
+    // The schedule is every second.
+    for p in ["ve", "broken"] {
+        assert_eq!(
+            metric(
+                &all,
+                "ordersync_schedule_interval_seconds",
+                &[("pipeline", p)]
+            ),
+            Some(1.0),
+            "{body}"
         );
     }
     let (code, log) = d.stop();

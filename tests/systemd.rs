@@ -16,7 +16,7 @@ fn staged(unit: &str, as_name: &str) -> (tempfile::TempDir, std::path::PathBuf) 
     let path = dir.path().join(as_name);
     std::fs::write(
         &path,
-        text.replace("/usr/local/bin/ordersync", env!("CARGO_BIN_EXE_ordersync")),
+        text.replace("/usr/bin/ordersync", env!("CARGO_BIN_EXE_ordersync")),
     )
     .unwrap();
     (dir, path)

@@ -1,8 +1,8 @@
 //! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
 //! real SQLite files — a module per source (`veapi`, `miaoyouquan`, `unidesk`, `damaijia`, `sxt`)
 //! and per concern (`crash`, `soak`, `secrets`, `concurrency`, `disk`, `daemon`, `status_page`,
-//! …) — and, in `fuzz`, property tests of the library's pure functions that need neither. One binary; shared
-//! helpers in `common`.
+//! `deploy`, …) — and, in `fuzz`, property tests of the library's pure functions that need neither.
+//! One binary; shared helpers in `common`.
 
 mod cli;
 mod common;
@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod daemon;
 mod damaijia;
+mod deploy;
 mod disk;
 mod files;
 mod fuzz;

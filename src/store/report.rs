@@ -357,6 +357,38 @@ pub fn daily_totals(conn: &Connection, first: &str, last: &str) -> Result<Vec<Da
     .collect()
 }
 
+/// How a pipeline's live runs stand: the failed streak and the last success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRunHealth {
+    pub pipeline: String,
+    /// Live runs since the last ok one (all of them if none was ok) that ended `failed` or
+    /// `abandoned`; `interrupted` ones (a shutdown) neither count nor end the streak.
+    pub consecutive_failures: i64,
+    /// When the last ok live run finished, as stored (Beijing time).
+    pub last_success: Option<String>,
+}
+
+/// Every pipeline that has a live run, by pipeline. Backfills and other tracks are left out: a
+/// failing backfill does not mean the live data is behind.
+pub fn live_run_health(conn: &Connection) -> Result<Vec<LiveRunHealth>> {
+    conn.prepare(
+        "SELECT p.pipeline, \
+           (SELECT COUNT(*) FROM runs f WHERE f.pipeline = p.pipeline AND f.scope = 'live' \
+              AND f.outcome IN ('failed', 'abandoned') AND f.id > COALESCE(p.last_ok, 0)), \
+           (SELECT finished_at FROM runs o WHERE o.id = p.last_ok) \
+         FROM (SELECT pipeline, MAX(CASE WHEN outcome = 'ok' THEN id END) AS last_ok \
+               FROM runs WHERE scope = 'live' GROUP BY pipeline) p ORDER BY 1",
+    )?
+    .query_map([], |r| {
+        Ok(LiveRunHealth {
+            pipeline: r.get(0)?,
+            consecutive_failures: r.get(1)?,
+            last_success: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
 // ---- rejects ------------------------------------------------------------------------------------
 
 /// One row of `rejected_rows`.
@@ -520,5 +552,53 @@ mod tests {
         assert!(rejections(&conn, &["other".into()], true)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn live_run_health_counts_failures_since_the_last_ok_live_run() {
+        let (_d, mut conn, first) = setup();
+        finish_run(&conn, first, Outcome::Failed, Some("before the ok one"), 0).unwrap();
+        let live = |conn: &mut Connection, pipeline: &str, scope: &str, outcome: Outcome| {
+            let id = begin_run(conn, pipeline, "sync", scope).unwrap();
+            finish_run(conn, id, outcome, None, 0).unwrap();
+            id
+        };
+        let ok = live(&mut conn, "p", "live", Outcome::Ok);
+        live(&mut conn, "p", "live", Outcome::Failed);
+        live(&mut conn, "p", "live", Outcome::Interrupted);
+        let crashed = live(&mut conn, "p", "live", Outcome::Failed);
+        conn.execute(
+            "UPDATE runs SET outcome = 'abandoned' WHERE id = ?1",
+            [crashed],
+        )
+        .unwrap();
+        live(&mut conn, "p", "backfill a", Outcome::Failed);
+        live(&mut conn, "q", "live", Outcome::Failed);
+        live(&mut conn, "q", "live", Outcome::Failed);
+        live(&mut conn, "r", "backfill a", Outcome::Ok);
+        let ok_finished: String = conn
+            .query_row("SELECT finished_at FROM runs WHERE id = ?1", [ok], |r| {
+                r.get(0)
+            })
+            .unwrap();
+
+        assert_eq!(
+            live_run_health(&conn).unwrap(),
+            [
+                LiveRunHealth {
+                    pipeline: "p".into(),
+                    // The failed and the abandoned run after the ok one; not the interrupted
+                    // one, the failure before the ok one, or the backfill.
+                    consecutive_failures: 2,
+                    last_success: Some(ok_finished),
+                },
+                LiveRunHealth {
+                    pipeline: "q".into(),
+                    consecutive_failures: 2,
+                    last_success: None,
+                },
+            ],
+            "r has no live run"
+        );
     }
 }
