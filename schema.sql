@@ -320,3 +320,31 @@ UPDATE orders SET last_seen_at = synced_at;
 
 -- What a run that fetched nothing did, in words: a rewind's old and new watermark and who asked.
 ALTER TABLE runs ADD COLUMN detail TEXT;
+
+-- migration: 6
+
+-- The windows of a track in progress, each with the cursor of its next page. A run that reads
+-- `concurrency` windows at once registers its whole plan here (first cursors) before it fetches; one
+-- that reads one at a time records a window with its first committed page, as before. A window's
+-- last page marks it `done` in the transaction that adds it to `coverage`, and the watermark moves
+-- to where the first window not done starts — or, when every one is done, to the end of the last —
+-- so it never passes a window that has not been read, whatever order windows finish in. Done
+-- windows behind the watermark are deleted.
+-- checkpoints.window_start/window_end/cursor held the one window in progress before; they move here.
+CREATE TABLE track_windows (
+    pipeline     TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    window_start TEXT NOT NULL,
+    window_end   TEXT NOT NULL,
+    cursor       TEXT NOT NULL,
+    done         INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (pipeline, scope, window_start)
+);
+
+INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor)
+SELECT pipeline, scope, window_start, window_end, cursor FROM checkpoints
+WHERE window_start IS NOT NULL AND window_end IS NOT NULL AND cursor IS NOT NULL;
+
+ALTER TABLE checkpoints DROP COLUMN window_start;
+ALTER TABLE checkpoints DROP COLUMN window_end;
+ALTER TABLE checkpoints DROP COLUMN cursor;

@@ -68,7 +68,9 @@ pub struct TrackStatus {
     pub range_start: Option<String>,
     pub range_end: Option<String>,
     pub watermark: Option<String>,
+    /// The first window planned and not finished (`start .. end`), and how many are left.
     pub in_progress: Option<String>,
+    pub windows_left: i64,
     pub finished: bool,
     pub covered: Vec<[String; 2]>,
     pub gaps: Vec<[String; 2]>,
@@ -161,6 +163,7 @@ fn track_status(checkpoint: CheckpointRow, covered: Vec<[String; 2]>) -> TrackSt
         range_start: checkpoint.range_start,
         range_end: checkpoint.range_end,
         watermark: checkpoint.watermark,
+        windows_left: checkpoint.windows_left,
         in_progress: checkpoint
             .window_start
             .zip(checkpoint.window_end)
@@ -280,7 +283,11 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
                 let _ = writeln!(out, "    GAP     {a} .. {b}");
             }
             if let Some(w) = &t.in_progress {
-                let _ = writeln!(out, "    window in progress {w}");
+                let left = match t.windows_left {
+                    n if n > 1 => format!(" ({n} windows left)"),
+                    _ => String::new(),
+                };
+                let _ = writeln!(out, "    window in progress {w}{left}");
             }
         }
     }

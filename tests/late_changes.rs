@@ -343,7 +343,8 @@ vekey = {{ env = "TEST_VEKEY" }}
     first.0.wait().unwrap();
     let (range_start, cursor): (String, Option<String>) = conn
         .query_row(
-            "SELECT range_start, cursor FROM checkpoints WHERE pipeline = 've' AND scope = 'rescan'",
+            "SELECT range_start, (SELECT MAX(cursor) FROM track_windows w WHERE w.pipeline = c.pipeline \
+             AND w.scope = c.scope AND cursor != '0') FROM checkpoints c WHERE pipeline = 've' AND scope = 'rescan'",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -501,11 +502,6 @@ fn rewind_moves_the_live_watermark_back_and_the_next_sync_reads_again_from_there
             "SELECT watermark FROM checkpoints WHERE pipeline = 've' AND scope = 'live'",
         )
     };
-    let before = watermark();
-    let coverage_before: Vec<String> = rows(
-        &conn,
-        "SELECT scope || ' ' || range_start || ' ' || range_end FROM coverage ORDER BY 1",
-    );
     // Changes stamped three days back: live syncs never see them.
     let moves = h.sim.mutate(15, h.now - Duration::days(3));
     assert_ok(&h.run(&["sync"]));
@@ -530,6 +526,11 @@ fn rewind_moves_the_live_watermark_back_and_the_next_sync_reads_again_from_there
         stale(&conn),
         moved,
         "the live sync saw changes older than its lookback"
+    );
+    let before = watermark();
+    let coverage_before: Vec<String> = rows(
+        &conn,
+        "SELECT scope || ' ' || range_start || ' ' || range_end FROM coverage ORDER BY 1",
     );
 
     // Forward, equal, before `start`, or another pipeline: one sentence, exit 2, nothing moved.

@@ -37,6 +37,8 @@ path = "{db}"
 settle_lag = "1s"
 timeout = "2s"
 retry_initial = "5ms"
+# One window at a time: these tests count requests and pages exactly.
+concurrency = 1
 [[pipeline]]
 name = "ve"
 source = "veapi"

@@ -457,10 +457,8 @@ fn secrets_never_leak_through_encoding_kills_faults_or_failures() {
     let conn = h.db();
     for (table, sql) in [
         ("runs", "SELECT COALESCE(error, '') FROM runs"),
-        (
-            "checkpoints",
-            "SELECT COALESCE(cursor, '') || scope FROM checkpoints",
-        ),
+        ("checkpoints", "SELECT scope FROM checkpoints"),
+        ("track_windows", "SELECT cursor || scope FROM track_windows"),
     ] {
         for row in rows::<String>(&conn, sql) {
             leaks(table, row.as_bytes());

@@ -276,11 +276,12 @@ fn total_5xx_with_max_retries_2_fails_after_exactly_three_requests_and_keeps_the
     assert_eq!(orders_snapshot(&conn), orders_before);
     let backfill_state = table_text(
         &conn,
-        "SELECT watermark, window_start, cursor FROM checkpoints WHERE scope LIKE 'backfill %'",
+        "SELECT watermark, (SELECT COUNT(*) FROM track_windows w WHERE w.scope = c.scope AND cursor != '0'), \
+         (SELECT COUNT(*) FROM coverage v WHERE v.scope = c.scope) FROM checkpoints c WHERE scope LIKE 'backfill %'",
     );
     assert_eq!(
         backfill_state,
-        vec!["Null|Null|Null"],
+        vec!["Null|Integer(0)|Integer(0)"],
         "the failed backfill finished nothing"
     );
 

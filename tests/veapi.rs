@@ -132,7 +132,10 @@ fn wrong_vekey_fails_with_the_upstream_code_and_leaves_the_checkpoint() {
     assert_ok(&h.run(&["sync"]));
     let conn = h.db();
     let checkpoint = |conn: &rusqlite::Connection| -> Vec<String> {
-        conn.prepare("SELECT scope, watermark, window_start, window_end, cursor FROM checkpoints ORDER BY scope")
+        conn.prepare(
+            "SELECT c.scope, c.watermark, w.window_start, w.window_end, w.cursor FROM checkpoints c \
+             LEFT JOIN track_windows w USING (pipeline, scope) ORDER BY 1, 3",
+        )
             .unwrap()
             .query_map([], |r| {
                 Ok(format!(
@@ -337,7 +340,7 @@ fn a_cursor_that_echoes_the_key_is_followed_but_never_saved() {
     let in_window = || -> Option<String> {
         let conn = rusqlite::Connection::open(h.db_path()).ok()?;
         conn.query_row(
-            "SELECT cursor FROM checkpoints WHERE pipeline = 've' AND window_start IS NOT NULL",
+            "SELECT cursor FROM track_windows WHERE pipeline = 've' AND NOT done",
             [],
             |r| r.get(0),
         )

@@ -96,6 +96,8 @@ pub struct Pipeline {
     pub max_retries: u32,
     pub retry_initial: Duration,
     pub page_size: u32,
+    /// How many windows a run reads at once (backfills, rescans, long first syncs).
+    pub concurrency: u32,
     /// The most bytes one answer may have, on the wire and inflated.
     pub max_body: u64,
     /// Scheduled re-reads of the recent past on their own track; `None` when off.
@@ -180,6 +182,7 @@ const GENERAL_KEYS: &[&str] = &[
     "max_retries",
     "retry_initial",
     "page_size",
+    "concurrency",
     "max_body",
     "rescan",
     "rescan_schedule",

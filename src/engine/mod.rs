@@ -256,60 +256,106 @@ impl Engine {
             );
             report.clamp = Some(c);
         }
+        // Windows read at once may finish in any order: the plan is recorded first, so that the
+        // watermark never passes a window that has not committed a page yet. One at a time,
+        // they finish in order and each is recorded with its first committed page, as before.
+        if p.concurrency > 1 && plan.windows.len() > 1 {
+            let (name, scope, planned) = (p.name.clone(), run.mode.scope(), plan.windows.clone());
+            self.store
+                .call(move |c| store::register_windows(c, &name, &scope, &planned))
+                .await
+                .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
+        }
         on_event(&RunEvent::Planned {
             windows: plan.windows.len(),
         });
         // The fetcher asks for each page as soon as the one before it is parsed; the writer
         // commits every page waiting for it in one transaction. Between them, at most
-        // ROWS_AHEAD rows wait, so memory stays flat however fast upstream answers.
+        // KIB_AHEAD of rows wait, so memory stays flat however fast upstream answers.
         let (pages, queue) = mpsc::unbounded_channel();
-        let rows_ahead = Arc::new(Semaphore::new(ROWS_AHEAD));
+        let room_ahead = Arc::new(Semaphore::new(KIB_AHEAD));
         let mut upstream_errors = BTreeMap::new();
         let (fetched, written) = tokio::join!(
-            self.fetch_windows(run, plan.windows, pages, &rows_ahead, &mut upstream_errors),
+            self.fetch_windows(run, plan.windows, pages, &room_ahead, &mut upstream_errors),
             self.write_pages(run, queue, report, on_event)
         );
         for (code, n) in upstream_errors {
             *report.upstream_errors.entry(code).or_default() += n;
         }
+        // Windows read at once finish in any order; the track's watermark says how far all are.
+        let (name, scope) = (p.name.clone(), run.mode.scope());
+        if let Ok(w) = self
+            .store
+            .call(move |c| store::watermark(c, &name, &scope))
+            .await
+        {
+            report.watermark = w.or(report.watermark);
+        }
         // A writer that failed stopped the fetcher: its error is the cause.
         written.and(fetched)
     }
 
-    /// Fetches each window from its cursor to its last page, handing every parsed page (with the
-    /// checkpoint that says it is done) to the writer; the queue closes when this returns. Returns
-    /// early, without an error of its own, when the writer has stopped.
+    /// Fetches the windows, up to `concurrency` at once in plan order, each from its cursor to its
+    /// last page, handing every parsed page (with the checkpoint that says it is done) to the
+    /// writer; the queue closes when this returns. The first window to fail stops the others after
+    /// their page in hand. Returns early, without an error of its own, when the writer has stopped.
     async fn fetch_windows(
         &self,
         run: &Run<'_>,
         windows: Vec<(Window, String)>,
         pages: mpsc::UnboundedSender<Queued>,
-        rows_ahead: &Arc<Semaphore>,
+        room_ahead: &Arc<Semaphore>,
         errors: &mut BTreeMap<String, u64>,
     ) -> Result<(), Stop> {
-        for (window, cursor) in windows {
-            let fetching = self.fetch_window(run, window, cursor, &pages, rows_ahead, errors);
-            tokio::select! {
-                fetched = fetching => fetched?,
-                _ = pages.closed() => return Ok(()),
+        let todo = std::sync::Mutex::new(std::collections::VecDeque::from(windows));
+        let next = || todo.lock().ok().and_then(|mut t| t.pop_front());
+        // Cancelled by a shutdown (its parent) or by the first window that fails.
+        let halt = run.cancel.child_token();
+        let worker = || async {
+            let mut errors = BTreeMap::new();
+            let mut result = Ok(());
+            while let Some((window, cursor)) = next() {
+                let fetching =
+                    self.fetch_window(run, &halt, window, cursor, &pages, room_ahead, &mut errors);
+                result = tokio::select! {
+                    fetched = fetching => fetched,
+                    _ = pages.closed() => Ok(()),
+                };
+                if result.is_err() || pages.is_closed() {
+                    break;
+                }
             }
+            if result.is_err() {
+                halt.cancel();
+            }
+            (result, errors)
+        };
+        let workers = (0..run.p.concurrency.max(1)).map(|_| worker());
+        let mut outcome = Ok(());
+        for (result, worker_errors) in futures_util::future::join_all(workers).await {
+            for (code, n) in worker_errors {
+                *errors.entry(code).or_default() += n;
+            }
+            outcome = merge_stops(outcome, result);
         }
-        Ok(())
+        outcome
     }
 
-    /// Fetches one window from `cursor` to its last page.
+    /// Fetches one window from `cursor` to its last page, or until `halt`.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_window(
         &self,
         run: &Run<'_>,
+        halt: &CancellationToken,
         window: Window,
         mut cursor: String,
         pages: &mpsc::UnboundedSender<Queued>,
-        rows_ahead: &Arc<Semaphore>,
+        room_ahead: &Arc<Semaphore>,
         errors: &mut BTreeMap<String, u64>,
     ) -> Result<(), Stop> {
         let p = run.p;
         loop {
-            if run.cancel.is_cancelled() {
+            if halt.is_cancelled() {
                 return Err(Stop::Cancelled(0));
             }
             let query = PageQuery {
@@ -328,7 +374,7 @@ impl Engine {
                     || sources::build_request(&query),
                     &run.policy,
                     &run.redactor,
-                    run.cancel,
+                    halt,
                     errors,
                     |status, body| sources::parse_page(&query, status, body),
                 )
@@ -349,10 +395,10 @@ impl Engine {
                 next => next,
             };
             let commit = run.page_commit(window, &cursor, page, requests, next.as_deref());
-            let rows = commit.orders.len().clamp(1, ROWS_AHEAD) as u32;
-            // Waits while the writer is ROWS_AHEAD rows behind; the permit goes with the page
+            let kib = (page_bytes(&commit) / 1024).clamp(1, KIB_AHEAD) as u32;
+            // Waits while the writer is KIB_AHEAD behind; the permit goes with the page
             // and is returned when it has committed.
-            let Ok(room) = rows_ahead.clone().acquire_many_owned(rows).await else {
+            let Ok(room) = room_ahead.clone().acquire_many_owned(kib).await else {
                 return Ok(());
             };
             if pages.send((commit, room)).is_err() {
@@ -421,11 +467,22 @@ impl Engine {
 /// A parsed page on its way to the writer, holding its rows' room in the queue.
 type Queued = (PageCommit, OwnedSemaphorePermit);
 
-/// The most rows fetched but not yet committed: what the fetcher may run ahead of the writer.
-/// 4,000 rows of ~1.5 KB are some 6 MB.
-const ROWS_AHEAD: usize = 4_000;
-/// The most rows the writer puts in one transaction (all the queue can hold, and one page more).
-const GROUP_ROWS: usize = ROWS_AHEAD;
+/// The most row text fetched but not yet committed, in KiB: what the fetchers may run ahead of
+/// the writer. A row held in memory takes about twice its text (its parsed fields beside it), so
+/// 4 MiB of text is some 8 MB of the process, however large a source's rows are.
+const KIB_AHEAD: usize = 4 * 1024;
+/// The most rows the writer puts in one transaction (the queue's bound usually comes first).
+const GROUP_ROWS: usize = 4_000;
+
+/// The text a page holds: its rows' and their lines' `raw`, and its rejected rows.
+fn page_bytes(page: &PageCommit) -> usize {
+    let orders: usize = page
+        .orders
+        .iter()
+        .map(|o| o.raw.len() + o.sub_orders.iter().map(|s| s.raw.len()).sum::<usize>())
+        .sum();
+    orders + page.rejected.iter().map(|r| r.raw.len()).sum::<usize>()
+}
 
 impl RunReport {
     /// A run of `p` in `mode` that has done nothing yet (and failed, until it says otherwise).
@@ -598,4 +655,15 @@ fn progress_to_save(
 enum Stop {
     Cancelled(u64),
     Failed(String, u64),
+}
+
+/// How a run of windows read at once stopped: the first failure wins over cancellations (which
+/// it caused) and success; the requests of every stopped window count.
+fn merge_stops(a: Result<(), Stop>, b: Result<(), Stop>) -> Result<(), Stop> {
+    match (a, b) {
+        (Ok(()), other) | (other, Ok(())) => other,
+        (Err(Stop::Failed(m, x)), Err(Stop::Failed(_, y) | Stop::Cancelled(y)))
+        | (Err(Stop::Cancelled(x)), Err(Stop::Failed(m, y))) => Err(Stop::Failed(m, x + y)),
+        (Err(Stop::Cancelled(x)), Err(Stop::Cancelled(y))) => Err(Stop::Cancelled(x + y)),
+    }
 }

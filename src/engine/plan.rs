@@ -57,14 +57,17 @@ pub fn rescan_range(
     settled: NaiveDateTime,
     now: NaiveDateTime,
 ) -> (NaiveDateTime, NaiveDateTime) {
-    let from = (now - chrono_of(since)).max(p.start);
+    let from = now - chrono_of(since);
+    let from = from.with_nanosecond(0).unwrap_or(from).max(p.start);
     let to = live_watermark.map_or(from, |w| (w - chrono_of(p.lookback)).min(settled));
     (from, to.max(from))
 }
 
-/// The run's windows from where its track stands: the live track's from its watermark less the
-/// lookback, a ranged track's (`range`: a backfill, a rescan pass) from its watermark to the
-/// range's end. Pure: the same track, times and pipeline give the same plan.
+/// The run's windows from where its track stands: first the windows an earlier run planned and did
+/// not finish (from their saved cursors), then new ones after them — the live track's from its
+/// watermark less the lookback, a ranged track's (`range`: a backfill, a rescan pass) from its
+/// watermark to the range's end — cut finer when the pipeline reads several at once
+/// ([`split_for_workers`]). Pure: the same track, times and pipeline give the same plan.
 pub fn plan_run(
     p: &Pipeline,
     range: Option<(NaiveDateTime, NaiveDateTime)>,
@@ -72,11 +75,12 @@ pub fn plan_run(
     settled: NaiveDateTime,
     now: NaiveDateTime,
 ) -> RunPlan {
-    let mut windows: Vec<(Window, String)> = Vec::new();
-    let resume_end = track.in_progress.as_ref().map(|(w, _)| w.end);
-    if let Some((w, cursor)) = &track.in_progress {
-        windows.push((*w, sources::resume_cursor(p.source(), cursor)));
-    }
+    let mut windows: Vec<(Window, String)> = track
+        .in_progress
+        .iter()
+        .map(|(w, cursor)| (*w, sources::resume_cursor(p.source(), cursor)))
+        .collect();
+    let resume_end = track.planned_until;
     let span = match range {
         None => resume_end
             .or_else(|| {
@@ -100,11 +104,48 @@ pub fn plan_run(
         None => Default::default(),
     };
     let first = sources::first_cursor(p.source());
-    windows.extend(plan.windows.into_iter().map(|w| (w, first.to_string())));
+    let new = match p.source().is_snapshot() {
+        true => plan.windows,
+        false => split_for_workers(plan.windows, p.concurrency),
+    };
+    windows.extend(new.into_iter().map(|w| (w, first.to_string())));
     RunPlan {
         windows,
         clamp: plan.clamped,
     }
+}
+
+/// The shortest window [`split_for_workers`] cuts: shorter ones would cost a partly filled last page
+/// each for little gain, and keep the short ranges of routine live syncs in one window.
+const MIN_PIECE: Duration = Duration::days(7);
+
+/// Cuts `windows` so that `workers` reading at once have about two each, no piece shorter than
+/// [`MIN_PIECE`] (nor than a whole second, for upstreams with whole-second bounds). A window rule
+/// is a maximum, so a piece of a window obeys every rule the window obeys; windows stay in order,
+/// with no gap and no overlap. One worker, or enough windows already: unchanged.
+pub fn split_for_workers(windows: Vec<Window>, workers: u32) -> Vec<Window> {
+    let want = workers as usize * 2;
+    if workers <= 1 || windows.len() >= want {
+        return windows;
+    }
+    let total = windows
+        .iter()
+        .fold(Duration::zero(), |sum, w| sum + (w.end - w.start));
+    let piece = (total / want as i32).max(MIN_PIECE);
+    let piece = Duration::seconds(piece.num_seconds().max(1));
+    let mut out = Vec::new();
+    for w in windows {
+        let mut start = w.start;
+        while w.end - start > piece + piece / 2 {
+            out.push(Window {
+                start,
+                end: start + piece,
+            });
+            start += piece;
+        }
+        out.push(Window { start, end: w.end });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -136,7 +177,8 @@ mod tests {
     fn empty() -> Track {
         Track {
             watermark: None,
-            in_progress: None,
+            in_progress: vec![],
+            planned_until: None,
         }
     }
 
@@ -170,7 +212,8 @@ mod tests {
         };
         let track = Track {
             watermark: Some(t("2024-06-30")),
-            in_progress: Some((cut, "c42".into())),
+            in_progress: vec![(cut, "c42".into())],
+            planned_until: Some(cut.end),
         };
         let plan = plan_run(&p, None, &track, settled_until(&p, now), now);
         assert_eq!(plan.windows[0], (cut, "c42".to_string()));
@@ -179,7 +222,8 @@ mod tests {
         // Without a cut-off window: from the watermark less the lookback.
         let track = Track {
             watermark: Some(t("2024-07-01 10:00:00")),
-            in_progress: None,
+            in_progress: vec![],
+            planned_until: None,
         };
         let plan = plan_run(&p, None, &track, settled_until(&p, now), now);
         assert_eq!(plan.windows[0].0.start, t("2024-07-01 08:00:00"));
@@ -201,7 +245,8 @@ mod tests {
         );
         let track = Track {
             watermark: Some(t("2024-05-01")),
-            in_progress: None,
+            in_progress: vec![],
+            planned_until: None,
         };
         let plan = plan_run(&p, backfill_range(mode, settled), &track, settled, now);
         assert_eq!(plan.windows[0].0.start, t("2024-05-01"));
@@ -240,6 +285,42 @@ mod tests {
             .windows
             .iter()
             .all(|(w, _)| w.start.date() == (w.end - Duration::milliseconds(1)).date()));
+    }
+
+    #[test]
+    fn windows_are_cut_for_workers_in_order_with_no_gap_and_no_piece_under_a_week() {
+        let w = |a: &str, b: &str| Window {
+            start: t(a),
+            end: t(b),
+        };
+        let year = vec![
+            w("2024-01-01", "2024-03-31"),
+            w("2024-03-31", "2024-06-29"),
+            w("2024-06-29", "2024-09-27"),
+            w("2024-09-27", "2024-12-26"),
+        ];
+        let cut = split_for_workers(year.clone(), 8);
+        assert!(cut.len() >= 16, "{}", cut.len());
+        assert_eq!(
+            (cut[0].start, cut.last().unwrap().end),
+            (t("2024-01-01"), t("2024-12-26"))
+        );
+        for pair in cut.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "no gap, no overlap");
+        }
+        assert!(cut.iter().all(|w| w.end - w.start >= MIN_PIECE));
+        assert!(cut.iter().all(|w| w.end - w.start <= Duration::days(90)));
+        assert_eq!(
+            split_for_workers(year.clone(), 1),
+            year,
+            "one worker: as planned"
+        );
+        let live = vec![w("2024-07-01 08:00:00", "2024-07-01 10:00:00")];
+        assert_eq!(
+            split_for_workers(live.clone(), 8),
+            live,
+            "a live sync's range stays whole"
+        );
     }
 
     #[test]

@@ -535,6 +535,7 @@ mod tests {
             range_end: Some("2024-01-11 00:00:00".into()),
             watermark: Some("2024-01-05 00:00:00".into()),
             in_progress: Some("2024-01-05 00:00:00.000 .. 2024-01-06 00:00:00.000".into()),
+            windows_left: 1,
             finished: false,
             covered: vec![
                 ["2024-01-01 00:00:00".into(), "2024-01-03 00:00:00".into()],

@@ -38,7 +38,8 @@ pub use commit::{commit_page, commit_pages, PageCommit, PageStats};
 pub use migrate::schema_version;
 pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
 pub use tracks::{
-    begin_rescan_pass, ensure_track, rewind_live, watermark, Progress, Rewind, Track, RESCAN_SCOPE,
+    begin_rescan_pass, ensure_track, register_windows, rewind_live, watermark, Progress, Rewind,
+    Track, RESCAN_SCOPE,
 };
 
 #[derive(Debug, thiserror::Error)]

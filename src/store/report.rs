@@ -140,15 +140,22 @@ pub struct CheckpointRow {
     pub range_start: Option<String>,
     pub range_end: Option<String>,
     pub watermark: Option<String>,
+    /// The first of the windows planned and not finished, if any, and how many there are.
     pub window_start: Option<String>,
     pub window_end: Option<String>,
+    pub windows_left: i64,
 }
 
 /// The pipeline's tracks: live first, then the backfills by scope.
 pub fn checkpoints(conn: &Connection, pipeline: &str) -> Result<Vec<CheckpointRow>> {
     conn.prepare(
-        "SELECT scope, range_start, range_end, watermark, window_start, window_end FROM checkpoints \
-         WHERE pipeline = ?1 ORDER BY scope = 'live' DESC, scope",
+        "SELECT c.scope, c.range_start, c.range_end, c.watermark, w.window_start, w.window_end, \
+           (SELECT COUNT(*) FROM track_windows n WHERE n.pipeline = c.pipeline AND n.scope = c.scope \
+              AND NOT n.done) \
+         FROM checkpoints c LEFT JOIN track_windows w ON w.pipeline = c.pipeline AND w.scope = c.scope \
+           AND w.window_start = (SELECT MIN(window_start) FROM track_windows f \
+                                 WHERE f.pipeline = c.pipeline AND f.scope = c.scope AND NOT f.done) \
+         WHERE c.pipeline = ?1 ORDER BY c.scope = 'live' DESC, c.scope",
     )?
     .query_map(params![pipeline], |r| {
         Ok(CheckpointRow {
@@ -158,6 +165,7 @@ pub fn checkpoints(conn: &Connection, pipeline: &str) -> Result<Vec<CheckpointRo
             watermark: r.get(3)?,
             window_start: r.get(4)?,
             window_end: r.get(5)?,
+            windows_left: r.get(6)?,
         })
     })?
     .collect()

@@ -20,8 +20,11 @@ use crate::timefmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track {
     pub watermark: Option<NaiveDateTime>,
-    /// The window in progress and the cursor of its next page.
-    pub in_progress: Option<(Window, String)>,
+    /// The windows planned and not finished, by start, each with the cursor of its next page.
+    pub in_progress: Vec<(Window, String)>,
+    /// The end of the furthest window planned (finished ones ahead of the watermark included):
+    /// where a resumed run plans new windows from.
+    pub planned_until: Option<NaiveDateTime>,
 }
 
 /// What the checkpoint says once this page is committed.
@@ -57,26 +60,78 @@ pub fn ensure_track(
             timefmt::fmt_seconds(timefmt::beijing_now()),
         ],
     )?;
-    let row = conn.query_row(
-        "SELECT watermark, window_start, window_end, cursor FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+    let watermark: Option<String> = conn.query_row(
+        "SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
         params![pipeline, scope],
-        |r| {
-            Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        },
+        |r| r.get(0),
     )?;
-    let in_progress = match (parse_time_col(row.1), parse_time_col(row.2), row.3) {
-        (Some(start), Some(end), Some(cursor)) => Some((Window { start, end }, cursor)),
-        _ => None,
-    };
+    let rows: Vec<(Option<String>, Option<String>, String)> = conn
+        .prepare_cached(
+            "SELECT window_start, window_end, cursor FROM track_windows \
+             WHERE pipeline = ?1 AND scope = ?2 AND NOT done ORDER BY window_start",
+        )?
+        .query_map(params![pipeline, scope], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let in_progress = rows
+        .into_iter()
+        .filter_map(|(start, end, cursor)| {
+            let window = Window {
+                start: parse_time_col(start)?,
+                end: parse_time_col(end)?,
+            };
+            Some((window, cursor))
+        })
+        .collect();
+    let planned_until: Option<String> = conn.query_row(
+        "SELECT MAX(window_end) FROM track_windows WHERE pipeline = ?1 AND scope = ?2",
+        params![pipeline, scope],
+        |r| r.get(0),
+    )?;
     Ok(Track {
-        watermark: parse_time_col(row.0),
+        watermark: parse_time_col(watermark),
         in_progress,
+        planned_until: parse_time_col(planned_until),
     })
+}
+
+/// Records the windows a run has planned, each with its first cursor, before any is fetched (a
+/// window already there keeps its cursor). From now on the watermark cannot pass one of them until
+/// it is finished, whichever order windows read at once finish in.
+pub fn register_windows(
+    conn: &mut Connection,
+    pipeline: &str,
+    scope: &str,
+    windows: &[(Window, String)],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?;
+        for (w, cursor) in windows {
+            insert.execute(params![
+                pipeline,
+                scope,
+                timefmt::fmt_millis(w.start),
+                timefmt::fmt_millis(w.end),
+                cursor
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Forgets the windows of a track (a new rescan pass, a rewind): the next run plans afresh.
+fn forget_windows(tx: &Transaction<'_>, pipeline: &str, scope: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM track_windows WHERE pipeline = ?1 AND scope = ?2",
+        params![pipeline, scope],
+    )?;
+    Ok(())
 }
 
 /// The watermark of one track, if it has one.
@@ -136,7 +191,7 @@ pub fn begin_rescan_pass(
                 "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
                  range_start = excluded.range_start, range_end = excluded.range_end, watermark = NULL, \
-                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at",
                 params![
                     pipeline,
                     RESCAN_SCOPE,
@@ -149,6 +204,7 @@ pub fn begin_rescan_pass(
                 "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2",
                 params![pipeline, RESCAN_SCOPE],
             )?;
+            forget_windows(&tx, pipeline, RESCAN_SCOPE)?;
             (from, to.max(from))
         }
     };
@@ -197,10 +253,10 @@ pub fn rewind_live(
     }
     let now = timefmt::fmt_millis(timefmt::beijing_now());
     tx.execute(
-        "UPDATE checkpoints SET watermark = ?2, window_start = NULL, window_end = NULL, cursor = NULL, \
-         updated_at = ?3 WHERE pipeline = ?1 AND scope = 'live'",
+        "UPDATE checkpoints SET watermark = ?2, updated_at = ?3 WHERE pipeline = ?1 AND scope = 'live'",
         params![pipeline, timefmt::fmt_millis(to), now],
     )?;
+    forget_windows(&tx, pipeline, "live")?;
     let detail = format!(
         "live watermark {} → {}, by {who}",
         timefmt::fmt_seconds(from),
@@ -216,9 +272,11 @@ pub fn rewind_live(
     Ok(Rewind::Done { from, to, run_id })
 }
 
-/// Writes where the track stands once a page is committed, in that page's transaction: the window
-/// in progress and the cursor of its next page, or, when the window is done, the watermark (never
-/// moved back) and the window merged into coverage. Returns the windows finished (0 or 1).
+/// Writes where the track stands once a page is committed, in that page's transaction: the cursor
+/// of its window's next page, or, when the window is done, the window marked done and merged into
+/// coverage, and the watermark moved to where the first window not done starts (or, when every one
+/// is done, to the end of the furthest) — never back; done windows behind it are forgotten.
+/// Returns the windows finished (0 or 1).
 pub(super) fn save_progress(
     tx: &Transaction<'_>,
     pipeline: &str,
@@ -229,8 +287,9 @@ pub(super) fn save_progress(
     match progress {
         Progress::Next { window, cursor } => {
             tx.prepare_cached(
-                "UPDATE checkpoints SET window_start = ?3, window_end = ?4, cursor = ?5, updated_at = ?6 \
-                 WHERE pipeline = ?1 AND scope = ?2",
+                "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope, window_start) DO UPDATE SET \
+                 window_end = excluded.window_end, cursor = excluded.cursor",
             )?
             .execute(params![
                 pipeline,
@@ -238,18 +297,37 @@ pub(super) fn save_progress(
                 timefmt::fmt_millis(window.start),
                 timefmt::fmt_millis(window.end),
                 cursor,
-                now
             ])?;
+            tx.prepare_cached(
+                "UPDATE checkpoints SET updated_at = ?3 WHERE pipeline = ?1 AND scope = ?2",
+            )?
+            .execute(params![pipeline, scope, now])?;
             Ok(0)
         }
         Progress::WindowDone { window } => {
-            let end = timefmt::fmt_millis(window.end);
             tx.prepare_cached(
-                "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < ?3 THEN ?3 ELSE watermark END, \
-                 window_start = NULL, window_end = NULL, cursor = NULL, updated_at = ?4 \
-                 WHERE pipeline = ?1 AND scope = ?2",
+                "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor, done) \
+                 VALUES (?1, ?2, ?3, ?4, '', 1) ON CONFLICT (pipeline, scope, window_start) DO UPDATE SET \
+                 done = 1",
             )?
-            .execute(params![pipeline, scope, end, now])?;
+            .execute(params![
+                pipeline,
+                scope,
+                timefmt::fmt_millis(window.start),
+                timefmt::fmt_millis(window.end)
+            ])?;
+            tx.prepare_cached(
+                "UPDATE checkpoints SET watermark = MAX(COALESCE(watermark, ''), COALESCE( \
+                     (SELECT MIN(window_start) FROM track_windows WHERE pipeline = ?1 AND scope = ?2 AND NOT done), \
+                     (SELECT MAX(window_end) FROM track_windows WHERE pipeline = ?1 AND scope = ?2))), \
+                 updated_at = ?3 WHERE pipeline = ?1 AND scope = ?2",
+            )?
+            .execute(params![pipeline, scope, now])?;
+            tx.prepare_cached(
+                "DELETE FROM track_windows WHERE pipeline = ?1 AND scope = ?2 AND done \
+                 AND window_end <= (SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2)",
+            )?
+            .execute(params![pipeline, scope])?;
             add_coverage(tx, pipeline, scope, window)?;
             Ok(1)
         }
@@ -331,12 +409,12 @@ mod tests {
             begin_rescan_pass(&mut conn, "p", t("2024-01-02"), t("2024-01-11")).unwrap();
         assert_eq!(range, (t("2024-01-01"), t("2024-01-11")));
         assert_eq!(track.watermark, Some(t("2024-01-05")));
-        assert_eq!(track.in_progress, Some((second, "c7".to_string())));
+        assert_eq!(track.in_progress, vec![(second, "c7".to_string())]);
         // Asked to reach further back than the pass does: a new pass.
         let (track, range) =
             begin_rescan_pass(&mut conn, "p", t("2023-12-20"), t("2024-01-11")).unwrap();
         assert_eq!(range, (t("2023-12-20"), t("2024-01-11")));
-        assert_eq!((track.watermark, track.in_progress), (None, None));
+        assert_eq!((track.watermark, track.in_progress), (None, vec![]));
         let covered: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM coverage WHERE scope = 'rescan'",
@@ -365,6 +443,83 @@ mod tests {
         assert_eq!((track.watermark, range.0), (None, t("2024-01-01")));
         // The live track was never touched.
         assert_eq!(watermark(&conn, "p", "live").unwrap(), None);
+    }
+
+    #[test]
+    fn windows_finishing_out_of_order_never_take_the_watermark_past_an_unfinished_one() {
+        let (_d, mut conn, run) = setup();
+        let day = |d: u32| t(&format!("2024-01-{d:02}"));
+        let w = |a: u32, b: u32| Window {
+            start: day(a),
+            end: day(b),
+        };
+        let planned: Vec<(Window, String)> = [w(1, 3), w(3, 5), w(5, 7)]
+            .map(|w| (w, "0".to_string()))
+            .to_vec();
+        register_windows(&mut conn, "p", "live", &planned).unwrap();
+        // Registering again (a resumed run) keeps the saved cursors.
+        commit(
+            &mut conn,
+            run,
+            vec![],
+            Progress::Next {
+                window: w(1, 3),
+                cursor: "c9".into(),
+            },
+        );
+        register_windows(&mut conn, "p", "live", &planned).unwrap();
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!(track.in_progress[0], (w(1, 3), "c9".to_string()));
+        assert_eq!(track.in_progress.len(), 3);
+        commit(
+            &mut conn,
+            run,
+            vec![],
+            Progress::WindowDone { window: w(3, 5) },
+        );
+        assert_eq!(
+            watermark(&conn, "p", "live").unwrap(),
+            Some(day(1)),
+            "not past 1..3"
+        );
+        commit(
+            &mut conn,
+            run,
+            vec![],
+            Progress::WindowDone { window: w(1, 3) },
+        );
+        assert_eq!(watermark(&conn, "p", "live").unwrap(), Some(day(5)));
+        commit(
+            &mut conn,
+            run,
+            vec![],
+            Progress::WindowDone { window: w(5, 7) },
+        );
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!((track.watermark, track.in_progress), (Some(day(7)), vec![]));
+        let ranges: i64 = conn
+            .query_row("SELECT COUNT(*) FROM coverage", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ranges, 1, "merged as they finished");
+        // The last window finishing first: once all are, the watermark is its end, not the end
+        // of the one that finished last.
+        let planned: Vec<(Window, String)> = [w(7, 9), w(9, 11), w(11, 13)]
+            .map(|w| (w, "0".to_string()))
+            .to_vec();
+        register_windows(&mut conn, "p", "live", &planned).unwrap();
+        for done in [w(11, 13), w(7, 9), w(9, 11)] {
+            commit(
+                &mut conn,
+                run,
+                vec![],
+                Progress::WindowDone { window: done },
+            );
+        }
+        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        assert_eq!(
+            (track.watermark, track.planned_until),
+            (Some(day(13)), None)
+        );
     }
 
     #[test]
@@ -438,13 +593,13 @@ mod tests {
             },
         );
         let track = ensure_track(&conn, "p", "live", None).unwrap();
-        assert_eq!(track.in_progress, Some((a, "x".to_string())));
+        assert_eq!(track.in_progress, vec![(a, "x".to_string())]);
         assert_eq!(track.watermark, None);
         commit(&mut conn, run, vec![], Progress::WindowDone { window: a });
         commit(&mut conn, run, vec![], Progress::WindowDone { window: b });
         commit(&mut conn, run, vec![], Progress::WindowDone { window: far });
         let track = ensure_track(&conn, "p", "live", None).unwrap();
-        assert_eq!(track.in_progress, None);
+        assert_eq!(track.in_progress, vec![]);
         assert_eq!(track.watermark, Some(t("2024-02-02")));
         let ranges: Vec<(String, String)> = conn
             .prepare("SELECT range_start, range_end FROM coverage ORDER BY range_start")

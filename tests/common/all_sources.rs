@@ -296,6 +296,13 @@ start = "{sxt_start}"
         std::fs::write(self.config_path(), text).expect("write config");
     }
 
+    /// Adds `extra` (lines of `key = value`) to the config's `[defaults]`.
+    pub fn add_defaults(&self, extra: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        let text = text.replacen("[defaults]\n", &format!("[defaults]\n{extra}\n"), 1);
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
     /// The real binary with this config and every secret in its environment (and no inherited
     /// `RUST_LOG`: a test that wants logs sets it).
     pub fn command(&self, args: &[&str]) -> Command {

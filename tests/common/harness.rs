@@ -71,6 +71,8 @@ lookback = "2h"
 timeout = "2s"
 retry_initial = "5ms"
 max_retries = 8
+# One window at a time: these tests count requests and pages exactly.
+concurrency = 1
 
 [[pipeline]]
 name = "ve"

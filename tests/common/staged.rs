@@ -34,19 +34,25 @@ pub struct StagedTrack<'a> {
 
 pub fn stage_track(conn: &Connection, t: &StagedTrack) {
     conn.execute(
-        "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, watermark, window_start, \
-         window_end, cursor, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?5)",
+        "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, watermark, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![
             t.pipeline,
             t.scope,
             t.range.map(|r| r.0),
             t.range.map(|r| r.1),
             t.watermark,
-            t.window.map(|w| w.0),
-            t.window.map(|w| w.1),
         ],
     )
     .expect("stage a checkpoint");
+    if let Some((start, end)) = t.window {
+        conn.execute(
+            "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor) \
+             VALUES (?1, ?2, ?3, ?4, '0')",
+            params![t.pipeline, t.scope, start, end],
+        )
+        .expect("stage a window in progress");
+    }
     for (start, end) in t.covered {
         conn.execute(
             "INSERT INTO coverage (pipeline, scope, range_start, range_end) VALUES (?1, ?2, ?3, ?4)",
