@@ -469,8 +469,9 @@ type Queued = (PageCommit, OwnedSemaphorePermit);
 
 /// The most row text fetched but not yet committed, in KiB: what the fetchers may run ahead of
 /// the writer. A row held in memory takes about twice its text (its parsed fields beside it), so
-/// 4 MiB of text is some 8 MB of the process, however large a source's rows are.
-const KIB_AHEAD: usize = 4 * 1024;
+/// 1 MiB of text is some 2 MB of the process, however large a source's rows are — and some 600
+/// veapi rows, a dozen pages, for the writer to commit at once.
+const KIB_AHEAD: usize = 1024;
 /// The most rows the writer puts in one transaction (the queue's bound usually comes first).
 const GROUP_ROWS: usize = 4_000;
 
