@@ -11,13 +11,15 @@ mod plan;
 
 pub use plan::{backfill_range, plan_run, rescan_range, settled_until, RunPlan};
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDateTime};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Budgets, RequestBudget};
 use crate::config::{Auth, Pipeline};
-use crate::http::{FetchError, Http, RetryPolicy};
+use crate::http::{FetchError, Http, RetryPolicy, Upstream};
 use crate::model::RejectedRow;
 use crate::planner::{Clamp, Window};
 use crate::redact::Redactor;
@@ -95,6 +97,8 @@ pub struct RunReport {
 pub struct Engine {
     pub store: Store,
     pub http: Http,
+    /// One request budget per pipeline, shared by all its runs in this process.
+    pub budgets: Budgets,
 }
 
 /// How often a run waiting for its pipeline's rival track in another process looks again.
@@ -105,6 +109,11 @@ fn chrono_of(d: std::time::Duration) -> Duration {
 }
 
 impl Engine {
+    /// The request budget `p`'s runs share in this process (its `max_rps`, one request at a time).
+    pub fn budget_for(&self, p: &Pipeline) -> Arc<RequestBudget> {
+        self.budgets.get(&p.name, p.max_rps, 1)
+    }
+
     /// Runs one pipeline once. Never panics on upstream data; every failure is in the report.
     pub async fn run_pipeline(
         &self,
@@ -129,7 +138,7 @@ impl Engine {
         };
         let (outcome, error, loose_requests) = match self
             .walk(
-                &Run::new(p, auth, mode, run_id, cancel),
+                &Run::new(p, auth, mode, run_id, cancel, self.budget_for(p)),
                 &mut report,
                 on_event,
             )
@@ -294,8 +303,11 @@ impl Engine {
                 .http
                 .fetch(
                     || sources::build_request(&query),
-                    &run.policy,
-                    &run.redactor,
+                    &Upstream {
+                        retry: &run.policy,
+                        redactor: &run.redactor,
+                        budget: &run.budget,
+                    },
                     run.cancel,
                     &mut report.upstream_errors,
                     |status, body| sources::parse_page(&query, status, body),
@@ -399,6 +411,7 @@ struct Run<'a> {
     cancel: &'a CancellationToken,
     redactor: Redactor,
     policy: RetryPolicy,
+    budget: Arc<RequestBudget>,
     axis: Axis,
     /// See [`PageCommit::seen_floor`]: a live sync stamps an order seen at most once a Beijing
     /// day; a backfill or rescan stamps every order it reads.
@@ -412,6 +425,7 @@ impl<'a> Run<'a> {
         mode: Mode,
         run_id: i64,
         cancel: &'a CancellationToken,
+        budget: Arc<RequestBudget>,
     ) -> Run<'a> {
         Run {
             p,
@@ -419,6 +433,7 @@ impl<'a> Run<'a> {
             mode,
             run_id,
             cancel,
+            budget,
             redactor: Redactor::new(auth.values()),
             policy: RetryPolicy {
                 max_retries: p.max_retries,
