@@ -2,8 +2,8 @@
 //!
 //! Run counters are read from the `runs` table (through `store::report`) at scrape time, so they
 //! survive restarts and always agree with the database; upstream error codes and skipped ticks come
-//! from the daemon's memory (since process start). The watermark lag is now minus the live
-//! checkpoint's watermark.
+//! from the daemon's memory (since process start), and so do the request budgets' in-flight
+//! requests and waits. The watermark lag is now minus the live checkpoint's watermark.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use rusqlite::Connection;
 
+use crate::budget::Budgets;
 use crate::store::report::{self, RunTotals};
 use crate::timefmt;
 
@@ -27,6 +28,8 @@ pub struct Live {
     /// ([`crate::sources::metric_label`]), so the number of series stays bounded whatever upstream sends.
     pub upstream_errors: BTreeMap<(String, &'static str), u64>,
     pub skipped_ticks: BTreeMap<String, u64>,
+    /// The engine's request budgets, read for their counters at scrape time.
+    pub budgets: Budgets,
 }
 
 pub type Shared = Arc<Mutex<Live>>;
@@ -81,6 +84,7 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
     render_runs(&conn, &mut out)?;
     render_watermark_lag(&conn, &mut out)?;
     render_live(state, &mut out);
+    render_budgets(state, &mut out);
     Ok(out)
 }
 
@@ -186,6 +190,42 @@ fn render_live(state: &State, out: &mut String) {
             out,
             "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
             label(p)
+        );
+    }
+}
+
+/// Each pipeline's request budget (`crate::budget`), since start: requests in flight now, and the
+/// requests that waited for the rate, a slot or a `Retry-After` pause, with the time they waited.
+fn render_budgets(state: &State, out: &mut String) {
+    let budgets = match state.live.lock() {
+        Ok(l) => l.budgets.stats(),
+        Err(_) => Vec::new(),
+    };
+    out.push_str("# HELP ordersync_requests_in_flight Requests sent upstream and not yet answered.\n# TYPE ordersync_requests_in_flight gauge\n");
+    for (p, b) in &budgets {
+        let _ = writeln!(
+            out,
+            "ordersync_requests_in_flight{{pipeline=\"{}\"}} {}",
+            label(p),
+            b.in_flight
+        );
+    }
+    out.push_str("# HELP ordersync_budget_waits_total Requests that waited for the pipeline's request budget (max_rps, in-flight limit, Retry-After).\n# TYPE ordersync_budget_waits_total counter\n");
+    for (p, b) in &budgets {
+        let _ = writeln!(
+            out,
+            "ordersync_budget_waits_total{{pipeline=\"{}\"}} {}",
+            label(p),
+            b.waits
+        );
+    }
+    out.push_str("# HELP ordersync_budget_wait_seconds_total Seconds requests waited for the pipeline's request budget.\n# TYPE ordersync_budget_wait_seconds_total counter\n");
+    for (p, b) in &budgets {
+        let _ = writeln!(
+            out,
+            "ordersync_budget_wait_seconds_total{{pipeline=\"{}\"}} {}",
+            label(p),
+            b.waited.as_secs_f64()
         );
     }
 }
