@@ -513,14 +513,16 @@ fn rewind_moves_the_live_watermark_back_and_the_next_sync_reads_again_from_there
             "SELECT watermark FROM checkpoints WHERE pipeline = 've' AND scope = 'live'",
         )
     };
+    // Changes stamped three days back: live syncs never see them.
+    let moves = h.sim.mutate(15, h.now - Duration::days(3));
+    assert_ok(&h.run(&["sync"]));
+    // Read after the second sync, which moves the watermark a second on when it runs in a later
+    // second than the first.
     let before = watermark();
     let coverage_before: Vec<String> = rows(
         &conn,
         "SELECT scope || ' ' || range_start || ' ' || range_end FROM coverage ORDER BY 1",
     );
-    // Changes stamped three days back: live syncs never see them.
-    let moves = h.sim.mutate(15, h.now - Duration::days(3));
-    assert_ok(&h.run(&["sync"]));
     let stale = |conn: &Connection| {
         moves
             .iter()
