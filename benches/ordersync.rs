@@ -1,11 +1,11 @@
-//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency|parallel|hostile] [--source veapi|damaijia]`:
+//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency|parallel|hostile|budget] [--source veapi|damaijia]`:
 //! what ordersync costs, measured, as one table.
 //!
 //! Simulators run in this process; the real release `ordersync` binary runs as a child, so its CPU
 //! time (user + sys from `wait4`'s rusage) and peak RSS are the client's alone, never the
 //! simulators'. Peak RSS is the child's own `VmHWM`, polled from `/proc` while it runs:
 //! `ru_maxrss` would count this process's pages (the simulated worlds), which the child shares
-//! between fork and exec. Four parts:
+//! between fork and exec. Five parts:
 //! 1. full sync of worlds of 10k and 100k orders (1M with `--1m`) for veapi (one order per row)
 //!    and damaijia (orders with SKU lines): wall time, CPU per order, peak RSS, rows per second,
 //!    requests made against the fewest pages that world can be read in; then a resync with
@@ -20,7 +20,9 @@
 //!    with `concurrency = 1` and `8`: wall time, requests, and the ratio;
 //! 4. hostile answers (`sim::hostile`) with the default `max_body`: a gzip bomb inflating to 1 GiB,
 //!    300 MiB chunked, 300 MiB announced by `Content-Length` — peak RSS of a `sync` that meets one
-//!    (an attempt and a retry), against a `sync` of the same small world that meets none.
+//!    (an attempt and a retry), against a `sync` of the same small world that meets none;
+//! 5. the request budget: a veapi sync under `max_rps = 20` (answers at once, and every one 30 ms
+//!    late): requests, the most the simulator saw in any one second, wall time against requests ÷ 20.
 //!
 //! Nothing here asserts a time; it prints figures (and fails only if a sync fails or the database
 //! disagrees with the simulator's order count, since a fast wrong answer is no figure at all — or
@@ -50,7 +52,7 @@ const DAYS: i64 = 80;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let million = args.iter().any(|a| a == "--1m");
-    // `--only sync|store|concurrency|hostile` runs one part (while working on it); default all four.
+    // `--only sync|store|concurrency|hostile|budget` runs one part (while working on it); default all.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -146,6 +148,11 @@ fn main() {
     if part("hostile") {
         println!("\n## 4. hostile answers, default max_body: peak RSS of the client\n");
         hostile(&rt);
+    }
+
+    if part("budget") {
+        println!("\n## 5. request budget: a veapi sync under max_rps = 20\n");
+        budget(&rt);
     }
 }
 
@@ -709,6 +716,73 @@ fn concurrency(rt: &tokio::runtime::Runtime) {
         "\nall five / slowest single = {:.2}",
         m.wall.as_secs_f64() / slowest.as_secs_f64()
     );
+}
+
+/// A first sync of a 30,000-order veapi world (some 600 requests) under `max_rps = 20`, with answers
+/// at once and with every answer 30 ms late (under the 52.5 ms spacing, so one request at a time
+/// still keeps up): the busiest second the simulator saw, and wall time against requests ÷ 20.
+/// Fails only if a second held more than 20 requests or the database disagrees with upstream.
+fn budget(rt: &tokio::runtime::Runtime) {
+    const MAX_RPS: f64 = 20.0;
+    println!("| answers | requests | most in one second | wall s | requests / 20, s | wall / (requests / 20) |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, late_ms) in [("at once", 0), ("30 ms late", 30)] {
+        let faults = Faults {
+            p_slow: if late_ms > 0 { 1.0 } else { 0.0 },
+            slow_ms: late_ms,
+            seed: 5,
+            ..Faults::default()
+        };
+        let now = beijing_now();
+        let orders = 30_000;
+        let sim = rt
+            .block_on(VeapiSim::start(VeapiSimConfig {
+                seed: 5,
+                vekey: "bench".into(),
+                orders,
+                days: DAYS,
+                now,
+                faults,
+            }))
+            .expect("simulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("bench.db");
+        let config = dir.path().join("pipelines.toml");
+        let start = (now - ChronoDuration::days(DAYS + 1)).format("%Y-%m-%d");
+        std::fs::write(
+            &config,
+            format!(
+                "[database]\npath = \"{}\"\n[defaults]\nsettle_lag = \"1s\"\n\
+                 [[pipeline]]\nname = \"p\"\nsource = \"veapi\"\nendpoint = \"{}\"\n\
+                 start = \"{start}\"\npage_size = 50\nmax_rps = {MAX_RPS}\n\
+                 [pipeline.auth]\nvekey = \"bench\"\n",
+                db.display(),
+                sim.endpoint()
+            ),
+        )
+        .expect("config");
+        let m = measure(sync_command(&config));
+        let stored: i64 = rusqlite::Connection::open(&db)
+            .expect("db")
+            .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(
+            stored as usize, orders,
+            "the database disagrees with upstream"
+        );
+        let requests = sim.requests();
+        let busiest = sim.max_requests_in_any_second();
+        assert!(
+            busiest as f64 <= MAX_RPS,
+            "{busiest} requests in one second"
+        );
+        let ideal = requests as f64 / MAX_RPS;
+        println!(
+            "| {what} | {requests} | {busiest} | {:.2} | {ideal:.2} | {:.3} |",
+            m.wall.as_secs_f64(),
+            m.wall.as_secs_f64() / ideal
+        );
+    }
 }
 
 /// Peak RSS of a `sync` meeting each hostile answer with the default `max_body`, and of one that

@@ -13,9 +13,10 @@ use chrono::NaiveDateTime;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::RequestBudget;
 use crate::config::{Auth, Config, ConfigError, Pipeline};
 use crate::engine::{Engine, Mode, RunEvent, RunReport};
-use crate::http::{Http, RetryPolicy};
+use crate::http::{Http, RetryPolicy, Upstream};
 use crate::redact::Redactor;
 use crate::sources::{self, Axis, PageQuery};
 use crate::store::{self, Outcome, Store};
@@ -572,7 +573,11 @@ fn rewind_command(ctx: &Context, name: &str, to: &str) -> Result<ExitCode, Failu
 fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
     let store = Store::open(db_path)?;
     let http = Http::new().context("cannot build the HTTP client")?;
-    Ok(Engine { store, http })
+    Ok(Engine {
+        store,
+        http,
+        budgets: Default::default(),
+    })
 }
 
 /// Closes the store before the process exits, copying the WAL into the database file. When the
@@ -808,8 +813,11 @@ async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
         let result = http
             .fetch(
                 || sources::build_request(&query),
-                &policy,
-                &Redactor::new(auth.values()),
+                &Upstream {
+                    retry: &policy,
+                    redactor: &Redactor::new(auth.values()),
+                    budget: &RequestBudget::new(p.max_rps, 1),
+                },
                 &cancel,
                 &mut Default::default(),
                 |s, b| sources::parse_page(&query, s, b),

@@ -177,7 +177,14 @@ pub async fn run(
     force: CancellationToken,
     deadline: Duration,
 ) -> anyhow::Result<()> {
-    let live: Shared = Arc::default();
+    // Every pipeline's budget from the start, so /metrics shows each before its first request.
+    for (p, _) in &pipelines {
+        engine.budget_for(p);
+    }
+    let live: Shared = Arc::new(std::sync::Mutex::new(metrics::Live {
+        budgets: engine.budgets.clone(),
+        ..Default::default()
+    }));
     if let Some(addr) = config.daemon.listen {
         serve_http(addr, &engine, &config, live.clone(), shutdown.clone()).await?;
     }

@@ -4,7 +4,9 @@
 //! worth retrying — connect errors, timeouts, 5xx, HTTP 429, and whatever the parser classes as
 //! transient or rate-limited (body codes, truncated or malformed bodies) — with exponential backoff
 //! and jitter (the `backoff` crate), honouring `Retry-After`, up to `max_retries`. A fatal answer
-//! stops at once: any other 4xx, and any 3xx (redirects are never followed).
+//! stops at once: any other 4xx, and any 3xx (redirects are never followed). Each attempt goes
+//! out under the pipeline's [`RequestBudget`] (its rate and in-flight limit), which every
+//! rate-limited answer slows down for the whole pipeline.
 //!
 //! Bounded by design: one answer costs at most `max_body` bytes of memory. The body is read chunk
 //! by chunk (inflated chunks, for a gzip answer) and given up as `body_too_large` (transient) the
@@ -21,6 +23,7 @@ use reqwest::Method;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::budget::RequestBudget;
 use crate::bytesize;
 use crate::redact::Redactor;
 
@@ -117,6 +120,15 @@ pub struct RetryPolicy {
     pub max_body: u64,
 }
 
+/// One pipeline's terms with its upstream, as a fetch needs them: how it retries, what it hides
+/// (its secrets), and the request budget its attempts go out under (shared by all its requests).
+#[derive(Clone, Copy)]
+pub struct Upstream<'a> {
+    pub retry: &'a RetryPolicy,
+    pub redactor: &'a Redactor,
+    pub budget: &'a RequestBudget,
+}
+
 /// Why a fetch ended without a page.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -144,8 +156,9 @@ pub struct Fetched<T> {
     pub requests: u32,
 }
 
-/// `Retry-After` larger than this is treated as this: a stuck pipeline should say so, not sleep a day.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// `Retry-After` larger than this is treated as this: a stuck pipeline should say so, not sleep a
+/// day. The same cap as the pause it imposes on the whole pipeline through its budget.
+const MAX_RETRY_AFTER: Duration = crate::budget::MAX_PAUSE;
 
 #[derive(Clone)]
 pub struct Http {
@@ -167,19 +180,27 @@ impl Http {
 
     /// Sends the request `build` makes until `parse` accepts an answer, a fatal error comes,
     /// retries run out, or `cancel` fires (only between attempts: a request in flight is not
-    /// abandoned half-read). The request is built anew for every attempt, so what depends on the
-    /// time it is sent (TOP's signed `timestamp`, refused ten minutes on) is as fresh on a retry as
-    /// on the first try; an error building it is fatal. The error carries how many requests were
-    /// made; every failed attempt is tallied in `errors` by upstream code.
+    /// abandoned half-read). Every attempt first takes a permit of the pipeline's budget (its
+    /// rate, its in-flight limit, any pause a `Retry-After` imposed on the whole pipeline), holds
+    /// it until its answer is read and parsed, and tells the budget when the answer was a
+    /// rate-limited one. The request is built anew for every attempt, once its permit is in hand,
+    /// so what depends on the time it is sent (TOP's signed `timestamp`, refused ten minutes on) is
+    /// as fresh on a retry, or after a wait, as on the first try; an error building it is fatal.
+    /// The error carries how many requests were made; every failed attempt is tallied in `errors`
+    /// by upstream code.
     pub async fn fetch<T>(
         &self,
         build: impl Fn() -> Result<HttpRequest, UpstreamError>,
-        policy: &RetryPolicy,
-        redactor: &Redactor,
+        upstream: &Upstream<'_>,
         cancel: &CancellationToken,
         errors: &mut BTreeMap<String, u64>,
         parse: impl Fn(u16, &[u8]) -> Result<T, UpstreamError>,
     ) -> Result<Fetched<T>, (FetchError, u32)> {
+        let Upstream {
+            retry: policy,
+            redactor,
+            budget,
+        } = *upstream;
         let mut backoff = backoff::ExponentialBackoff {
             initial_interval: policy.initial,
             current_interval: policy.initial,
@@ -191,9 +212,9 @@ impl Http {
         };
         let mut attempts: u32 = 0;
         loop {
-            if cancel.is_cancelled() {
+            let Some(permit) = budget.acquire(cancel).await else {
                 return Err((FetchError::Cancelled, attempts));
-            }
+            };
             let req = build().map_err(|e| (FetchError::Fatal(e.scrubbed(redactor)), attempts))?;
             let shown_url = redactor.url(&req.url);
             attempts += 1;
@@ -201,13 +222,18 @@ impl Http {
             let outcome = self.attempt(&req, policy, &parse).await;
             let err = match outcome {
                 Ok(value) => {
+                    permit.succeeded();
                     return Ok(Fetched {
                         value,
                         requests: attempts,
-                    })
+                    });
                 }
                 Err(e) => e.scrubbed(redactor),
             };
+            match &err {
+                UpstreamError::RateLimited { retry_after, .. } => permit.rate_limited(*retry_after),
+                _ => drop(permit),
+            }
             *errors.entry(err.code().to_string()).or_default() += 1;
             let wait = match &err {
                 UpstreamError::Fatal { .. } => {

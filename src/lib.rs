@@ -7,6 +7,7 @@
 //! the daemon's web page; `cli` ties them to the command line.
 
 pub mod backup;
+pub mod budget;
 pub mod bytesize;
 pub mod cli;
 pub mod config;

@@ -2,8 +2,9 @@
 //!
 //! Run counters, the failed streak and the last success are read from the `runs` table (through
 //! `store::report`) at scrape time, so they survive restarts and always agree with the database;
-//! upstream error codes, skipped ticks and schedule intervals come from the daemon's memory (since
-//! process start). The watermark lag is now minus the live checkpoint's watermark.
+//! upstream error codes, skipped ticks, schedule intervals and the request budgets' in-flight
+//! requests and waits come from the daemon's memory (since process start). The watermark lag is
+//! now minus the live checkpoint's watermark.
 //!
 //! Names follow Prometheus's conventions, which `deploy/prometheus` and `deploy/grafana` rely on:
 //! counters end in `_total`, times are in seconds (`_seconds`, timestamps as Unix seconds), and
@@ -22,6 +23,7 @@ use axum::routing::get;
 use axum::Router;
 use rusqlite::Connection;
 
+use crate::budget::Budgets;
 use crate::store::report::{self, RunTotals};
 use crate::timefmt;
 
@@ -38,6 +40,8 @@ pub struct Live {
     /// Each scheduled pipeline's longest gap between two ticks, in seconds: the alert rules' yardstick
     /// for "no success within twice the schedule".
     pub schedule_intervals: BTreeMap<String, f64>,
+    /// The engine's request budgets, read for their counters at scrape time.
+    pub budgets: Budgets,
 }
 
 pub type Shared = Arc<Mutex<Live>>;
@@ -93,6 +97,7 @@ pub fn render(state: &State) -> Result<String, rusqlite::Error> {
     render_watermark_lag(&conn, &mut out)?;
     render_live_run_health(&conn, &mut out)?;
     render_live(state, &mut out);
+    render_budgets(state, &mut out);
     Ok(out)
 }
 
@@ -235,6 +240,42 @@ fn render_live(state: &State, out: &mut String) {
             out,
             "ordersync_schedule_interval_seconds{{pipeline=\"{}\"}} {secs}",
             label(p)
+        );
+    }
+}
+
+/// Each pipeline's request budget (`crate::budget`), since start: requests in flight now, and the
+/// requests that waited for the rate, a slot or a `Retry-After` pause, with the time they waited.
+fn render_budgets(state: &State, out: &mut String) {
+    let budgets = match state.live.lock() {
+        Ok(l) => l.budgets.stats(),
+        Err(_) => Vec::new(),
+    };
+    out.push_str("# HELP ordersync_requests_in_flight Requests sent upstream and not yet answered.\n# TYPE ordersync_requests_in_flight gauge\n");
+    for (p, b) in &budgets {
+        let _ = writeln!(
+            out,
+            "ordersync_requests_in_flight{{pipeline=\"{}\"}} {}",
+            label(p),
+            b.in_flight
+        );
+    }
+    out.push_str("# HELP ordersync_budget_waits_total Requests that waited for the pipeline's request budget (max_rps, in-flight limit, Retry-After).\n# TYPE ordersync_budget_waits_total counter\n");
+    for (p, b) in &budgets {
+        let _ = writeln!(
+            out,
+            "ordersync_budget_waits_total{{pipeline=\"{}\"}} {}",
+            label(p),
+            b.waits
+        );
+    }
+    out.push_str("# HELP ordersync_budget_wait_seconds_total Seconds requests waited for the pipeline's request budget.\n# TYPE ordersync_budget_wait_seconds_total counter\n");
+    for (p, b) in &budgets {
+        let _ = writeln!(
+            out,
+            "ordersync_budget_wait_seconds_total{{pipeline=\"{}\"}} {}",
+            label(p),
+            b.waited.as_secs_f64()
         );
     }
 }

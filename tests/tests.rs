@@ -1,9 +1,10 @@
 //! Integration tests: the real `ordersync` binary against the simulators over loopback HTTP, into
 //! real SQLite files — a module per source (`veapi`, `miaoyouquan`, `unidesk`, `damaijia`, `sxt`)
-//! and per concern (`crash`, `soak`, `secrets`, `concurrency`, `disk`, `daemon`, `status_page`,
-//! `deploy`, …) — and, in `fuzz`, property tests of the library's pure functions that need neither.
-//! One binary; shared helpers in `common`.
+//! and per concern (`crash`, `soak`, `secrets`, `concurrency`, `budget`, `disk`, `daemon`,
+//! `status_page`, `deploy`, …) — and, in `fuzz`, property tests of the library's pure functions that
+//! need neither. One binary; shared helpers in `common`.
 
+mod budget;
 mod cli;
 mod common;
 mod concurrency;

@@ -121,6 +121,8 @@ struct Inner {
     p_body_transient: f64,
     rng: ChaCha8Rng,
     counts: FaultCounts,
+    /// When each [`Fault::TooManyRequests`] was decided, and its `Retry-After`.
+    too_many_requests_at: Vec<(std::time::Instant, std::time::Duration)>,
 }
 
 impl FaultInjector {
@@ -131,6 +133,7 @@ impl FaultInjector {
                 faults,
                 p_body_transient: 0.0,
                 counts: FaultCounts::default(),
+                too_many_requests_at: Vec::new(),
             }),
         }
     }
@@ -200,7 +203,18 @@ impl FaultInjector {
         if let Some(fault) = fault {
             inner.counts.count(fault);
         }
+        if let Some(Fault::TooManyRequests { retry_after_secs }) = fault {
+            let retry_after = std::time::Duration::from_secs(retry_after_secs);
+            inner
+                .too_many_requests_at
+                .push((std::time::Instant::now(), retry_after));
+        }
         fault
+    }
+
+    /// When each HTTP 429 so far was decided (the answer goes out at once), and its `Retry-After`.
+    pub fn too_many_requests_at(&self) -> Vec<(std::time::Instant, std::time::Duration)> {
+        self.lock().too_many_requests_at.clone()
     }
 
     pub fn counts(&self) -> FaultCounts {

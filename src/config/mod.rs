@@ -100,6 +100,9 @@ pub struct Pipeline {
     pub concurrency: u32,
     /// The most bytes one answer may have, on the wire and inflated.
     pub max_body: u64,
+    /// Requests a second the pipeline may send upstream, all its runs in a process together
+    /// (`crate::budget`); `None`: no limit.
+    pub max_rps: Option<f64>,
     /// Scheduled re-reads of the recent past on their own track; `None` when off.
     pub rescan: Option<Rescan>,
     pub enabled: bool,
@@ -184,6 +187,7 @@ const GENERAL_KEYS: &[&str] = &[
     "page_size",
     "concurrency",
     "max_body",
+    "max_rps",
     "rescan",
     "rescan_schedule",
     "enabled",
@@ -471,6 +475,29 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
                 "{bad}"
             );
             assert!(e.to_string().contains("like \"32MB\""), "{e}");
+        }
+    }
+
+    #[test]
+    fn max_rps_is_off_unless_set_here_or_in_defaults_and_takes_integers_and_fractions() {
+        assert_eq!(parse(GOOD).unwrap().pipelines[0].max_rps, None);
+        let own = parse(&GOOD.replace("page_size = 40", "max_rps = 20")).unwrap();
+        assert_eq!(own.pipelines[0].max_rps, Some(20.0));
+        let defaulted = parse(&GOOD.replace("lookback = \"1h\"", "max_rps = 0.5")).unwrap();
+        assert_eq!(defaulted.pipelines[0].max_rps, Some(0.5));
+        for bad in ["0", "-3", "0.0", "1e9", "nan", "inf", "\"20\"", "true"] {
+            let e =
+                parse(&GOOD.replace("page_size = 40", &format!("max_rps = {bad}"))).unwrap_err();
+            assert_eq!(
+                (e.pipeline.as_deref(), e.key.as_deref()),
+                (Some("ve"), Some("max_rps")),
+                "{bad}"
+            );
+            let shown = e.to_string();
+            assert!(
+                shown.contains("like 20 or 0.5") && !shown.contains('\n'),
+                "{shown}"
+            );
         }
     }
 

@@ -134,6 +134,7 @@ pub(super) fn check_pipeline(
         )?,
         concurrency: keys.bounded("concurrency", DEFAULT_CONCURRENCY, 1..=32, "")?,
         max_body: max_body_of(&keys)?,
+        max_rps: max_rps_of(&keys)?,
         rescan: rescan_of(&keys, source)?,
         enabled: match keys.get("enabled") {
             None => true,
@@ -283,6 +284,22 @@ fn max_body_of(keys: &Keys<'_>) -> Result<u64, ConfigError> {
             .filter(|n| MAX_BODY_RANGE.contains(n))
             .ok_or_else(|| keys.err("max_body", format!("{what}, got {s:?}"))),
         Some(other) => Err(keys.err("max_body", format!("{what}, got {}", other.type_str()))),
+    }
+}
+
+/// `max_rps`: requests a second the pipeline may send, a number (`20`, `0.5`); `None`, no limit,
+/// when absent. Bounded so that its spacing is a sane duration: at most 1000 s, at least 0.1 ms.
+fn max_rps_of(keys: &Keys<'_>) -> Result<Option<f64>, ConfigError> {
+    let what = "must be a number of requests a second from 0.001 to 10000, like 20 or 0.5";
+    let rps = match keys.get("max_rps") {
+        None => return Ok(None),
+        Some(toml::Value::Integer(n)) => *n as f64,
+        Some(toml::Value::Float(x)) => *x,
+        Some(other) => return Err(keys.err("max_rps", format!("{what}, got {}", other.type_str()))),
+    };
+    match (0.001..=10_000.0).contains(&rps) {
+        true => Ok(Some(rps)),
+        false => Err(keys.err("max_rps", format!("{what}, got {rps}"))),
     }
 }
 

@@ -19,8 +19,9 @@ use chrono::{Duration, NaiveDateTime};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::{Budgets, RequestBudget};
 use crate::config::{Auth, Pipeline};
-use crate::http::{FetchError, Http, RetryPolicy};
+use crate::http::{FetchError, Http, RetryPolicy, Upstream};
 use crate::model::RejectedRow;
 use crate::planner::{Clamp, Window};
 use crate::redact::Redactor;
@@ -98,6 +99,8 @@ pub struct RunReport {
 pub struct Engine {
     pub store: Store,
     pub http: Http,
+    /// One request budget per pipeline, shared by all its runs in this process.
+    pub budgets: Budgets,
 }
 
 /// How often a run waiting for its pipeline's rival track in another process looks again.
@@ -108,6 +111,12 @@ fn chrono_of(d: std::time::Duration) -> Duration {
 }
 
 impl Engine {
+    /// The request budget `p`'s runs share in this process: its `max_rps`, and as many requests
+    /// in flight as it reads windows at once (`concurrency`), fewer while upstream says slow down.
+    pub fn budget_for(&self, p: &Pipeline) -> Arc<RequestBudget> {
+        self.budgets.get(&p.name, p.max_rps, p.concurrency)
+    }
+
     /// Runs one pipeline once. Never panics on upstream data; every failure is in the report.
     pub async fn run_pipeline(
         &self,
@@ -132,7 +141,7 @@ impl Engine {
         };
         let (outcome, error, loose_requests) = match self
             .walk(
-                &Run::new(p, auth, mode, run_id, cancel),
+                &Run::new(p, auth, mode, run_id, cancel, self.budget_for(p)),
                 &mut report,
                 on_event,
             )
@@ -372,8 +381,11 @@ impl Engine {
                 .http
                 .fetch(
                     || sources::build_request(&query),
-                    &run.policy,
-                    &run.redactor,
+                    &Upstream {
+                        retry: &run.policy,
+                        redactor: &run.redactor,
+                        budget: &run.budget,
+                    },
                     halt,
                     errors,
                     |status, body| sources::parse_page(&query, status, body),
@@ -549,6 +561,7 @@ struct Run<'a> {
     cancel: &'a CancellationToken,
     redactor: Redactor,
     policy: RetryPolicy,
+    budget: Arc<RequestBudget>,
     axis: Axis,
     /// See [`PageCommit::seen_floor`]: a live sync stamps an order seen at most once a Beijing
     /// day; a backfill or rescan stamps every order it reads.
@@ -562,6 +575,7 @@ impl<'a> Run<'a> {
         mode: Mode,
         run_id: i64,
         cancel: &'a CancellationToken,
+        budget: Arc<RequestBudget>,
     ) -> Run<'a> {
         Run {
             p,
@@ -569,6 +583,7 @@ impl<'a> Run<'a> {
             mode,
             run_id,
             cancel,
+            budget,
             redactor: Redactor::new(auth.values()),
             policy: RetryPolicy {
                 max_retries: p.max_retries,

@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "settle_lag",
     "timeout",
     "max_retries",
+    "max_rps",
     "retry_initial",
     "page_size",
     "enabled",
@@ -160,6 +161,7 @@ fn check_config(c: &Config) -> Result<(), TestCaseError> {
         );
         prop_assert!((1..=p.source().max_page_size()).contains(&p.page_size));
         prop_assert!(!p.timeout.is_zero());
+        prop_assert!(p.max_rps.is_none_or(|r| r.is_finite() && r > 0.0));
         for (key, d) in [
             ("lookback", p.lookback),
             ("settle_lag", p.settle_lag),
