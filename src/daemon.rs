@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDateTime, TimeZone};
+use chrono::NaiveDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Auth, Config, Pipeline, Schedule};
+use crate::config::{longest_gap, next_tick, ticks_between, Auth, Config, Pipeline, Schedule};
 use crate::engine::{Engine, Mode, RunReport};
 use crate::metrics::{self, Shared};
 use crate::notify;
@@ -53,47 +53,6 @@ impl Clock {
         let elapsed = chrono::Duration::from_std(self.base_instant.elapsed()).unwrap_or_default();
         self.base_wall + elapsed
     }
-}
-
-/// The first tick strictly after `after` (Beijing wall-clock).
-pub fn next_tick(schedule: &Schedule, after: NaiveDateTime) -> Option<NaiveDateTime> {
-    let tz = timefmt::beijing_offset();
-    let after = tz.from_local_datetime(&after).single()?;
-    schedule.cron.after(&after).next().map(|t| t.naive_local())
-}
-
-/// How many ticks fall in `(from, to]`: the ticks a run that ended at `to` made us skip.
-pub fn ticks_between(schedule: &Schedule, from: NaiveDateTime, to: NaiveDateTime) -> u64 {
-    let mut n = 0;
-    let mut t = from;
-    while let Some(next) = next_tick(schedule, t) {
-        if next > to || n >= 10_000 {
-            break;
-        }
-        n += 1;
-        t = next;
-    }
-    n
-}
-
-/// The longest gap between two consecutive ticks after `from`, looking a year ahead (at most 1000
-/// ticks): a schedule's period when it is regular, its longest quiet spell (a night, a weekend)
-/// when it is not. `None` for a schedule with fewer than two ticks ahead.
-pub fn longest_gap(schedule: &Schedule, from: NaiveDateTime) -> Option<chrono::Duration> {
-    let horizon = from + chrono::Duration::days(366);
-    let mut previous = next_tick(schedule, from)?;
-    let mut longest: Option<chrono::Duration> = None;
-    for _ in 0..1000 {
-        let Some(next) = next_tick(schedule, previous) else {
-            break;
-        };
-        longest = Some(longest.map_or(next - previous, |l| l.max(next - previous)));
-        if next > horizon {
-            break;
-        }
-        previous = next;
-    }
-    longest
 }
 
 /// Runs `job(i)` on every tick of `schedules[i]` until `cancel` fires, one job at a time. Ticks of
@@ -327,41 +286,6 @@ mod tests {
 
     fn t(s: &str) -> NaiveDateTime {
         parse_user_time(s).unwrap()
-    }
-
-    #[test]
-    fn ticks_are_in_beijing_time() {
-        // 09:00 every day, Beijing: after 08:59:59 Beijing comes 09:00 the same Beijing day.
-        let s = Schedule::parse("0 9 * * *").unwrap();
-        assert_eq!(
-            next_tick(&s, t("2024-03-01 08:59:59")),
-            Some(t("2024-03-01 09:00:00"))
-        );
-        assert_eq!(
-            next_tick(&s, t("2024-03-01 09:00:00")),
-            Some(t("2024-03-02 09:00:00"))
-        );
-        let every10 = Schedule::parse("*/10 * * * *").unwrap();
-        assert_eq!(
-            ticks_between(&every10, t("2024-03-01 09:00:00"), t("2024-03-01 09:35:00")),
-            3
-        );
-    }
-
-    #[test]
-    fn the_schedule_interval_is_its_longest_gap_between_ticks() {
-        let from = t("2024-03-01 09:03:00"); // a Friday
-        let gap = |cron: &str| {
-            longest_gap(&Schedule::parse(cron).unwrap(), from).map(|d| d.num_seconds())
-        };
-        assert_eq!(gap("*/10 * * * *"), Some(600));
-        assert_eq!(gap("*/2 * * * * *"), Some(2));
-        // Every 10 minutes from 08:00 to 20:50: the night is the longest gap.
-        assert_eq!(gap("*/10 8-20 * * *"), Some(11 * 3600 + 10 * 60));
-        // Weekdays at 09:00: Friday to Monday.
-        assert_eq!(gap("0 9 * * 1-5"), Some(3 * 86400));
-        // Once a year: 2025-01-01 to 2026-01-01, past the year's horizon but still measured.
-        assert_eq!(gap("0 0 1 1 *"), Some(365 * 86400));
     }
 
     #[tokio::test(start_paused = true)]

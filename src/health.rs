@@ -17,8 +17,8 @@
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
+use crate::config::next_tick;
 use crate::config::Pipeline;
-use crate::daemon::next_tick;
 use crate::store::report::LiveRuns;
 use crate::timefmt;
 

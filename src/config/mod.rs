@@ -23,7 +23,7 @@ mod secret_source;
 use crate::bytesize;
 pub use crate::secret::Auth;
 use crate::sources::{SourceKind, SourceOptions};
-pub use schedule::Schedule;
+pub use schedule::{longest_gap, next_tick, ticks_between, Schedule};
 pub use secret_source::{SecretSource, SECRET_FILE_LIMIT};
 
 /// A config problem, said in one sentence: which pipeline, which key, what is wrong.

@@ -177,7 +177,7 @@ fn check_config(c: &Config) -> Result<(), TestCaseError> {
                 p.name
             );
         }
-        let _ = ordersync::daemon::next_tick(&p.schedule, reference);
+        let _ = ordersync::config::next_tick(&p.schedule, reference);
     }
     Ok(())
 }
