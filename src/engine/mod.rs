@@ -7,6 +7,7 @@
 //! upstream answer, exhausted retries or a store error ends the run as `failed` with the checkpoint
 //! where the last committed page left it; a shutdown ends it as `interrupted` between pages.
 
+mod flow;
 mod plan;
 
 pub use plan::{backfill_range, plan_run, rescan_range, settled_until, RunPlan};
@@ -16,16 +17,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDateTime};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Budgets, RequestBudget};
 use crate::config::{Auth, Pipeline};
-use crate::http::{FetchError, Http, RetryPolicy, Upstream};
+use crate::http::{Http, RetryPolicy};
 use crate::model::RejectedRow;
 use crate::planner::{Clamp, Window};
 use crate::redact::Redactor;
-use crate::sources::{self, Axis, PageQuery};
+use crate::sources::{self, Axis};
 use crate::store::{self, Outcome, PageCommit, Progress, Store, Track};
 use crate::timefmt;
 
@@ -278,16 +278,10 @@ impl Engine {
         on_event(&RunEvent::Planned {
             windows: plan.windows.len(),
         });
-        // The fetcher asks for each page as soon as the one before it is parsed; the writer
-        // commits every page waiting for it in one transaction. Between them, at most
-        // KIB_AHEAD of rows wait, so memory stays flat however fast upstream answers.
-        let (pages, queue) = mpsc::unbounded_channel();
-        let room_ahead = Arc::new(Semaphore::new(KIB_AHEAD));
         let mut upstream_errors = BTreeMap::new();
-        let (fetched, written) = tokio::join!(
-            self.fetch_windows(run, plan.windows, pages, &room_ahead, &mut upstream_errors),
-            self.write_pages(run, queue, report, on_event)
-        );
+        let read = self
+            .read_windows(run, plan.windows, report, &mut upstream_errors, on_event)
+            .await;
         for (code, n) in upstream_errors {
             *report.upstream_errors.entry(code).or_default() += n;
         }
@@ -300,201 +294,8 @@ impl Engine {
         {
             report.watermark = w.or(report.watermark);
         }
-        // A writer that failed stopped the fetcher: its error is the cause.
-        written.and(fetched)
+        read
     }
-
-    /// Fetches the windows, up to `concurrency` at once in plan order, each from its cursor to its
-    /// last page, handing every parsed page (with the checkpoint that says it is done) to the
-    /// writer; the queue closes when this returns. The first window to fail stops the others after
-    /// their page in hand. Returns early, without an error of its own, when the writer has stopped.
-    async fn fetch_windows(
-        &self,
-        run: &Run<'_>,
-        windows: Vec<(Window, String)>,
-        pages: mpsc::UnboundedSender<Queued>,
-        room_ahead: &Arc<Semaphore>,
-        errors: &mut BTreeMap<String, u64>,
-    ) -> Result<(), Stop> {
-        let todo = std::sync::Mutex::new(std::collections::VecDeque::from(windows));
-        let next = || todo.lock().ok().and_then(|mut t| t.pop_front());
-        // Cancelled by a shutdown (its parent) or by the first window that fails.
-        let halt = run.cancel.child_token();
-        let worker = || async {
-            let mut errors = BTreeMap::new();
-            let mut result = Ok(());
-            while let Some((window, cursor)) = next() {
-                let fetching =
-                    self.fetch_window(run, &halt, window, cursor, &pages, room_ahead, &mut errors);
-                result = tokio::select! {
-                    fetched = fetching => fetched,
-                    _ = pages.closed() => Ok(()),
-                };
-                if result.is_err() || pages.is_closed() {
-                    break;
-                }
-            }
-            if result.is_err() {
-                halt.cancel();
-            }
-            (result, errors)
-        };
-        let workers = (0..run.p.concurrency.max(1)).map(|_| worker());
-        let mut outcome = Ok(());
-        for (result, worker_errors) in futures_util::future::join_all(workers).await {
-            for (code, n) in worker_errors {
-                *errors.entry(code).or_default() += n;
-            }
-            outcome = merge_stops(outcome, result);
-        }
-        outcome
-    }
-
-    /// Fetches one window from `cursor` to its last page, or until `halt`.
-    #[allow(clippy::too_many_arguments)]
-    async fn fetch_window(
-        &self,
-        run: &Run<'_>,
-        halt: &CancellationToken,
-        window: Window,
-        mut cursor: String,
-        pages: &mpsc::UnboundedSender<Queued>,
-        room_ahead: &Arc<Semaphore>,
-        errors: &mut BTreeMap<String, u64>,
-    ) -> Result<(), Stop> {
-        let p = run.p;
-        loop {
-            if halt.is_cancelled() {
-                return Err(Stop::Cancelled(0));
-            }
-            let query = PageQuery {
-                endpoint: &p.endpoint,
-                auth: run.auth,
-                options: &p.options,
-                window,
-                cursor: &cursor,
-                page_size: p.page_size,
-                axis: run.axis,
-                start: p.start,
-            };
-            let fetched = self
-                .http
-                .fetch(
-                    || sources::build_request(&query),
-                    &Upstream {
-                        retry: &run.policy,
-                        redactor: &run.redactor,
-                        budget: &run.budget,
-                    },
-                    halt,
-                    errors,
-                    |status, body| sources::parse_page(&query, status, body),
-                )
-                .await
-                .map_err(|(e, n)| match e {
-                    FetchError::Cancelled => Stop::Cancelled(u64::from(n)),
-                    other => Stop::Failed(format!("pipeline `{}`: {other}", p.name), u64::from(n)),
-                })?;
-            let requests = fetched.requests;
-            let mut page = fetched.value;
-            let next = match page.next_cursor.take() {
-                Some(next) if next == cursor => {
-                    return Err(Stop::Failed(
-                        format!("pipeline `{}`: upstream returned the same cursor again; stopping instead of looping", p.name),
-                        u64::from(requests),
-                    ))
-                }
-                next => next,
-            };
-            let commit = run.page_commit(window, &cursor, page, requests, next.as_deref());
-            let kib = (page_bytes(&commit) / 1024).clamp(1, KIB_AHEAD) as u32;
-            // Waits while the writer is KIB_AHEAD behind; the permit goes with the page
-            // and is returned when it has committed.
-            let Ok(room) = room_ahead.clone().acquire_many_owned(kib).await else {
-                return Ok(());
-            };
-            if pages.send((commit, room)).is_err() {
-                return Ok(());
-            }
-            match next {
-                Some(next) => cursor = next,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Commits the pages the fetcher hands over, each time all of those waiting (up to
-    /// GROUP_ROWS rows) in one transaction, and counts them into the report as they commit.
-    /// When upstream is slow, pages commit one by one; when it is fast, batches grow by themselves.
-    async fn write_pages(
-        &self,
-        run: &Run<'_>,
-        mut queue: mpsc::UnboundedReceiver<Queued>,
-        report: &mut RunReport,
-        on_event: &mut (dyn FnMut(&RunEvent) + Send),
-    ) -> Result<(), Stop> {
-        let p = run.p;
-        while let Some(first) = queue.recv().await {
-            let mut rows = first.0.orders.len();
-            let mut batch = vec![first];
-            while rows < GROUP_ROWS {
-                let Ok(more) = queue.try_recv() else { break };
-                rows += more.0.orders.len();
-                batch.push(more);
-            }
-            let (commits, _room): (Vec<PageCommit>, Vec<_>) = batch.into_iter().unzip();
-            let done: Vec<(Window, u32, Option<Window>)> = commits
-                .iter()
-                .map(|c| {
-                    let finished = match c.progress {
-                        Progress::WindowDone { window } => Some(window),
-                        Progress::Next { .. } => None,
-                    };
-                    (c.asked.0, c.requests, finished)
-                })
-                .collect();
-            let stats = self
-                .store
-                .call(move |c| store::commit_pages(c, &commits))
-                .await
-                .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
-            for ((window, requests, finished), stats) in done.into_iter().zip(&stats) {
-                report.add_page(p, stats, requests);
-                on_event(&RunEvent::Page {
-                    window,
-                    rows: stats.seen,
-                });
-                if let Some(window) = finished {
-                    report.windows += 1;
-                    report.watermark =
-                        Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
-                    on_event(&RunEvent::WindowDone { window });
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A parsed page on its way to the writer, holding its rows' room in the queue.
-type Queued = (PageCommit, OwnedSemaphorePermit);
-
-/// The most row text fetched but not yet committed, in KiB: what the fetchers may run ahead of
-/// the writer. A row held in memory takes about twice its text (its parsed fields beside it), so
-/// 1 MiB of text is some 2 MB of the process, however large a source's rows are — and some 600
-/// veapi rows, a dozen pages, for the writer to commit at once.
-const KIB_AHEAD: usize = 1024;
-/// The most rows the writer puts in one transaction (the queue's bound usually comes first).
-const GROUP_ROWS: usize = 4_000;
-
-/// The text a page holds: its rows' and their lines' `raw`, and its rejected rows.
-fn page_bytes(page: &PageCommit) -> usize {
-    let orders: usize = page
-        .orders
-        .iter()
-        .map(|o| o.raw.len() + o.sub_orders.iter().map(|s| s.raw.len()).sum::<usize>())
-        .sum();
-    orders + page.rejected.iter().map(|r| r.raw.len()).sum::<usize>()
 }
 
 impl RunReport {
@@ -671,15 +472,4 @@ fn progress_to_save(
 enum Stop {
     Cancelled(u64),
     Failed(String, u64),
-}
-
-/// How a run of windows read at once stopped: the first failure wins over cancellations (which
-/// it caused) and success; the requests of every stopped window count.
-fn merge_stops(a: Result<(), Stop>, b: Result<(), Stop>) -> Result<(), Stop> {
-    match (a, b) {
-        (Ok(()), other) | (other, Ok(())) => other,
-        (Err(Stop::Failed(m, x)), Err(Stop::Failed(_, y) | Stop::Cancelled(y)))
-        | (Err(Stop::Cancelled(x)), Err(Stop::Failed(m, y))) => Err(Stop::Failed(m, x + y)),
-        (Err(Stop::Cancelled(x)), Err(Stop::Cancelled(y))) => Err(Stop::Cancelled(x + y)),
-    }
 }

@@ -16,6 +16,7 @@
 //! below (and `store::report::*`), not the module paths.
 
 mod commit;
+mod late;
 mod migrate;
 mod partial;
 mod rejected;
@@ -35,12 +36,10 @@ use rusqlite::Connection;
 use crate::dbfiles;
 
 pub use commit::{commit_page, commit_pages, PageCommit, PageStats};
+pub use late::{begin_rescan_pass, rewind_live, Rewind, RESCAN_SCOPE};
 pub use migrate::schema_version;
 pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
-pub use tracks::{
-    begin_rescan_pass, ensure_track, register_windows, rewind_live, watermark, Progress, Rewind,
-    Track, RESCAN_SCOPE,
-};
+pub use tracks::{ensure_track, register_windows, watermark, Progress, Track};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -58,8 +58,8 @@ pub fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
 /// the live sync reads by the same time axis, and each would count the other's changes.
 fn rivals(scope: &str) -> &'static [&'static str] {
     match scope {
-        "live" => &[super::tracks::RESCAN_SCOPE],
-        super::tracks::RESCAN_SCOPE => &["live"],
+        "live" => &[super::late::RESCAN_SCOPE],
+        super::late::RESCAN_SCOPE => &["live"],
         _ => &[],
     }
 }

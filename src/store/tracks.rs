@@ -4,14 +4,11 @@
 //! Invariant: a watermark never moves back as pages commit, and a range is in `coverage` only once
 //! its window's last page committed — both are written in that page's transaction (see
 //! `commit_page`). Ranges of one (pipeline, scope) never overlap or touch: a new one is merged with
-//! its neighbours. Two deliberate exceptions, each its own transaction: `rewind_live` moves the
-//! live watermark back on an operator's word (coverage stays: it says what was read, not what will
-//! be), and a new rescan pass (`begin_rescan_pass`) starts the `rescan` track afresh.
+//! its neighbours. Two deliberate exceptions live in `store::late`.
 
 use chrono::NaiveDateTime;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::runs::running_elsewhere;
 use super::StoreError;
 use crate::planner::Window;
 use crate::timefmt;
@@ -126,7 +123,11 @@ pub fn register_windows(
 }
 
 /// Forgets the windows of a track (a new rescan pass, a rewind): the next run plans afresh.
-fn forget_windows(tx: &Transaction<'_>, pipeline: &str, scope: &str) -> Result<(), StoreError> {
+pub(super) fn forget_windows(
+    tx: &Transaction<'_>,
+    pipeline: &str,
+    scope: &str,
+) -> Result<(), StoreError> {
     tx.execute(
         "DELETE FROM track_windows WHERE pipeline = ?1 AND scope = ?2",
         params![pipeline, scope],
@@ -148,128 +149,6 @@ pub fn watermark(
         )
         .optional()?;
     Ok(parse_time_col(text.flatten()))
-}
-
-/// The scope of the rescan track: one per pipeline, a pass at a time.
-pub const RESCAN_SCOPE: &str = "rescan";
-
-/// Starts or resumes a pass of the pipeline's rescan track over `[from, to)`, and returns the
-/// track with the pass's range. A pass that did not finish (killed, interrupted, failed) and
-/// reaches back at least to `from` is resumed from its checkpoint, its end moved on to `to`;
-/// otherwise a new pass starts empty, and the previous pass's coverage is dropped, so the track's
-/// coverage is always what the current pass has read.
-pub fn begin_rescan_pass(
-    conn: &mut Connection,
-    pipeline: &str,
-    from: NaiveDateTime,
-    to: NaiveDateTime,
-) -> Result<(Track, (NaiveDateTime, NaiveDateTime)), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let stored: Option<(Option<String>, Option<String>, Option<String>)> = tx
-        .query_row(
-            "SELECT range_start, range_end, watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
-            params![pipeline, RESCAN_SCOPE],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let resumable = stored.and_then(|(start, end, watermark)| {
-        let (start, end) = (parse_time_col(start)?, parse_time_col(end)?);
-        let finished = parse_time_col(watermark).is_some_and(|w| w >= end) || start >= end;
-        (!finished && start <= from).then_some((start, end.max(to)))
-    });
-    let now = timefmt::fmt_seconds(timefmt::beijing_now());
-    let range = match resumable {
-        Some(range) => {
-            tx.execute(
-                "UPDATE checkpoints SET range_end = ?3, updated_at = ?4 WHERE pipeline = ?1 AND scope = ?2",
-                params![pipeline, RESCAN_SCOPE, timefmt::fmt_millis(range.1), now],
-            )?;
-            range
-        }
-        None => {
-            tx.execute(
-                "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
-                 range_start = excluded.range_start, range_end = excluded.range_end, watermark = NULL, \
-                 updated_at = excluded.updated_at",
-                params![
-                    pipeline,
-                    RESCAN_SCOPE,
-                    timefmt::fmt_millis(from),
-                    timefmt::fmt_millis(to.max(from)),
-                    now
-                ],
-            )?;
-            tx.execute(
-                "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2",
-                params![pipeline, RESCAN_SCOPE],
-            )?;
-            forget_windows(&tx, pipeline, RESCAN_SCOPE)?;
-            (from, to.max(from))
-        }
-    };
-    tx.commit()?;
-    Ok((ensure_track(conn, pipeline, RESCAN_SCOPE, None)?, range))
-}
-
-/// What `rewind_live` did, or why it did nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rewind {
-    /// The live watermark moved from `from` back to `to`; the run recording it is `run_id`.
-    Done {
-        from: NaiveDateTime,
-        to: NaiveDateTime,
-        run_id: i64,
-    },
-    /// The live track has no watermark yet: its first sync reads from `start` anyway.
-    NothingYet,
-    /// `to` is not before the watermark: a rewind never moves it forward.
-    NotBack { watermark: NaiveDateTime },
-}
-
-/// Moves the pipeline's live watermark back to `to` and records it in `runs` as a `rewind` run
-/// whose `detail` says from where, to where and who asked. The window in progress is dropped: the
-/// next live sync reads from `to` (less the lookback). Coverage is left as it is. Refused (`Busy`)
-/// while any run of the pipeline is in progress in another live process.
-pub fn rewind_live(
-    conn: &mut Connection,
-    pipeline: &str,
-    to: NaiveDateTime,
-    who: &str,
-) -> Result<Rewind, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some((scope, pid)) = running_elsewhere(&tx, pipeline, None)? {
-        return Err(StoreError::Busy {
-            pipeline: pipeline.into(),
-            scope,
-            pid,
-        });
-    }
-    let Some(from) = watermark(&tx, pipeline, "live")? else {
-        return Ok(Rewind::NothingYet);
-    };
-    if to >= from {
-        return Ok(Rewind::NotBack { watermark: from });
-    }
-    let now = timefmt::fmt_millis(timefmt::beijing_now());
-    tx.execute(
-        "UPDATE checkpoints SET watermark = ?2, updated_at = ?3 WHERE pipeline = ?1 AND scope = 'live'",
-        params![pipeline, timefmt::fmt_millis(to), now],
-    )?;
-    forget_windows(&tx, pipeline, "live")?;
-    let detail = format!(
-        "live watermark {} → {}, by {who}",
-        timefmt::fmt_seconds(from),
-        timefmt::fmt_seconds(to)
-    );
-    tx.execute(
-        "INSERT INTO runs (pipeline, command, scope, pid, started_at, finished_at, outcome, detail) \
-         VALUES (?1, 'rewind', 'live', ?2, ?3, ?3, 'ok', ?4)",
-        params![pipeline, i64::from(std::process::id()), now, detail],
-    )?;
-    let run_id = tx.last_insert_rowid();
-    tx.commit()?;
-    Ok(Rewind::Done { from, to, run_id })
 }
 
 /// Writes where the track stands once a page is committed, in that page's transaction: the cursor
@@ -372,80 +251,6 @@ mod tests {
     use crate::store::test_support::{commit, setup, t};
 
     #[test]
-    fn an_unfinished_rescan_pass_resumes_and_a_finished_one_starts_anew() {
-        let (_d, mut conn, _run) = setup();
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2024-01-01"), t("2024-01-10")).unwrap();
-        assert_eq!(
-            (track.watermark, range),
-            (None, (t("2024-01-01"), t("2024-01-10")))
-        );
-        // Half-way: one window done, one in progress.
-        let tx = conn.transaction().unwrap();
-        let first = Window {
-            start: t("2024-01-01"),
-            end: t("2024-01-05"),
-        };
-        save_progress(
-            &tx,
-            "p",
-            RESCAN_SCOPE,
-            &Progress::WindowDone { window: first },
-            "now",
-        )
-        .unwrap();
-        let second = Window {
-            start: t("2024-01-05"),
-            end: t("2024-01-10"),
-        };
-        let cut = Progress::Next {
-            window: second,
-            cursor: "c7".into(),
-        };
-        save_progress(&tx, "p", RESCAN_SCOPE, &cut, "now").unwrap();
-        tx.commit().unwrap();
-        // The next rescan, a day later, resumes the pass (its start is older than asked).
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2024-01-02"), t("2024-01-11")).unwrap();
-        assert_eq!(range, (t("2024-01-01"), t("2024-01-11")));
-        assert_eq!(track.watermark, Some(t("2024-01-05")));
-        assert_eq!(track.in_progress, vec![(second, "c7".to_string())]);
-        // Asked to reach further back than the pass does: a new pass.
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2023-12-20"), t("2024-01-11")).unwrap();
-        assert_eq!(range, (t("2023-12-20"), t("2024-01-11")));
-        assert_eq!((track.watermark, track.in_progress), (None, vec![]));
-        let covered: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM coverage WHERE scope = 'rescan'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(covered, 0, "a new pass starts with no coverage");
-        // Finished: the next one starts anew even from a later start.
-        let tx = conn.transaction().unwrap();
-        let all = Window {
-            start: t("2023-12-20"),
-            end: t("2024-01-11"),
-        };
-        save_progress(
-            &tx,
-            "p",
-            RESCAN_SCOPE,
-            &Progress::WindowDone { window: all },
-            "now",
-        )
-        .unwrap();
-        tx.commit().unwrap();
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2024-01-01"), t("2024-01-12")).unwrap();
-        assert_eq!((track.watermark, range.0), (None, t("2024-01-01")));
-        // The live track was never touched.
-        assert_eq!(watermark(&conn, "p", "live").unwrap(), None);
-    }
-
-    #[test]
     fn windows_finishing_out_of_order_never_take_the_watermark_past_an_unfinished_one() {
         let (_d, mut conn, run) = setup();
         let day = |d: u32| t(&format!("2024-01-{d:02}"));
@@ -519,52 +324,6 @@ mod tests {
         assert_eq!(
             (track.watermark, track.planned_until),
             (Some(day(13)), None)
-        );
-    }
-
-    #[test]
-    fn rewind_moves_only_back_and_records_who() {
-        let (_d, mut conn, run) = setup();
-        assert_eq!(
-            rewind_live(&mut conn, "p", t("2024-01-01"), "x").unwrap(),
-            Rewind::NothingYet
-        );
-        let w = Window {
-            start: t("2024-01-01"),
-            end: t("2024-01-05"),
-        };
-        commit(&mut conn, run, vec![], Progress::WindowDone { window: w });
-        assert_eq!(
-            rewind_live(&mut conn, "p", t("2024-01-06"), "x").unwrap(),
-            Rewind::NotBack {
-                watermark: t("2024-01-05")
-            }
-        );
-        let Rewind::Done { from, to, run_id } =
-            rewind_live(&mut conn, "p", t("2024-01-02"), "anna").unwrap()
-        else {
-            panic!("not rewound")
-        };
-        assert_eq!((from, to), (t("2024-01-05"), t("2024-01-02")));
-        assert_eq!(
-            watermark(&conn, "p", "live").unwrap(),
-            Some(t("2024-01-02"))
-        );
-        let detail: String = conn
-            .query_row("SELECT detail FROM runs WHERE id = ?1", [run_id], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        assert_eq!(
-            detail,
-            "live watermark 2024-01-05 00:00:00 → 2024-01-02 00:00:00, by anna"
-        );
-        let covered: String = conn
-            .query_row("SELECT range_end FROM coverage", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(
-            covered, "2024-01-05 00:00:00.000",
-            "coverage is not un-covered"
         );
     }
 

@@ -13,14 +13,16 @@ use chrono::NaiveDateTime;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::RequestBudget;
 use crate::config::{Auth, Config, ConfigError, Pipeline};
 use crate::engine::{Engine, Mode, RunEvent, RunReport};
-use crate::http::{Http, RetryPolicy, Upstream};
-use crate::redact::Redactor;
-use crate::sources::{self, Axis, PageQuery};
+use crate::http::Http;
 use crate::store::{self, Outcome, Store};
 use crate::{backup, rejects, status, timefmt};
+
+mod check;
+mod late;
+use check::check_command;
+use late::{rescan_command, rewind_command};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -254,25 +256,6 @@ fn backup_command(ctx: &Context, path: &std::path::Path) -> Result<ExitCode, Fai
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_command(ctx: &Context, pipelines: &[String], online: bool) -> Result<ExitCode, Failure> {
-    let selected = select_with_auth(&ctx.config, pipelines)?;
-    if online && runtime()?.block_on(check_online(&selected)) {
-        return Ok(ExitCode::from(2));
-    }
-    println!(
-        "{}: valid; {} pipeline(s) configured, {} checked with secrets resolved{}",
-        ctx.config_path.display(),
-        ctx.config.pipelines.len(),
-        selected.len(),
-        if online {
-            " and upstream answering"
-        } else {
-            ""
-        }
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 fn run_command(ctx: &Context) -> Result<ExitCode, Failure> {
     let selected = select_with_auth(&ctx.config, &[])?;
     if selected.is_empty() {
@@ -379,195 +362,6 @@ fn backfill_command(
     }
     close_store(&runtime, &engine.store, report.outcome != Outcome::Ok)?;
     Ok(exit_code(report.outcome == Outcome::Ok))
-}
-
-/// The pipelines a rescan reads, each with how far back: the named ones (default: every enabled one
-/// with `rescan` set, or every enabled one when `--since` is given). A snapshot source, or a
-/// pipeline with neither `--since` nor `rescan`, is one sentence naming it (exit 2).
-fn rescan_selection(
-    config: &Config,
-    names: &[String],
-    since: Option<&str>,
-) -> Result<Vec<(Pipeline, Auth, std::time::Duration)>, ConfigError> {
-    let since = since
-        .map(|text| {
-            timefmt::parse_duration(text)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        None,
-                        Some("--since"),
-                        format!("must be a duration like \"15d\" or \"36h\", got {text:?}"),
-                    )
-                })
-        })
-        .transpose()?;
-    let chosen: Vec<&Pipeline> = config
-        .select(names)?
-        .into_iter()
-        .filter(|p| {
-            !names.is_empty()
-                || (!p.source().is_snapshot() && (since.is_some() || p.rescan.is_some()))
-        })
-        .collect();
-    if chosen.is_empty() {
-        return Err(ConfigError::new(
-            None,
-            Some("rescan"),
-            "is set for no enabled pipeline: set it (e.g. rescan = \"15d\") or give --since",
-        ));
-    }
-    chosen
-        .into_iter()
-        .map(|p| {
-            if p.source().is_snapshot() {
-                return Err(ConfigError::new(
-                    Some(&p.name),
-                    None,
-                    format!(
-                        "`{}` answers a full snapshot on every sync, so there is nothing late to rescan",
-                        p.source()
-                    ),
-                ));
-            }
-            let since = since.or(p.rescan.as_ref().map(|r| r.since)).ok_or_else(|| {
-                ConfigError::new(
-                    Some(&p.name),
-                    Some("rescan"),
-                    "is not set: set it (e.g. rescan = \"15d\") or give --since",
-                )
-            })?;
-            Ok((p.clone(), p.resolve_auth()?, since))
-        })
-        .collect()
-}
-
-fn rescan_command(
-    ctx: &Context,
-    names: &[String],
-    since: Option<&str>,
-) -> Result<ExitCode, Failure> {
-    let selected = rescan_selection(&ctx.config, names, since)?;
-    let runtime = runtime()?;
-    let engine = open_engine(&ctx.db_path)?;
-    let expected = selected.len();
-    let reports = runtime.block_on(async {
-        let cancel = CancellationToken::new();
-        cancel_on_signal(cancel.clone());
-        let bars = std::io::stderr()
-            .is_terminal()
-            .then(indicatif::MultiProgress::new);
-        let mut tasks = Vec::new();
-        for (p, auth, since) in selected {
-            let (engine, cancel) = (engine.clone(), cancel.clone());
-            let bar = progress_bar(&p.name, bars.as_ref());
-            tasks.push(tokio::spawn(async move {
-                run_with_bar(&engine, &p, &auth, Mode::Rescan { since }, &cancel, bar).await
-            }));
-        }
-        let mut reports = Vec::new();
-        for t in tasks {
-            match t.await {
-                Ok(r) => reports.push(r),
-                Err(e) => tracing::error!(error = %e, "a pipeline task ended abnormally"),
-            }
-        }
-        reports
-    });
-    let mut ok = reports.len() == expected;
-    for r in &reports {
-        print_report(r);
-        if r.outcome == Outcome::Ok {
-            println!(
-                "{}: {} orders changed that live syncs had missed ({} rows re-read)",
-                r.pipeline, r.rows_changed, r.rows_seen
-            );
-        }
-        ok &= r.outcome == Outcome::Ok;
-    }
-    close_store(&runtime, &engine.store, !ok)?;
-    Ok(exit_code(ok))
-}
-
-/// Who asked for a rewind, as `runs.detail` records it: the login name, else the uid.
-fn who_asked() -> String {
-    let user = ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
-    match user {
-        Some(u) => format!("{u} (pid {})", std::process::id()),
-        None => {
-            let uid = std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("Uid:"))
-                        .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
-                });
-            format!(
-                "uid {} (pid {})",
-                uid.as_deref().unwrap_or("?"),
-                std::process::id()
-            )
-        }
-    }
-}
-
-fn rewind_command(ctx: &Context, name: &str, to: &str) -> Result<ExitCode, Failure> {
-    let p = ctx.config.pipeline(name).ok_or_else(|| {
-        ConfigError::new(
-            Some(name),
-            None,
-            format!("is not defined in {}", ctx.config_path.display()),
-        )
-    })?;
-    let to = backfill_time(name, "--to", to)?;
-    if to < p.start {
-        return Err(ConfigError::new(
-            Some(name),
-            Some("--to"),
-            format!(
-                "{} is before the pipeline's start {}; a rewind stays within what the pipeline syncs",
-                timefmt::fmt_seconds(to),
-                timefmt::fmt_seconds(p.start)
-            ),
-        )
-        .into());
-    }
-    let mut conn = store::open_connection(&ctx.db_path)?;
-    let rewound = store::rewind_live(&mut conn, name, to, &who_asked()).map_err(|e| match e {
-        store::StoreError::Busy { scope, pid, .. } => anyhow::anyhow!(
-            "pipeline `{name}` has a {scope} run in progress in process {pid}; not rewound: run `ordersync rewind` again once it has ended"
-        )
-        .into(),
-        e => Failure::from(e),
-    })?;
-    match rewound {
-        store::Rewind::Done { from, to, .. } => {
-            let lookback = chrono::Duration::from_std(p.lookback).unwrap_or_default();
-            println!(
-                "{name}: live watermark moved back from {} to {}; the next sync reads again from {} (the watermark less the lookback)",
-                timefmt::fmt_seconds(from),
-                timefmt::fmt_seconds(to),
-                timefmt::fmt_seconds((to - lookback).max(p.start))
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        store::Rewind::NotBack { watermark } => Err(ConfigError::new(
-            Some(name),
-            Some("--to"),
-            format!(
-                "{} is not before the live watermark {}: a rewind only moves it back",
-                timefmt::fmt_seconds(to),
-                timefmt::fmt_seconds(watermark)
-            ),
-        )
-        .into()),
-        store::Rewind::NothingYet => Err(anyhow::anyhow!(
-            "pipeline `{name}` has no live watermark yet: its first sync reads from its start anyway"
-        )
-        .into()),
-    }
 }
 
 fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
@@ -773,62 +567,4 @@ fn print_report(r: &RunReport) {
     if let Some(e) = &r.error {
         eprintln!("ordersync: {e}");
     }
-}
-
-/// One small request per pipeline (the last settled minute, one row). True when any failed.
-async fn check_online(selected: &[(Pipeline, Auth)]) -> bool {
-    let http = match Http::new() {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("ordersync: cannot build the HTTP client: {e}");
-            return true;
-        }
-    };
-    let cancel = CancellationToken::new();
-    let mut failed = false;
-    for (p, auth) in selected {
-        let end =
-            timefmt::beijing_now() - chrono::Duration::from_std(p.settle_lag).unwrap_or_default();
-        let window = crate::planner::Window {
-            start: end - chrono::Duration::minutes(1),
-            end,
-        };
-        let query = PageQuery {
-            endpoint: &p.endpoint,
-            auth,
-            options: &p.options,
-            window,
-            cursor: sources::first_cursor(p.source()),
-            page_size: 1,
-            axis: Axis::Live,
-            start: p.start,
-        };
-        let policy = RetryPolicy {
-            max_retries: 1,
-            initial: p.retry_initial,
-            max_interval: p.retry_initial,
-            timeout: p.timeout,
-            max_body: p.max_body,
-        };
-        let result = http
-            .fetch(
-                || sources::build_request(&query),
-                &Upstream {
-                    retry: &policy,
-                    redactor: &Redactor::new(auth.values()),
-                    budget: &RequestBudget::new(p.max_rps, 1),
-                },
-                &cancel,
-                &mut Default::default(),
-                |s, b| sources::parse_page(&query, s, b),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e.to_string());
-        if let Err(e) = result {
-            eprintln!("ordersync: pipeline `{}`: {e}", p.name);
-            failed = true;
-        }
-    }
-    failed
 }
