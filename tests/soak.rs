@@ -181,13 +181,14 @@ fn fault_soak_over_all_five_sources() {
     assert_eq!(r5xx, t.server_error, "{t:?}");
     // A slow answer always times out; a loaded machine may time out an ordinary one too.
     assert!(rtimeout >= t.slow, "{rtimeout} timeouts for {t:?}");
+    let late = rtimeout - t.slow;
     // A truncated or non-JSON body is retried as `malformed` by every source; veapi's body-level
     // rate limit as its code 10009 (the other sources' codes differ).
     let ve = a.ve.fault_counts();
-    assert_eq!(
-        count("upstream code malformed"),
-        t.truncated + t.malformed,
-        "{t:?}"
+    let malformed = count("upstream code malformed");
+    assert!(
+        malformed <= t.truncated + t.malformed && malformed + late >= t.truncated + t.malformed,
+        "{malformed} malformed retries for {t:?}"
     );
     assert_eq!(count("upstream code 10009"), ve.body_rate_limit, "{ve:?}");
     let body_level = t.body_rate_limit + t.body_transient + t.truncated + t.malformed;
@@ -200,10 +201,12 @@ fn fault_soak_over_all_five_sources() {
                 && !e.contains("upstream code timeout")
         })
         .collect();
-    assert_eq!(
-        others.len() as u64,
-        body_level,
-        "one retry per body-level fault ({t:?}): {others:?}"
+    // One retry per body-level fault, seen as its code — or, on a loaded machine, as a timeout
+    // when the faulted answer came too late: the timeouts beyond the slow answers are that slack.
+    let seen = others.len() as u64;
+    assert!(
+        seen <= body_level && seen + late >= body_level,
+        "one retry per body-level fault ({t:?}, {late} timeouts beyond the slow answers): {others:?}"
     );
     if seed_is_default() {
         // The default seed meets them all (another may not: the counts are printed).
