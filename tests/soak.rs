@@ -177,22 +177,17 @@ fn fault_soak_over_all_five_sources() {
             "a 429 with Retry-After: 1 was retried after {wait} ms: {e}"
         );
     }
-    assert_eq!(r429, t.too_many_requests, "{t:?}");
-    assert_eq!(r5xx, t.server_error, "{t:?}");
-    // A slow answer always times out; a loaded machine may time out an ordinary one too.
+    // Every faulted answer is seen once, as its code — or, on a loaded machine, as a timeout when
+    // it came too late (a 503 behind a busy simulator, a body past the 300 ms timeout): a slow
+    // answer always times out, and the timeouts beyond the slow answers are the only slack.
     assert!(rtimeout >= t.slow, "{rtimeout} timeouts for {t:?}");
     let late = rtimeout - t.slow;
     // A truncated or non-JSON body is retried as `malformed` by every source; veapi's body-level
     // rate limit as its code 10009 (the other sources' codes differ).
     let ve = a.ve.fault_counts();
     let malformed = count("upstream code malformed");
-    assert!(
-        malformed <= t.truncated + t.malformed && malformed + late >= t.truncated + t.malformed,
-        "{malformed} malformed retries for {t:?}"
-    );
-    assert_eq!(count("upstream code 10009"), ve.body_rate_limit, "{ve:?}");
     let body_level = t.body_rate_limit + t.body_transient + t.truncated + t.malformed;
-    let others: Vec<&(String, u64)> = log
+    let others = log
         .iter()
         .filter(|(e, _)| {
             !e.contains("HTTP 429")
@@ -200,13 +195,32 @@ fn fault_soak_over_all_five_sources() {
                 && !e.contains("HTTP 503")
                 && !e.contains("upstream code timeout")
         })
-        .collect();
-    // One retry per body-level fault, seen as its code — or, on a loaded machine, as a timeout
-    // when the faulted answer came too late: the timeouts beyond the slow answers are that slack.
-    let seen = others.len() as u64;
+        .collect::<Vec<&(String, u64)>>();
+    let seen_as_code = [
+        ("429", r429, t.too_many_requests),
+        ("5xx", r5xx, t.server_error),
+        ("malformed", malformed, t.truncated + t.malformed),
+        ("10009", count("upstream code 10009"), ve.body_rate_limit),
+        ("body-level", others.len() as u64, body_level),
+    ];
+    for (what, seen, injected) in seen_as_code {
+        assert!(
+            seen <= injected,
+            "{seen} {what} retries for {injected} injected ({t:?}): {others:?}"
+        );
+    }
+    let shortfall: u64 = [
+        t.too_many_requests - r429,
+        t.server_error - r5xx,
+        body_level - others.len() as u64,
+    ]
+    .iter()
+    .sum();
     assert!(
-        seen <= body_level && seen + late >= body_level,
-        "one retry per body-level fault ({t:?}, {late} timeouts beyond the slow answers): {others:?}"
+        shortfall <= late,
+        "{shortfall} faulted answers not seen as their code, but only {late} timeouts beyond the \
+         {} slow answers ({t:?}): {others:?}",
+        t.slow
     );
     if seed_is_default() {
         // The default seed meets them all (another may not: the counts are printed).
