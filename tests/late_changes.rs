@@ -661,3 +661,61 @@ fn rewind_is_refused_while_the_pipeline_runs_in_another_process() {
 fn day(t: chrono::NaiveDateTime) -> String {
     t.format("%Y-%m-%d").to_string()
 }
+
+/// An order upstream deletes is never deleted here, and the README's "vanished orders" query, run
+/// after a rescan, names exactly the orders upstream no longer returned in the rescan's range.
+#[test]
+fn the_vanished_orders_query_names_exactly_the_orders_upstream_withdrew() {
+    let h = Harness::veapi(600, 40, Faults::default());
+    assert_ok(&h.run(&["sync"]));
+    let conn = h.db();
+    let now = ordersync_sim::beijing_now();
+    let mut withdrawn = h
+        .sim
+        .withdraw(6, now - Duration::days(14), now - Duration::days(2));
+    withdrawn.sort();
+    assert_eq!(
+        withdrawn.len(),
+        6,
+        "the world has orders updated in that range"
+    );
+    // Without a rescan nothing is seen to vanish: a live sync does not re-read that far back.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let query = readme
+        .split("```sql")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|q| q.contains("last_seen_at <"))
+        .expect("README has the vanished orders query")
+        .replace("'veapi-main'", "'ve'");
+    let vanished = |conn: &Connection| -> Vec<String> {
+        let sql = query.trim().trim_end_matches(';');
+        let mut ids: Vec<String> = conn
+            .prepare(sql)
+            .and_then(|mut s| s.query_map([], |r| r.get(1))?.collect())
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        ids.sort();
+        ids
+    };
+    assert_ok(&h.run(&["sync"]));
+    assert_eq!(vanished(&conn), Vec::<String>::new(), "before any rescan");
+
+    // Times are whole seconds: an order the last sync saw in the second the rescan starts would
+    // not look older than the rescan (in real life hours lie between them).
+    std::thread::sleep(StdDuration::from_millis(1100));
+    assert_ok(&h.run(&["rescan", "--since", "15d"]));
+    assert_eq!(vanished(&conn), withdrawn);
+    // Still there, as they were.
+    let kept: i64 = scalar(
+        &conn,
+        &format!(
+            "SELECT COUNT(*) FROM orders WHERE source = 'veapi' AND order_id IN ({})",
+            withdrawn
+                .iter()
+                .map(|k| format!("'{k}'"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    assert_eq!(kept, 6, "a withdrawn order's row is kept");
+}

@@ -221,6 +221,13 @@ impl VeapiSim {
         lock(&self.shared.world).mutate(n, at)
     }
 
+    /// Removes up to `n` orders whose `update_time` lies in `[from, to)` from everything the API
+    /// answers, as an order upstream deletes (a risk-control withdrawal, an order the platform
+    /// voids) without a last update saying so. Returns their ids; deterministic like [`Self::mutate`].
+    pub fn withdraw(&self, n: usize, from: NaiveDateTime, to: NaiveDateTime) -> Vec<String> {
+        lock(&self.shared.world).withdraw(n, (from, to))
+    }
+
     /// `true`: every cursor handed out from now on ends with the key, as an upstream that echoes
     /// what it was sent might do; such a cursor is accepted back like any other.
     pub fn set_key_in_cursor(&self, on: bool) {

@@ -127,9 +127,12 @@ impl World {
         self.orders.push(order);
     }
 
-    /// Every order, sorted by id.
+    /// Every order upstream still has, sorted by id.
     pub(crate) fn truth(&self) -> Vec<VeOrder> {
-        let mut all = self.orders.clone();
+        let mut all: Vec<VeOrder> = (0..self.orders.len())
+            .filter(|&i| self.present(i))
+            .map(|i| self.orders[i].clone())
+            .collect();
         all.sort_by(|a, b| a.order_id.cmp(&b.order_id));
         all
     }
@@ -162,13 +165,53 @@ impl World {
             .collect()
     }
 
+    /// Whether the order at `i` has not been withdrawn: a withdrawn order keeps its slot in
+    /// `orders` (the indexes of the others stay valid) but leaves every index a query reads.
+    fn present(&self, i: usize) -> bool {
+        self.by_id.contains_key(&self.ids[i])
+    }
+
+    /// See [`super::VeapiSim::withdraw`].
+    pub(crate) fn withdraw(
+        &mut self,
+        n: usize,
+        updated_between: (NaiveDateTime, NaiveDateTime),
+    ) -> Vec<String> {
+        let (from, to) = updated_between;
+        let eligible: Vec<usize> = (0..self.orders.len())
+            .filter(|&i| {
+                let t = self.orders[i].update_time;
+                self.present(i) && from <= t && t < to
+            })
+            .collect();
+        let mut chosen: Vec<usize> =
+            index::sample(&mut self.rng, eligible.len(), n.min(eligible.len()))
+                .into_iter()
+                .map(|j| eligible[j])
+                .collect();
+        chosen.sort_unstable();
+        chosen
+            .into_iter()
+            .map(|i| {
+                let id = self.ids[i];
+                let o = &self.orders[i];
+                self.by_pay.remove(&(to_unix(o.pay_success_time), id));
+                self.by_update.remove(&(to_unix(o.update_time), id));
+                self.by_id.remove(&id);
+                o.order_id.clone()
+            })
+            .collect()
+    }
+
     /// See [`super::VeapiSim::mutate`].
     pub(crate) fn mutate(&mut self, n: usize, at: NaiveDateTime) -> Vec<Mutation> {
         let at = truncate(at);
         let movable: Vec<usize> = (0..self.orders.len())
             .filter(|&i| {
                 let o = &self.orders[i];
-                (o.flow_point == PAY_SUCC || o.flow_point == CONFIRM) && o.update_time < at
+                (o.flow_point == PAY_SUCC || o.flow_point == CONFIRM)
+                    && o.update_time < at
+                    && self.present(i)
             })
             .collect();
         let picks = n.min(movable.len());
