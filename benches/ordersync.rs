@@ -444,7 +444,7 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
     // ordersync: parse + normalise + commit_page, page by page, as a run does.
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conn = store::open_connection(&dir.path().join("ours.db")).expect("db");
-    store::ensure_track(&conn, "p", "live", None).expect("track");
+    store::ensure_track(&mut conn, "p", "live", None).expect("track");
     let run_id = store::begin_run(&mut conn, "p", "sync", "live").expect("run");
     let mut rows = 0usize;
     let ours = rate(n, || {

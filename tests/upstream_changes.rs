@@ -37,7 +37,7 @@ fn store_state(conn: &Connection) -> (Vec<String>, Vec<String>, Vec<String>) {
 fn an_older_or_vanished_upstream_copy_never_regresses_the_stored_row() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conn = store::open_connection(&dir.path().join("m.db")).expect("open");
-    store::ensure_track(&conn, "p", "live", None).expect("track");
+    store::ensure_track(&mut conn, "p", "live", None).expect("track");
     let run = store::begin_run(&mut conn, "p", "sync", "live").expect("run");
     let window = Window {
         start: NaiveDate::from_ymd_opt(2024, 4, 1)

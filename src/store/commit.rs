@@ -65,7 +65,7 @@ pub fn commit_pages(
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
     // Immediate: this transaction reads, then writes. A deferred one would be refused at once
     // (not retried within busy_timeout) when another process took the write lock in between.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // A partial order's lines are written before the order row they belong to; the foreign key
     // is checked when the transaction commits. Only transactions that hold such orders ask for it:
     // setting any flag pragma expires every prepared statement, so each would be compiled again.
@@ -75,10 +75,10 @@ pub fn commit_pages(
     pages
         .iter()
         .map(|page| {
-            let stats = write_page(&tx, page, &now)?;
+            let stats = write_page(&mut tx, page, &now)?;
             let windows_done =
-                save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
-            count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
+                save_progress(&mut tx, &page.pipeline, &page.scope, &page.progress, &now)?;
+            count_page(&mut tx, page.run_id, &stats, page.requests, windows_done)?;
             Ok(stats)
         })
         .collect::<Result<Vec<_>, StoreError>>()
@@ -89,7 +89,11 @@ pub fn commit_pages(
 }
 
 /// One page's rejected rows and orders, inside the caller's transaction.
-fn write_page(tx: &Transaction<'_>, page: &PageCommit, now: &str) -> Result<PageStats, StoreError> {
+fn write_page(
+    tx: &mut Transaction<'_>,
+    page: &PageCommit,
+    now: &str,
+) -> Result<PageStats, StoreError> {
     let mut stats = PageStats::default();
     for row in &page.rejected {
         stats.rejected += 1;

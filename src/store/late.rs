@@ -3,13 +3,12 @@
 //! was read, not what will be), and a new rescan pass (`begin_rescan_pass`) starts the `rescan`
 //! track afresh.
 
-use chrono::NaiveDateTime;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-
 use super::runs::running_elsewhere;
+use super::sql::{args, Begin, Db, Tx};
 use super::tracks::{ensure_track, forget_windows, parse_time_col, watermark, Track};
 use super::StoreError;
 use crate::timefmt;
+use chrono::NaiveDateTime;
 
 /// The scope of the rescan track: one per pipeline, a pass at a time.
 pub const RESCAN_SCOPE: &str = "rescan";
@@ -20,19 +19,19 @@ pub const RESCAN_SCOPE: &str = "rescan";
 /// otherwise a new pass starts empty, and the previous pass's coverage is dropped, so the track's
 /// coverage is always what the current pass has read.
 pub fn begin_rescan_pass(
-    conn: &mut Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     from: NaiveDateTime,
     to: NaiveDateTime,
 ) -> Result<(Track, (NaiveDateTime, NaiveDateTime)), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let stored: Option<(Option<String>, Option<String>, Option<String>)> = tx
-        .query_row(
-            "SELECT range_start, range_end, watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
-            params![pipeline, RESCAN_SCOPE],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+    let mut tx = Tx::begin(db, Begin::Write)?;
+    let stored: Option<(Option<String>, Option<String>, Option<String>)> = match tx.query_opt(
+        "SELECT range_start, range_end, watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+        args![pipeline, RESCAN_SCOPE],
+    )? {
+        Some(row) => Some((row.get(0)?, row.get(1)?, row.get(2)?)),
+        None => None,
+    };
     let resumable = stored.and_then(|(start, end, watermark)| {
         let (start, end) = (parse_time_col(start)?, parse_time_col(end)?);
         let finished = parse_time_col(watermark).is_some_and(|w| w >= end) || start >= end;
@@ -43,7 +42,7 @@ pub fn begin_rescan_pass(
         Some(range) => {
             tx.execute(
                 "UPDATE checkpoints SET range_end = ?3, updated_at = ?4 WHERE pipeline = ?1 AND scope = ?2",
-                params![pipeline, RESCAN_SCOPE, timefmt::fmt_millis(range.1), now],
+                args![pipeline, RESCAN_SCOPE, &timefmt::fmt_millis(range.1), &now],
             )?;
             range
         }
@@ -53,24 +52,24 @@ pub fn begin_rescan_pass(
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
                  range_start = excluded.range_start, range_end = excluded.range_end, watermark = NULL, \
                  updated_at = excluded.updated_at",
-                params![
+                args![
                     pipeline,
                     RESCAN_SCOPE,
-                    timefmt::fmt_millis(from),
-                    timefmt::fmt_millis(to.max(from)),
-                    now
+                    &timefmt::fmt_millis(from),
+                    &timefmt::fmt_millis(to.max(from)),
+                    &now
                 ],
             )?;
             tx.execute(
                 "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2",
-                params![pipeline, RESCAN_SCOPE],
+                args![pipeline, RESCAN_SCOPE],
             )?;
-            forget_windows(&tx, pipeline, RESCAN_SCOPE)?;
+            forget_windows(&mut *tx, pipeline, RESCAN_SCOPE)?;
             (from, to.max(from))
         }
     };
     tx.commit()?;
-    Ok((ensure_track(conn, pipeline, RESCAN_SCOPE, None)?, range))
+    Ok((ensure_track(db, pipeline, RESCAN_SCOPE, None)?, range))
 }
 
 /// What `rewind_live` did, or why it did nothing.
@@ -93,20 +92,20 @@ pub enum Rewind {
 /// next live sync reads from `to` (less the lookback). Coverage is left as it is. Refused (`Busy`)
 /// while any run of the pipeline is in progress in another live process.
 pub fn rewind_live(
-    conn: &mut Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     to: NaiveDateTime,
     who: &str,
 ) -> Result<Rewind, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some((scope, pid)) = running_elsewhere(&tx, pipeline, None)? {
+    let mut tx = Tx::begin(db, Begin::Write)?;
+    if let Some((scope, pid)) = running_elsewhere(&mut *tx, pipeline, None)? {
         return Err(StoreError::Busy {
             pipeline: pipeline.into(),
             scope,
             pid,
         });
     }
-    let Some(from) = watermark(&tx, pipeline, "live")? else {
+    let Some(from) = watermark(&mut *tx, pipeline, "live")? else {
         return Ok(Rewind::NothingYet);
     };
     if to >= from {
@@ -115,20 +114,19 @@ pub fn rewind_live(
     let now = timefmt::fmt_millis(timefmt::beijing_now());
     tx.execute(
         "UPDATE checkpoints SET watermark = ?2, updated_at = ?3 WHERE pipeline = ?1 AND scope = 'live'",
-        params![pipeline, timefmt::fmt_millis(to), now],
+        args![pipeline, &timefmt::fmt_millis(to), &now],
     )?;
-    forget_windows(&tx, pipeline, "live")?;
+    forget_windows(&mut *tx, pipeline, "live")?;
     let detail = format!(
         "live watermark {} → {}, by {who}",
         timefmt::fmt_seconds(from),
         timefmt::fmt_seconds(to)
     );
-    tx.execute(
+    let run_id: i64 = tx.query_value(
         "INSERT INTO runs (pipeline, command, scope, pid, started_at, finished_at, outcome, detail) \
-         VALUES (?1, 'rewind', 'live', ?2, ?3, ?3, 'ok', ?4)",
-        params![pipeline, i64::from(std::process::id()), now, detail],
+         VALUES (?1, 'rewind', 'live', ?2, ?3, ?3, 'ok', ?4) RETURNING id",
+        args![pipeline, i64::from(std::process::id()), &now, &detail],
     )?;
-    let run_id = tx.last_insert_rowid();
     tx.commit()?;
     Ok(Rewind::Done { from, to, run_id })
 }
@@ -151,13 +149,13 @@ mod tests {
             (None, (t("2024-01-01"), t("2024-01-10")))
         );
         // Half-way: one window done, one in progress.
-        let tx = conn.transaction().unwrap();
+        let mut tx = conn.transaction().unwrap();
         let first = Window {
             start: t("2024-01-01"),
             end: t("2024-01-05"),
         };
         save_progress(
-            &tx,
+            &mut tx,
             "p",
             RESCAN_SCOPE,
             &Progress::WindowDone { window: first },
@@ -172,7 +170,7 @@ mod tests {
             window: second,
             cursor: "c7".into(),
         };
-        save_progress(&tx, "p", RESCAN_SCOPE, &cut, "now").unwrap();
+        save_progress(&mut tx, "p", RESCAN_SCOPE, &cut, "now").unwrap();
         tx.commit().unwrap();
         // The next rescan, a day later, resumes the pass (its start is older than asked).
         let (track, range) =
@@ -194,13 +192,13 @@ mod tests {
             .unwrap();
         assert_eq!(covered, 0, "a new pass starts with no coverage");
         // Finished: the next one starts anew even from a later start.
-        let tx = conn.transaction().unwrap();
+        let mut tx = conn.transaction().unwrap();
         let all = Window {
             start: t("2023-12-20"),
             end: t("2024-01-11"),
         };
         save_progress(
-            &tx,
+            &mut tx,
             "p",
             RESCAN_SCOPE,
             &Progress::WindowDone { window: all },
@@ -212,7 +210,7 @@ mod tests {
             begin_rescan_pass(&mut conn, "p", t("2024-01-01"), t("2024-01-12")).unwrap();
         assert_eq!((track.watermark, range.0), (None, t("2024-01-01")));
         // The live track was never touched.
-        assert_eq!(watermark(&conn, "p", "live").unwrap(), None);
+        assert_eq!(watermark(&mut conn, "p", "live").unwrap(), None);
     }
 
     #[test]
@@ -240,7 +238,7 @@ mod tests {
         };
         assert_eq!((from, to), (t("2024-01-05"), t("2024-01-02")));
         assert_eq!(
-            watermark(&conn, "p", "live").unwrap(),
+            watermark(&mut conn, "p", "live").unwrap(),
             Some(t("2024-01-02"))
         );
         let detail: String = conn

@@ -22,6 +22,7 @@ mod partial;
 mod rejected;
 pub mod report;
 mod runs;
+pub mod sql;
 #[cfg(test)]
 mod test_support;
 mod tracks;
@@ -59,6 +60,8 @@ pub enum StoreError {
         scope: String,
         pid: i64,
     },
+    #[error("database: column {column} of a row read back: {problem}")]
+    Value { column: usize, problem: String },
     #[error("database writer has stopped")]
     WriterGone,
     #[error("database {path}: its write-ahead log could not be copied into the database file at exit ({reason}); the commits are safe in its -wal file, and the next ordersync command to open it copies them in")]

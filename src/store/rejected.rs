@@ -6,17 +6,16 @@
 //! resolves one, since a good line says nothing of a bad one. Both happen inside the page's
 //! transaction (`commit_page`).
 
-use md5::{Digest, Md5};
-use rusqlite::{params, Transaction};
-
+use super::sql::{args, Db};
 use super::{PageCommit, StoreError};
 use crate::model::RejectedRow;
 use crate::timefmt;
+use md5::{Digest, Md5};
 
 /// Keeps one rejected row; the same row (same source and text) read again is seen again, not
 /// added. Returns whether it is new.
 pub(super) fn keep_rejected(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     page: &PageCommit,
     row: &RejectedRow,
     now: &str,
@@ -27,32 +26,28 @@ pub(super) fn keep_rejected(
     hash.update(row.raw.as_bytes());
     let fingerprint: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let (window, cursor) = &page.asked;
-    let times_seen: i64 = tx
-        .prepare_cached(
+    let times_seen: i64 = db.query_value(
             "INSERT INTO rejected_rows (pipeline, source, scope, window_start, window_end, cursor, order_id, \
              reason, raw, fingerprint, first_seen_at, last_seen_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
              ON CONFLICT (pipeline, fingerprint) DO UPDATE SET scope = excluded.scope, \
              window_start = excluded.window_start, window_end = excluded.window_end, cursor = excluded.cursor, \
-             reason = excluded.reason, last_seen_at = excluded.last_seen_at, times_seen = times_seen + 1, \
-             resolved_at = NULL \
+             reason = excluded.reason, last_seen_at = excluded.last_seen_at, \
+             times_seen = rejected_rows.times_seen + 1, resolved_at = NULL \
              RETURNING times_seen",
-        )?
-        .query_row(
-            params![
-                page.pipeline,
+            args![
+                &page.pipeline,
                 page.source.as_str(),
-                page.scope,
-                timefmt::fmt_millis(window.start),
-                timefmt::fmt_millis(window.end),
+                &page.scope,
+                &timefmt::fmt_millis(window.start),
+                &timefmt::fmt_millis(window.end),
                 cursor,
-                row.order_id,
-                row.reason,
-                row.raw,
-                fingerprint,
+                &row.order_id,
+                &row.reason,
+                &row.raw,
+                &fingerprint,
                 now,
             ],
-            |r| r.get(0),
         )?;
     Ok(times_seen == 1)
 }
@@ -60,24 +55,25 @@ pub(super) fn keep_rejected(
 /// A good copy of an order that was rejected before resolves those rejections. Orders that arrive
 /// line by line (`partial`) are left alone: a good line says nothing of a bad one.
 pub(super) fn resolve_rejected(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     page: &PageCommit,
     now: &str,
 ) -> Result<(), StoreError> {
-    let open: bool = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL)",
+    let open = db
+        .query_opt(
+            "SELECT 1 FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL LIMIT 1",
+            args![&page.pipeline],
         )?
-        .query_row(params![page.pipeline], |r| r.get(0))?;
+        .is_some();
     if !open {
         return Ok(());
     }
-    let mut resolve = tx.prepare_cached(
-        "UPDATE rejected_rows SET resolved_at = ?4 \
-         WHERE pipeline = ?1 AND source = ?2 AND order_id = ?3 AND resolved_at IS NULL",
-    )?;
     for o in page.orders.iter().filter(|o| !o.partial) {
-        resolve.execute(params![page.pipeline, o.source.as_str(), o.order_id, now])?;
+        db.execute(
+            "UPDATE rejected_rows SET resolved_at = ?4 \
+             WHERE pipeline = ?1 AND source = ?2 AND order_id = ?3 AND resolved_at IS NULL",
+            args![&page.pipeline, o.source.as_str(), &o.order_id, now],
+        )?;
     }
     Ok(())
 }

@@ -467,7 +467,7 @@ mod tests {
     fn the_reports_read_back_what_page_commits_wrote() {
         let (_d, mut conn, run) = setup();
         ensure_track(
-            &conn,
+            &mut conn,
             "p",
             "backfill a",
             Some((t("2024-01-01"), t("2024-01-09"))),
@@ -496,7 +496,7 @@ mod tests {
             };
             commit_page(&mut conn, &page).unwrap();
         }
-        finish_run(&conn, run, Outcome::Failed, Some("boom"), 1).unwrap();
+        finish_run(&mut conn, run, Outcome::Failed, Some("boom"), 1).unwrap();
         begin_run(&mut conn, "p", "sync", "live").unwrap();
 
         assert_eq!(pipelines(&conn).unwrap(), ["p"]);
@@ -565,7 +565,14 @@ mod tests {
     #[test]
     fn live_run_health_counts_failures_since_the_last_ok_live_run() {
         let (_d, mut conn, first) = setup();
-        finish_run(&conn, first, Outcome::Failed, Some("before the ok one"), 0).unwrap();
+        finish_run(
+            &mut conn,
+            first,
+            Outcome::Failed,
+            Some("before the ok one"),
+            0,
+        )
+        .unwrap();
         let live = |conn: &mut Connection, pipeline: &str, scope: &str, outcome: Outcome| {
             let id = begin_run(conn, pipeline, "sync", scope).unwrap();
             finish_run(conn, id, outcome, None, 0).unwrap();

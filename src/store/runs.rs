@@ -8,8 +8,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, Transaction, TransactionBehavior};
-
+use super::sql::{args, Begin, Db, Tx};
 use super::{PageStats, StoreError};
 use crate::timefmt;
 
@@ -35,19 +34,17 @@ fn pid_alive(pid: i64) -> bool {
 }
 
 /// Runs left `running` by a process that no longer exists (killed, crashed) become `abandoned`.
-pub fn mark_abandoned_runs(conn: &mut Connection) -> Result<(), StoreError> {
+pub fn mark_abandoned_runs(db: &mut dyn Db) -> Result<(), StoreError> {
     let me = i64::from(std::process::id());
-    let stale: Vec<(i64, i64)> = conn
-        .prepare("SELECT id, pid FROM runs WHERE outcome = 'running'")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+    let stale = db.query("SELECT id, pid FROM runs WHERE outcome = 'running'", &[])?;
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
-    for (id, pid) in stale {
+    for row in stale {
+        let (id, pid): (i64, i64) = (row.get(0)?, row.get(1)?);
         if pid == me || !pid_alive(pid) {
-            conn.execute(
+            db.execute(
                 "UPDATE runs SET outcome = 'abandoned', finished_at = ?2, \
                  error = COALESCE(error, 'process ended without finishing the run') WHERE id = ?1",
-                params![id, now],
+                args![id, &now],
             )?;
         }
     }
@@ -67,40 +64,41 @@ fn rivals(scope: &str) -> &'static [&'static str] {
 /// A run of `pipeline` in progress in another live process, in one of `scopes` (any scope when
 /// `None`): its scope and pid.
 pub(super) fn running_elsewhere(
-    conn: &Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     scopes: Option<&[&str]>,
 ) -> Result<Option<(String, i64)>, StoreError> {
     let me = i64::from(std::process::id());
-    let running: Vec<(String, i64)> = conn
-        .prepare_cached("SELECT scope, pid FROM runs WHERE pipeline = ?1 AND outcome = 'running'")?
-        .query_map(params![pipeline], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(running.into_iter().find(|(scope, pid)| {
-        *pid != me && scopes.is_none_or(|s| s.contains(&scope.as_str())) && pid_alive(*pid)
-    }))
+    let running = db.query(
+        "SELECT scope, pid FROM runs WHERE pipeline = ?1 AND outcome = 'running'",
+        args![pipeline],
+    )?;
+    for row in running {
+        let (scope, pid): (String, i64) = (row.get(0)?, row.get(1)?);
+        if pid != me && scopes.is_none_or(|s| s.contains(&scope.as_str())) && pid_alive(pid) {
+            return Ok(Some((scope, pid)));
+        }
+    }
+    Ok(None)
 }
 
 /// Records the start of a run; refuses (`Busy`) if the same (pipeline, scope), or a rival scope
 /// (`live` for `rescan` and back), runs in another live process. A caller told a rival is busy
 /// waits for it; one told its own scope is busy gives up.
 pub fn begin_run(
-    conn: &mut Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     command: &str,
     scope: &str,
 ) -> Result<i64, StoreError> {
     let me = i64::from(std::process::id());
-    // Immediate: this transaction reads, then writes. A deferred one would be refused at once
-    // (not retried within busy_timeout) when another process took the write lock in between.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let running: Vec<(i64, i64)> = tx
-        .prepare(
-            "SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'",
-        )?
-        .query_map(params![pipeline, scope], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (id, pid) in running {
+    let mut tx = Tx::begin(db, Begin::Write)?;
+    let running = tx.query(
+        "SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'",
+        args![pipeline, scope],
+    )?;
+    for row in running {
+        let (id, pid): (i64, i64) = (row.get(0)?, row.get(1)?);
         if pid != me && pid_alive(pid) {
             return Err(StoreError::Busy {
                 pipeline: pipeline.into(),
@@ -110,39 +108,45 @@ pub fn begin_run(
         }
         tx.execute(
             "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE id = ?1",
-            params![id, timefmt::fmt_seconds(timefmt::beijing_now())],
+            args![id, &timefmt::fmt_seconds(timefmt::beijing_now())],
         )?;
     }
-    if let Some((rival, pid)) = running_elsewhere(&tx, pipeline, Some(rivals(scope)))? {
+    if let Some((rival, pid)) = running_elsewhere(&mut *tx, pipeline, Some(rivals(scope)))? {
         return Err(StoreError::Busy {
             pipeline: pipeline.into(),
             scope: rival,
             pid,
         });
     }
-    tx.execute(
-        "INSERT INTO runs (pipeline, command, scope, pid, started_at, outcome) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-        params![pipeline, command, scope, me, timefmt::fmt_millis(timefmt::beijing_now())],
+    let id: i64 = tx.query_value(
+        "INSERT INTO runs (pipeline, command, scope, pid, started_at, outcome) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running') RETURNING id",
+        args![
+            pipeline,
+            command,
+            scope,
+            me,
+            &timefmt::fmt_millis(timefmt::beijing_now())
+        ],
     )?;
-    let id = tx.last_insert_rowid();
     tx.commit()?;
     Ok(id)
 }
 
 /// Closes a run. `requests` are those not already counted by a committed page (failed attempts).
 pub fn finish_run(
-    conn: &Connection,
+    db: &mut dyn Db,
     run_id: i64,
     outcome: Outcome,
     error: Option<&str>,
     requests: u64,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    db.execute(
         "UPDATE runs SET outcome = ?2, finished_at = ?3, error = ?4, requests = requests + ?5 WHERE id = ?1",
-        params![
+        args![
             run_id,
             outcome.as_str(),
-            timefmt::fmt_millis(timefmt::beijing_now()),
+            &timefmt::fmt_millis(timefmt::beijing_now()),
             error,
             requests as i64
         ],
@@ -152,25 +156,25 @@ pub fn finish_run(
 
 /// Adds a committed page's counts to its run, in that page's transaction.
 pub(super) fn count_page(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     run_id: i64,
     stats: &PageStats,
     requests: u32,
     windows_done: i64,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    db.execute(
         "UPDATE runs SET rows_seen = rows_seen + ?2, rows_changed = rows_changed + ?3, \
          requests = requests + ?4, windows_done = windows_done + ?5, rows_rejected = rows_rejected + ?6 \
          WHERE id = ?1",
-    )?
-    .execute(params![
-        run_id,
-        stats.seen as i64,
-        stats.changed as i64,
-        i64::from(requests),
-        windows_done,
-        stats.rejected as i64,
-    ])?;
+        args![
+            run_id,
+            stats.seen as i64,
+            stats.changed as i64,
+            requests,
+            windows_done,
+            stats.rejected as i64,
+        ],
+    )?;
     Ok(())
 }
 

@@ -26,7 +26,7 @@ pub(super) fn order(id: &str, status: &str, updated: &str, raw: &str) -> OrderRo
 pub(super) fn setup() -> (tempfile::TempDir, Connection, i64) {
     let dir = tempfile::tempdir().unwrap();
     let mut conn = open_connection(&dir.path().join("t.db")).unwrap();
-    ensure_track(&conn, "p", "live", None).unwrap();
+    ensure_track(&mut conn, "p", "live", None).unwrap();
     let run = begin_run(&mut conn, "p", "sync", "live").unwrap();
     (dir, conn, run)
 }

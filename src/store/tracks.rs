@@ -7,8 +7,8 @@
 //! its neighbours. Two deliberate exceptions live in `store::late`.
 
 use chrono::NaiveDateTime;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::sql::{args, Begin, Db, Tx};
 use super::StoreError;
 use crate::planner::Window;
 use crate::timefmt;
@@ -40,54 +40,47 @@ pub(super) fn parse_time_col(text: Option<String>) -> Option<NaiveDateTime> {
 /// Loads the track, creating it (empty) when it does not exist yet. A backfill "up to now" run again
 /// later extends its range to the new now.
 pub fn ensure_track(
-    conn: &Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     scope: &str,
     range: Option<(NaiveDateTime, NaiveDateTime)>,
 ) -> Result<Track, StoreError> {
-    conn.execute(
+    db.execute(
         "INSERT INTO checkpoints (pipeline, scope, range_start, range_end, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope) DO UPDATE SET \
-         range_end = CASE WHEN excluded.range_end > range_end THEN excluded.range_end ELSE range_end END",
-        params![
+         range_end = CASE WHEN excluded.range_end > checkpoints.range_end \
+         THEN excluded.range_end ELSE checkpoints.range_end END",
+        args![
             pipeline,
             scope,
-            range.map(|r| timefmt::fmt_millis(r.0)),
-            range.map(|r| timefmt::fmt_millis(r.1)),
-            timefmt::fmt_seconds(timefmt::beijing_now()),
+            &range.map(|r| timefmt::fmt_millis(r.0)),
+            &range.map(|r| timefmt::fmt_millis(r.1)),
+            &timefmt::fmt_seconds(timefmt::beijing_now()),
         ],
     )?;
-    let watermark: Option<String> = conn.query_row(
-        "SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
-        params![pipeline, scope],
-        |r| r.get(0),
-    )?;
-    let rows: Vec<(Option<String>, Option<String>, String)> = conn
-        .prepare_cached(
-            "SELECT window_start, window_end, cursor FROM track_windows \
-             WHERE pipeline = ?1 AND scope = ?2 AND NOT done ORDER BY window_start",
-        )?
-        .query_map(params![pipeline, scope], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let in_progress = rows
-        .into_iter()
-        .filter_map(|(start, end, cursor)| {
-            let window = Window {
-                start: parse_time_col(start)?,
-                end: parse_time_col(end)?,
-            };
-            Some((window, cursor))
-        })
-        .collect();
-    let planned_until: Option<String> = conn.query_row(
+    let watermark = watermark(db, pipeline, scope)?;
+    let mut in_progress = Vec::new();
+    for row in db.query(
+        "SELECT window_start, window_end, cursor FROM track_windows \
+         WHERE pipeline = ?1 AND scope = ?2 AND NOT done ORDER BY window_start",
+        args![pipeline, scope],
+    )? {
+        let window = (|| {
+            Some(Window {
+                start: parse_time_col(row.get(0).ok()?)?,
+                end: parse_time_col(row.get(1).ok()?)?,
+            })
+        })();
+        if let Some(window) = window {
+            in_progress.push((window, row.get(2)?));
+        }
+    }
+    let planned_until: Option<String> = db.query_value(
         "SELECT MAX(window_end) FROM track_windows WHERE pipeline = ?1 AND scope = ?2",
-        params![pipeline, scope],
-        |r| r.get(0),
+        args![pipeline, scope],
     )?;
     Ok(Track {
-        watermark: parse_time_col(watermark),
+        watermark,
         in_progress,
         planned_until: parse_time_col(planned_until),
     })
@@ -97,58 +90,55 @@ pub fn ensure_track(
 /// window already there keeps its cursor). From now on the watermark cannot pass one of them until
 /// it is finished, whichever order windows read at once finish in.
 pub fn register_windows(
-    conn: &mut Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     scope: &str,
     windows: &[(Window, String)],
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
+    let mut tx = Tx::begin(db, Begin::Write)?;
+    for (w, cursor) in windows {
+        tx.execute(
             "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor) \
              VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-        )?;
-        for (w, cursor) in windows {
-            insert.execute(params![
+            args![
                 pipeline,
                 scope,
-                timefmt::fmt_millis(w.start),
-                timefmt::fmt_millis(w.end),
+                &timefmt::fmt_millis(w.start),
+                &timefmt::fmt_millis(w.end),
                 cursor
-            ])?;
-        }
+            ],
+        )?;
     }
-    tx.commit()?;
-    Ok(())
+    tx.commit()
 }
 
 /// Forgets the windows of a track (a new rescan pass, a rewind): the next run plans afresh.
 pub(super) fn forget_windows(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     pipeline: &str,
     scope: &str,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    db.execute(
         "DELETE FROM track_windows WHERE pipeline = ?1 AND scope = ?2",
-        params![pipeline, scope],
+        args![pipeline, scope],
     )?;
     Ok(())
 }
 
 /// The watermark of one track, if it has one.
 pub fn watermark(
-    conn: &Connection,
+    db: &mut dyn Db,
     pipeline: &str,
     scope: &str,
 ) -> Result<Option<NaiveDateTime>, StoreError> {
-    let text: Option<Option<String>> = conn
-        .query_row(
-            "SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
-            params![pipeline, scope],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(parse_time_col(text.flatten()))
+    let text: Option<String> = match db.query_opt(
+        "SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2",
+        args![pipeline, scope],
+    )? {
+        Some(row) => row.get(0)?,
+        None => None,
+    };
+    Ok(parse_time_col(text))
 }
 
 /// Writes where the track stands once a page is committed, in that page's transaction: the cursor
@@ -157,7 +147,7 @@ pub fn watermark(
 /// is done, to the end of the furthest) — never back; done windows behind it are forgotten.
 /// Returns the windows finished (0 or 1).
 pub(super) fn save_progress(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     pipeline: &str,
     scope: &str,
     progress: &Progress,
@@ -165,49 +155,54 @@ pub(super) fn save_progress(
 ) -> Result<i64, StoreError> {
     match progress {
         Progress::Next { window, cursor } => {
-            tx.prepare_cached(
+            db.execute(
                 "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (pipeline, scope, window_start) DO UPDATE SET \
                  window_end = excluded.window_end, cursor = excluded.cursor",
-            )?
-            .execute(params![
-                pipeline,
-                scope,
-                timefmt::fmt_millis(window.start),
-                timefmt::fmt_millis(window.end),
-                cursor,
-            ])?;
-            tx.prepare_cached(
+                args![
+                    pipeline,
+                    scope,
+                    &timefmt::fmt_millis(window.start),
+                    &timefmt::fmt_millis(window.end),
+                    cursor,
+                ],
+            )?;
+            db.execute(
                 "UPDATE checkpoints SET updated_at = ?3 WHERE pipeline = ?1 AND scope = ?2",
-            )?
-            .execute(params![pipeline, scope, now])?;
+                args![pipeline, scope, now],
+            )?;
             Ok(0)
         }
         Progress::WindowDone { window } => {
-            tx.prepare_cached(
+            db.execute(
                 "INSERT INTO track_windows (pipeline, scope, window_start, window_end, cursor, done) \
-                 VALUES (?1, ?2, ?3, ?4, '', 1) ON CONFLICT (pipeline, scope, window_start) DO UPDATE SET \
-                 done = 1",
-            )?
-            .execute(params![
-                pipeline,
-                scope,
-                timefmt::fmt_millis(window.start),
-                timefmt::fmt_millis(window.end)
-            ])?;
-            tx.prepare_cached(
-                "UPDATE checkpoints SET watermark = MAX(COALESCE(watermark, ''), COALESCE( \
+                 VALUES (?1, ?2, ?3, ?4, '', TRUE) ON CONFLICT (pipeline, scope, window_start) DO UPDATE SET \
+                 done = TRUE",
+                args![
+                    pipeline,
+                    scope,
+                    &timefmt::fmt_millis(window.start),
+                    &timefmt::fmt_millis(window.end)
+                ],
+            )?;
+            // The watermark moves to the start of the first window not done, else to the end of
+            // the furthest, and never back: the CASE is `MAX` of the two, which the engines spell
+            // differently.
+            db.execute(
+                "UPDATE checkpoints SET watermark = CASE WHEN watermark IS NULL OR watermark < next.at \
+                     THEN next.at ELSE watermark END, updated_at = ?3 \
+                 FROM (SELECT COALESCE( \
                      (SELECT MIN(window_start) FROM track_windows WHERE pipeline = ?1 AND scope = ?2 AND NOT done), \
-                     (SELECT MAX(window_end) FROM track_windows WHERE pipeline = ?1 AND scope = ?2))), \
-                 updated_at = ?3 WHERE pipeline = ?1 AND scope = ?2",
-            )?
-            .execute(params![pipeline, scope, now])?;
-            tx.prepare_cached(
+                     (SELECT MAX(window_end) FROM track_windows WHERE pipeline = ?1 AND scope = ?2)) AS at) AS next \
+                 WHERE pipeline = ?1 AND scope = ?2",
+                args![pipeline, scope, now],
+            )?;
+            db.execute(
                 "DELETE FROM track_windows WHERE pipeline = ?1 AND scope = ?2 AND done \
                  AND window_end <= (SELECT watermark FROM checkpoints WHERE pipeline = ?1 AND scope = ?2)",
-            )?
-            .execute(params![pipeline, scope])?;
-            add_coverage(tx, pipeline, scope, window)?;
+                args![pipeline, scope],
+            )?;
+            add_coverage(db, pipeline, scope, window)?;
             Ok(1)
         }
     }
@@ -215,33 +210,30 @@ pub(super) fn save_progress(
 
 /// Merges `[start, end)` into the pipeline's finished ranges of this scope.
 fn add_coverage(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     pipeline: &str,
     scope: &str,
     w: &Window,
 ) -> Result<(), StoreError> {
     let (mut start, mut end) = (timefmt::fmt_millis(w.start), timefmt::fmt_millis(w.end));
-    let touching: Vec<(String, String)> = tx
-        .prepare_cached(
-            "SELECT range_start, range_end FROM coverage WHERE pipeline = ?1 AND scope = ?2 \
-             AND range_start <= ?4 AND range_end >= ?3",
-        )?
-        .query_map(params![pipeline, scope, start, end], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (s, e) in touching {
-        tx.prepare_cached(
+    let touching = db.query(
+        "SELECT range_start, range_end FROM coverage WHERE pipeline = ?1 AND scope = ?2 \
+         AND range_start <= ?4 AND range_end >= ?3",
+        args![pipeline, scope, &start, &end],
+    )?;
+    for row in touching {
+        let (s, e): (String, String) = (row.get(0)?, row.get(1)?);
+        db.execute(
             "DELETE FROM coverage WHERE pipeline = ?1 AND scope = ?2 AND range_start = ?3",
-        )?
-        .execute(params![pipeline, scope, s])?;
+            args![pipeline, scope, &s],
+        )?;
         start = start.min(s);
         end = end.max(e);
     }
-    tx.prepare_cached(
+    db.execute(
         "INSERT INTO coverage (pipeline, scope, range_start, range_end) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![pipeline, scope, start, end])?;
+        args![pipeline, scope, &start, &end],
+    )?;
     Ok(())
 }
 
@@ -273,7 +265,7 @@ mod tests {
             },
         );
         register_windows(&mut conn, "p", "live", &planned).unwrap();
-        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
         assert_eq!(track.in_progress[0], (w(1, 3), "c9".to_string()));
         assert_eq!(track.in_progress.len(), 3);
         commit(
@@ -283,7 +275,7 @@ mod tests {
             Progress::WindowDone { window: w(3, 5) },
         );
         assert_eq!(
-            watermark(&conn, "p", "live").unwrap(),
+            watermark(&mut conn, "p", "live").unwrap(),
             Some(day(1)),
             "not past 1..3"
         );
@@ -293,14 +285,14 @@ mod tests {
             vec![],
             Progress::WindowDone { window: w(1, 3) },
         );
-        assert_eq!(watermark(&conn, "p", "live").unwrap(), Some(day(5)));
+        assert_eq!(watermark(&mut conn, "p", "live").unwrap(), Some(day(5)));
         commit(
             &mut conn,
             run,
             vec![],
             Progress::WindowDone { window: w(5, 7) },
         );
-        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
         assert_eq!((track.watermark, track.in_progress), (Some(day(7)), vec![]));
         let ranges: i64 = conn
             .query_row("SELECT COUNT(*) FROM coverage", [], |r| r.get(0))
@@ -320,7 +312,7 @@ mod tests {
                 Progress::WindowDone { window: done },
             );
         }
-        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
         assert_eq!(
             (track.watermark, track.planned_until),
             (Some(day(13)), None)
@@ -351,13 +343,13 @@ mod tests {
                 cursor: "x".into(),
             },
         );
-        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
         assert_eq!(track.in_progress, vec![(a, "x".to_string())]);
         assert_eq!(track.watermark, None);
         commit(&mut conn, run, vec![], Progress::WindowDone { window: a });
         commit(&mut conn, run, vec![], Progress::WindowDone { window: b });
         commit(&mut conn, run, vec![], Progress::WindowDone { window: far });
-        let track = ensure_track(&conn, "p", "live", None).unwrap();
+        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
         assert_eq!(track.in_progress, vec![]);
         assert_eq!(track.watermark, Some(t("2024-02-02")));
         let ranges: Vec<(String, String)> = conn
