@@ -16,12 +16,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use crate::store::sql::Db;
+use crate::store::StoreError;
 use axum::extract::State as AxumState;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use rusqlite::Connection;
 
 use crate::budget::Budgets;
 use crate::store::report::{self, RunTotals};
@@ -90,12 +91,12 @@ fn label(v: &str) -> String {
 /// The whole exposition, from the database and the daemon's memory. Each family's HELP and TYPE
 /// lines sit right above its own samples: a sample under another family's TYPE line is read by
 /// client parsers as part of that family, or as untyped.
-pub fn render(state: &State) -> Result<String, rusqlite::Error> {
-    let conn = report::open_read_only(&state.db_path)?;
+pub fn render(state: &State) -> Result<String, StoreError> {
+    let mut conn = report::open_read_only(&state.db_path)?;
     let mut out = String::new();
-    render_runs(&conn, &mut out)?;
-    render_watermark_lag(&conn, &mut out)?;
-    render_live_run_health(&conn, &mut out)?;
+    render_runs(&mut conn, &mut out)?;
+    render_watermark_lag(&mut conn, &mut out)?;
+    render_live_run_health(&mut conn, &mut out)?;
     render_live(state, &mut out);
     render_budgets(state, &mut out);
     Ok(out)
@@ -142,9 +143,9 @@ const RUN_COUNTERS: [RunCounter; 6] = [
 ];
 
 /// The run counters from `runs`: runs by outcome, and the row and request counters summed.
-fn render_runs(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Error> {
+fn render_runs(db: &mut dyn Db, out: &mut String) -> Result<(), StoreError> {
     out.push_str("# HELP ordersync_runs_total Runs finished (or abandoned), by outcome.\n# TYPE ordersync_runs_total counter\n");
-    for row in report::runs_by_outcome(conn)? {
+    for row in report::runs_by_outcome(db)? {
         let _ = writeln!(
             out,
             "ordersync_runs_total{{pipeline=\"{}\",outcome=\"{}\"}} {}",
@@ -153,7 +154,7 @@ fn render_runs(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Erro
             row.runs
         );
     }
-    let totals = report::run_totals(conn)?;
+    let totals = report::run_totals(db)?;
     for RunCounter { name, help, value } in RUN_COUNTERS {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for t in &totals {
@@ -169,10 +170,10 @@ fn render_runs(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Erro
 }
 
 /// Now minus each live watermark, in seconds.
-fn render_watermark_lag(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Error> {
+fn render_watermark_lag(db: &mut dyn Db, out: &mut String) -> Result<(), StoreError> {
     out.push_str("# HELP ordersync_watermark_lag_seconds Seconds between now and the live watermark.\n# TYPE ordersync_watermark_lag_seconds gauge\n");
     let now = timefmt::beijing_now();
-    for row in report::live_watermarks(conn)? {
+    for row in report::live_watermarks(db)? {
         if let Some(w) = timefmt::parse_user_time(&row.watermark) {
             let lag = (now - w).num_milliseconds() as f64 / 1000.0;
             let _ = writeln!(
@@ -186,8 +187,8 @@ fn render_watermark_lag(conn: &Connection, out: &mut String) -> Result<(), rusql
 }
 
 /// The failed streak and the time of the last success of each pipeline's live runs.
-fn render_live_run_health(conn: &Connection, out: &mut String) -> Result<(), rusqlite::Error> {
-    let health = report::live_run_health(conn)?;
+fn render_live_run_health(db: &mut dyn Db, out: &mut String) -> Result<(), StoreError> {
+    let health = report::live_run_health(db)?;
     out.push_str("# HELP ordersync_consecutive_failed_runs Live runs that failed (or were abandoned) since the last ok one.\n# TYPE ordersync_consecutive_failed_runs gauge\n");
     for h in &health {
         let _ = writeln!(

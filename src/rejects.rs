@@ -7,8 +7,7 @@
 
 use std::fmt::Write as _;
 
-use rusqlite::Connection;
-
+use crate::store::sql::Db;
 use crate::store::{report, StoreError};
 
 pub use crate::store::report::Rejection;
@@ -16,11 +15,11 @@ pub use crate::store::report::Rejection;
 /// The rejected rows of `pipelines` (every pipeline when empty), open ones only unless `all`,
 /// newest sighting first.
 pub fn collect(
-    conn: &Connection,
+    db: &mut dyn Db,
     pipelines: &[String],
     all: bool,
 ) -> Result<Vec<Rejection>, StoreError> {
-    Ok(report::rejections(conn, pipelines, all)?)
+    report::rejections(db, pipelines, all)
 }
 
 /// How much of a row's text the text form shows.

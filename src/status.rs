@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::store::sql::Db;
 use chrono::NaiveDateTime;
-use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -76,18 +76,18 @@ pub struct TrackStatus {
     pub gaps: Vec<[String; 2]>,
 }
 
-pub fn collect(conn: &Connection, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
+pub fn collect(db: &mut dyn Db, config: &Config) -> Result<Vec<PipelineStatus>, StoreError> {
     let now = timefmt::beijing_now();
-    pipeline_names(conn, config)?
+    pipeline_names(db, config)?
         .into_iter()
-        .map(|name| pipeline_status(conn, config, name, now))
+        .map(|name| pipeline_status(db, config, name, now))
         .collect()
 }
 
 /// The configured pipelines in config order, then those only the database knows.
-fn pipeline_names(conn: &Connection, config: &Config) -> Result<Vec<String>, StoreError> {
+fn pipeline_names(db: &mut dyn Db, config: &Config) -> Result<Vec<String>, StoreError> {
     let mut names: Vec<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
-    for name in report::pipelines(conn)? {
+    for name in report::pipelines(db)? {
         if !names.contains(&name) {
             names.push(name);
         }
@@ -96,18 +96,18 @@ fn pipeline_names(conn: &Connection, config: &Config) -> Result<Vec<String>, Sto
 }
 
 fn pipeline_status(
-    conn: &Connection,
+    db: &mut dyn Db,
     config: &Config,
     name: String,
     now: NaiveDateTime,
 ) -> Result<PipelineStatus, StoreError> {
     let p = config.pipeline(&name);
-    let last_run = report::last_run(conn, &name)?;
-    let last_error = report::last_error(conn, &name)?;
-    let rejected_open = report::open_rejections(conn, &name)?;
-    let last_rescan = report::last_rescan(conn, &name)?.map(RescanStatus::of);
-    let health = health::assess(p, &report::live_runs(conn, &name)?, now);
-    let tracks = tracks(conn, &name)?;
+    let last_run = report::last_run(db, &name)?;
+    let last_error = report::last_error(db, &name)?;
+    let rejected_open = report::open_rejections(db, &name)?;
+    let last_rescan = report::last_rescan(db, &name)?.map(RescanStatus::of);
+    let health = health::assess(p, &report::live_runs(db, &name)?, now);
+    let tracks = tracks(db, &name)?;
     let live_watermark = tracks
         .iter()
         .find(|t| t.scope == "live")
@@ -132,15 +132,15 @@ fn pipeline_status(
 }
 
 /// The pipeline's tracks, live first, each with its finished ranges and the gaps between them.
-fn tracks(conn: &Connection, pipeline: &str) -> Result<Vec<TrackStatus>, StoreError> {
+fn tracks(db: &mut dyn Db, pipeline: &str) -> Result<Vec<TrackStatus>, StoreError> {
     let mut coverage: BTreeMap<String, Vec<[String; 2]>> = BTreeMap::new();
-    for range in report::coverage(conn, pipeline)? {
+    for range in report::coverage(db, pipeline)? {
         coverage
             .entry(range.scope)
             .or_default()
             .push([range.start, range.end]);
     }
-    Ok(report::checkpoints(conn, pipeline)?
+    Ok(report::checkpoints(db, pipeline)?
         .into_iter()
         .map(|checkpoint| {
             let covered = coverage.remove(&checkpoint.scope).unwrap_or_default();

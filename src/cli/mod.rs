@@ -206,7 +206,7 @@ fn status_command(ctx: &Context, json: bool) -> Result<ExitCode, Failure> {
     // A killed process's run shows (and is recorded) as `abandoned`, not `running`; best
     // effort, so that a read-only database still has a status.
     let _ = store::mark_abandoned_runs(&mut conn);
-    let all = status::collect(&conn, &ctx.config)?;
+    let all = status::collect(&mut conn, &ctx.config)?;
     if json {
         println!("{}", status::to_json(&all).context("status as JSON")?);
     } else {
@@ -221,7 +221,7 @@ fn rejects_command(
     all: bool,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    let conn = store::open_connection(&ctx.db_path)?;
+    let mut conn = store::open_connection(&ctx.db_path)?;
     for name in pipelines {
         if ctx.config.pipeline(name).is_none() {
             return Err(ConfigError::new(
@@ -232,7 +232,7 @@ fn rejects_command(
             .into());
         }
     }
-    let rows = rejects::collect(&conn, pipelines, all)?;
+    let rows = rejects::collect(&mut conn, pipelines, all)?;
     if json {
         println!(
             "{}",

@@ -29,6 +29,7 @@ use chrono::{Duration, NaiveDateTime};
 use crate::config::Config;
 use crate::status::{self, PipelineStatus};
 use crate::store::report::{self, DailyTotal, TimelineRun};
+use crate::store::sql::{Begin, Db, Tx};
 use crate::store::StoreError;
 use crate::timefmt;
 
@@ -58,7 +59,7 @@ impl DailyCache {
     /// the day has changed. The lock is held while reading, so concurrent loads scan once.
     fn get(
         &self,
-        conn: &rusqlite::Connection,
+        db: &mut dyn Db,
         first: &str,
         last: &str,
         now: NaiveDateTime,
@@ -72,7 +73,7 @@ impl DailyCache {
                 at: Instant::now(),
                 read_at: now,
                 last_day: last.to_string(),
-                totals: report::daily_totals(conn, first, last)?,
+                totals: report::daily_totals(db, first, last)?,
             });
         }
         Ok(cached
@@ -105,20 +106,20 @@ pub struct Snapshot {
 
 /// Reads the snapshot the page is drawn from; the daily sums may come from `daily`.
 pub fn read(db_path: &Path, config: &Config, daily: &DailyCache) -> Result<Snapshot, StoreError> {
-    let conn = report::open_read_only(db_path)?;
-    let tx = conn.unchecked_transaction()?;
+    let mut conn = report::open_read_only(db_path)?;
+    let mut tx = Tx::begin(&mut conn, Begin::Read)?;
     let now = timefmt::beijing_now();
-    let pipelines = status::collect(&tx, config)?;
-    let runs = report::runs_since(&tx, &timefmt::fmt_seconds(now - Duration::hours(24)))?;
+    let pipelines = status::collect(&mut *tx, config)?;
+    let runs = report::runs_since(&mut *tx, &timefmt::fmt_seconds(now - Duration::hours(24)))?;
     let today = now.date();
     let first = today - Duration::days(html::CHART_DAYS - 1);
     let (daily_read_at, daily) = daily.get(
-        &tx,
+        &mut *tx,
         &first.format("%Y-%m-%d").to_string(),
         &today.format("%Y-%m-%d").to_string(),
         now,
     )?;
-    tx.finish()?;
+    tx.commit()?;
     Ok(Snapshot {
         now,
         pipelines,
@@ -135,8 +136,8 @@ pub fn render(db_path: &Path, config: &Config, daily: &DailyCache) -> Result<Str
 
 /// `status --json`'s text (and its newline) from the database at `db_path`.
 pub fn render_json(db_path: &Path, config: &Config) -> Result<String, String> {
-    let conn = report::open_read_only(db_path).map_err(|e| StoreError::from(e).to_string())?;
-    let all = status::collect(&conn, config).map_err(|e| e.to_string())?;
+    let mut conn = report::open_read_only(db_path).map_err(|e| StoreError::from(e).to_string())?;
+    let all = status::collect(&mut conn, config).map_err(|e| e.to_string())?;
     let text = status::to_json(&all).map_err(|e| format!("status as JSON: {e}"))?;
     Ok(text + "\n")
 }

@@ -3,19 +3,23 @@
 //!
 //! Invariant: nothing here writes, and this is the only SQL over those tables outside the store's
 //! writers, so a schema change is made in one folder; the reports assemble and render these rows
-//! and know no column names. Errors are SQLite's own: `metrics` shows them as they come, `status`
-//! and `rejects` wrap them in `StoreError`.
+//! and know no column names. Every function reads through [`Db`], so the reports read either engine.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Result};
+use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
+
+use super::sql::{args, Db, Param, Row};
+use super::StoreError;
+
+type Result<T> = std::result::Result<T, StoreError>;
 
 /// A read-only connection for a scrape: it never migrates or writes, so it works beside the
 /// daemon's writer and never holds the write lock.
-pub fn open_read_only(path: &Path) -> Result<Connection> {
+pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
@@ -24,12 +28,12 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
 // ---- status -------------------------------------------------------------------------------------
 
 /// Every pipeline that has a track or a run.
-pub fn pipelines(conn: &Connection) -> Result<Vec<String>> {
-    conn.prepare(
+pub fn pipelines(db: &mut dyn Db) -> Result<Vec<String>> {
+    db.query_map(
         "SELECT DISTINCT pipeline FROM checkpoints UNION SELECT DISTINCT pipeline FROM runs",
-    )?
-    .query_map([], |r| r.get(0))?
-    .collect()
+        &[],
+        |r| r.get(0),
+    )
 }
 
 /// One run, as `status` shows the last one.
@@ -52,7 +56,7 @@ pub struct RunRow {
 const RUN_ROW_COLUMNS: &str = "command, scope, started_at, finished_at, outcome, rows_seen, \
      rows_changed, requests, error, rows_rejected, detail";
 
-fn run_row(r: &rusqlite::Row<'_>) -> Result<RunRow> {
+fn run_row(r: &Row) -> Result<RunRow> {
     Ok(RunRow {
         command: r.get(0)?,
         scope: r.get(1)?,
@@ -69,44 +73,40 @@ fn run_row(r: &rusqlite::Row<'_>) -> Result<RunRow> {
 }
 
 /// The pipeline's most recent run, whatever its scope.
-pub fn last_run(conn: &Connection, pipeline: &str) -> Result<Option<RunRow>> {
-    conn.query_row(
+pub fn last_run(db: &mut dyn Db, pipeline: &str) -> Result<Option<RunRow>> {
+    db.query_opt_map(
         &format!("SELECT {RUN_ROW_COLUMNS} FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1"),
-        params![pipeline],
+        args![pipeline],
         run_row,
     )
-    .optional()
 }
 
 /// The pipeline's most recent rescan run, finished or not.
-pub fn last_rescan(conn: &Connection, pipeline: &str) -> Result<Option<RunRow>> {
-    conn.query_row(
+pub fn last_rescan(db: &mut dyn Db, pipeline: &str) -> Result<Option<RunRow>> {
+    db.query_opt_map(
         &format!(
             "SELECT {RUN_ROW_COLUMNS} FROM runs WHERE pipeline = ?1 AND command = 'rescan' \
              ORDER BY id DESC LIMIT 1"
         ),
-        params![pipeline],
+        args![pipeline],
         run_row,
     )
-    .optional()
 }
 
 /// The error of the pipeline's most recent run that had one.
-pub fn last_error(conn: &Connection, pipeline: &str) -> Result<Option<String>> {
-    conn.query_row(
+pub fn last_error(db: &mut dyn Db, pipeline: &str) -> Result<Option<String>> {
+    db.query_opt_map(
         "SELECT error FROM runs WHERE pipeline = ?1 AND error IS NOT NULL ORDER BY id DESC LIMIT 1",
-        params![pipeline],
+        args![pipeline],
         |r| r.get(0),
     )
-    .optional()
 }
 
 /// How many of the pipeline's rejected rows no good copy has resolved yet.
-pub fn open_rejections(conn: &Connection, pipeline: &str) -> Result<i64> {
-    conn.query_row(
+pub fn open_rejections(db: &mut dyn Db, pipeline: &str) -> Result<i64> {
+    db.query_value(
         "SELECT COUNT(*) FROM rejected_rows WHERE pipeline = ?1 AND resolved_at IS NULL",
-        params![pipeline],
-        |r| r.get(0),
+        args![pipeline],
     )
 }
 
@@ -119,18 +119,14 @@ pub struct CoveredRange {
 }
 
 /// The pipeline's finished ranges, by scope, earliest first.
-pub fn coverage(conn: &Connection, pipeline: &str) -> Result<Vec<CoveredRange>> {
-    conn.prepare(
-        "SELECT scope, range_start, range_end FROM coverage WHERE pipeline = ?1 ORDER BY scope, range_start",
-    )?
-    .query_map(params![pipeline], |r| {
+pub fn coverage(db: &mut dyn Db, pipeline: &str) -> Result<Vec<CoveredRange>> {
+    db.query_map("SELECT scope, range_start, range_end FROM coverage WHERE pipeline = ?1 ORDER BY scope, range_start", args![pipeline], |r| {
         Ok(CoveredRange {
             scope: r.get(0)?,
             start: r.get(1)?,
             end: r.get(2)?,
         })
-    })?
-    .collect()
+    })
 }
 
 /// One track's checkpoint, without its cursor.
@@ -147,17 +143,14 @@ pub struct CheckpointRow {
 }
 
 /// The pipeline's tracks: live first, then the backfills by scope.
-pub fn checkpoints(conn: &Connection, pipeline: &str) -> Result<Vec<CheckpointRow>> {
-    conn.prepare(
-        "SELECT c.scope, c.range_start, c.range_end, c.watermark, w.window_start, w.window_end, \
+pub fn checkpoints(db: &mut dyn Db, pipeline: &str) -> Result<Vec<CheckpointRow>> {
+    db.query_map("SELECT c.scope, c.range_start, c.range_end, c.watermark, w.window_start, w.window_end, \
            (SELECT COUNT(*) FROM track_windows n WHERE n.pipeline = c.pipeline AND n.scope = c.scope \
               AND NOT n.done) \
          FROM checkpoints c LEFT JOIN track_windows w ON w.pipeline = c.pipeline AND w.scope = c.scope \
            AND w.window_start = (SELECT MIN(window_start) FROM track_windows f \
                                  WHERE f.pipeline = c.pipeline AND f.scope = c.scope AND NOT f.done) \
-         WHERE c.pipeline = ?1 ORDER BY c.scope = 'live' DESC, c.scope",
-    )?
-    .query_map(params![pipeline], |r| {
+         WHERE c.pipeline = ?1 ORDER BY c.scope = 'live' DESC, c.scope", args![pipeline], |r| {
         Ok(CheckpointRow {
             scope: r.get(0)?,
             range_start: r.get(1)?,
@@ -167,8 +160,7 @@ pub fn checkpoints(conn: &Connection, pipeline: &str) -> Result<Vec<CheckpointRo
             window_end: r.get(5)?,
             windows_left: r.get(6)?,
         })
-    })?
-    .collect()
+    })
 }
 
 // ---- metrics ------------------------------------------------------------------------------------
@@ -182,19 +174,19 @@ pub struct OutcomeCount {
 }
 
 /// Finished (and abandoned) runs by pipeline and outcome, in that order; running ones are left out.
-pub fn runs_by_outcome(conn: &Connection) -> Result<Vec<OutcomeCount>> {
-    conn.prepare(
+pub fn runs_by_outcome(db: &mut dyn Db) -> Result<Vec<OutcomeCount>> {
+    db.query_map(
         "SELECT pipeline, outcome, COUNT(*) FROM runs WHERE outcome != 'running' \
          GROUP BY pipeline, outcome ORDER BY 1, 2",
-    )?
-    .query_map([], |r| {
-        Ok(OutcomeCount {
-            pipeline: r.get(0)?,
-            outcome: r.get(1)?,
-            runs: r.get(2)?,
-        })
-    })?
-    .collect()
+        &[],
+        |r| {
+            Ok(OutcomeCount {
+                pipeline: r.get(0)?,
+                outcome: r.get(1)?,
+                runs: r.get(2)?,
+            })
+        },
+    )
 }
 
 /// A pipeline's run counters summed over all its runs, running ones included.
@@ -211,25 +203,27 @@ pub struct RunTotals {
 }
 
 /// Every pipeline's run counters, by pipeline: one query, so they all come from one snapshot.
-pub fn run_totals(conn: &Connection) -> Result<Vec<RunTotals>> {
-    conn.prepare(
-        "SELECT pipeline, SUM(rows_seen), SUM(rows_changed), SUM(rows_rejected), SUM(requests), \
-         SUM(CASE WHEN command = 'rescan' THEN rows_seen ELSE 0 END), \
-         SUM(CASE WHEN command = 'rescan' THEN rows_changed ELSE 0 END) \
+pub fn run_totals(db: &mut dyn Db) -> Result<Vec<RunTotals>> {
+    // A sum of BIGINTs is NUMERIC in PostgreSQL: cast back, as every count is read as one.
+    db.query_map(
+        "SELECT pipeline, CAST(SUM(rows_seen) AS BIGINT), CAST(SUM(rows_changed) AS BIGINT), \
+         CAST(SUM(rows_rejected) AS BIGINT), CAST(SUM(requests) AS BIGINT), \
+         CAST(SUM(CASE WHEN command = 'rescan' THEN rows_seen ELSE 0 END) AS BIGINT), \
+         CAST(SUM(CASE WHEN command = 'rescan' THEN rows_changed ELSE 0 END) AS BIGINT) \
          FROM runs GROUP BY pipeline ORDER BY 1",
-    )?
-    .query_map([], |r| {
-        Ok(RunTotals {
-            pipeline: r.get(0)?,
-            rows_seen: r.get(1)?,
-            rows_changed: r.get(2)?,
-            rows_rejected: r.get(3)?,
-            requests: r.get(4)?,
-            rescan_rows_seen: r.get(5)?,
-            rescan_rows_changed: r.get(6)?,
-        })
-    })?
-    .collect()
+        &[],
+        |r| {
+            Ok(RunTotals {
+                pipeline: r.get(0)?,
+                rows_seen: r.get(1)?,
+                rows_changed: r.get(2)?,
+                rows_rejected: r.get(3)?,
+                requests: r.get(4)?,
+                rescan_rows_seen: r.get(5)?,
+                rescan_rows_changed: r.get(6)?,
+            })
+        },
+    )
 }
 
 /// A pipeline's live watermark, as stored.
@@ -240,17 +234,13 @@ pub struct LiveWatermark {
 }
 
 /// The live tracks that have a watermark, by pipeline.
-pub fn live_watermarks(conn: &Connection) -> Result<Vec<LiveWatermark>> {
-    conn.prepare(
-        "SELECT pipeline, watermark FROM checkpoints WHERE scope = 'live' AND watermark IS NOT NULL ORDER BY 1",
-    )?
-    .query_map([], |r| {
+pub fn live_watermarks(db: &mut dyn Db) -> Result<Vec<LiveWatermark>> {
+    db.query_map("SELECT pipeline, watermark FROM checkpoints WHERE scope = 'live' AND watermark IS NOT NULL ORDER BY 1", &[], |r| {
         Ok(LiveWatermark {
             pipeline: r.get(0)?,
             watermark: r.get(1)?,
         })
-    })?
-    .collect()
+    })
 }
 
 // ---- health and the status page -----------------------------------------------------------------
@@ -274,33 +264,28 @@ pub struct LiveRuns {
 }
 
 /// The pipeline's live runs as health needs them.
-pub fn live_runs(conn: &Connection, pipeline: &str) -> Result<LiveRuns> {
-    let last_finished = conn
-        .query_row(
-            "SELECT outcome, finished_at FROM runs WHERE pipeline = ?1 AND scope = 'live' \
-             AND outcome != 'running' ORDER BY id DESC LIMIT 1",
-            params![pipeline],
-            |r| {
-                Ok(FinishedRun {
-                    outcome: r.get(0)?,
-                    finished_at: r.get(1)?,
-                })
-            },
-        )
-        .optional()?;
-    let last_ok: Option<(i64, Option<String>)> = conn
-        .query_row(
-            "SELECT id, finished_at FROM runs WHERE pipeline = ?1 AND scope = 'live' AND outcome = 'ok' \
-             ORDER BY id DESC LIMIT 1",
-            params![pipeline],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let failed_in_a_row = conn.query_row(
+pub fn live_runs(db: &mut dyn Db, pipeline: &str) -> Result<LiveRuns> {
+    let last_finished = db.query_opt_map(
+        "SELECT outcome, finished_at FROM runs WHERE pipeline = ?1 AND scope = 'live' \
+         AND outcome != 'running' ORDER BY id DESC LIMIT 1",
+        args![pipeline],
+        |r| {
+            Ok(FinishedRun {
+                outcome: r.get(0)?,
+                finished_at: r.get(1)?,
+            })
+        },
+    )?;
+    let last_ok: Option<(i64, Option<String>)> = db.query_opt_map(
+        "SELECT id, finished_at FROM runs WHERE pipeline = ?1 AND scope = 'live' AND outcome = 'ok' \
+         ORDER BY id DESC LIMIT 1",
+        args![pipeline],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let failed_in_a_row = db.query_value(
         "SELECT COUNT(*) FROM runs WHERE pipeline = ?1 AND scope = 'live' \
          AND outcome IN ('failed', 'abandoned') AND id > ?2",
-        params![pipeline, last_ok.as_ref().map_or(0, |(id, _)| *id)],
-        |r| r.get(0),
+        args![pipeline, last_ok.as_ref().map_or(0, |(id, _)| *id)],
     )?;
     Ok(LiveRuns {
         last_finished,
@@ -321,21 +306,21 @@ pub struct TimelineRun {
 }
 
 /// Every run still going or that finished at or after `since`, by pipeline, oldest first.
-pub fn runs_since(conn: &Connection, since: &str) -> Result<Vec<TimelineRun>> {
-    conn.prepare(
+pub fn runs_since(db: &mut dyn Db, since: &str) -> Result<Vec<TimelineRun>> {
+    db.query_map(
         "SELECT pipeline, scope, started_at, finished_at, outcome FROM runs \
          WHERE finished_at IS NULL OR finished_at >= ?1 ORDER BY pipeline, id",
-    )?
-    .query_map(params![since], |r| {
-        Ok(TimelineRun {
-            pipeline: r.get(0)?,
-            scope: r.get(1)?,
-            started_at: r.get(2)?,
-            finished_at: r.get(3)?,
-            outcome: r.get(4)?,
-        })
-    })?
-    .collect()
+        args![since],
+        |r| {
+            Ok(TimelineRun {
+                pipeline: r.get(0)?,
+                scope: r.get(1)?,
+                started_at: r.get(2)?,
+                finished_at: r.get(3)?,
+                outcome: r.get(4)?,
+            })
+        },
+    )
 }
 
 /// One Beijing day of one source, summed over its pipelines, from `daily_summary`.
@@ -349,20 +334,21 @@ pub struct DailyTotal {
 }
 
 /// Orders and GMV per day and source for the days `first..=last` (`YYYY-MM-DD`), by day then source.
-pub fn daily_totals(conn: &Connection, first: &str, last: &str) -> Result<Vec<DailyTotal>> {
-    conn.prepare(
-        "SELECT day, source, COALESCE(SUM(orders), 0), COALESCE(SUM(gmv), 0) FROM daily_summary \
+pub fn daily_totals(db: &mut dyn Db, first: &str, last: &str) -> Result<Vec<DailyTotal>> {
+    db.query_map(
+        "SELECT day, source, CAST(COALESCE(SUM(orders), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(gmv), 0) AS BIGINT) FROM daily_summary \
          WHERE day BETWEEN ?1 AND ?2 GROUP BY day, source ORDER BY day, source",
-    )?
-    .query_map(params![first, last], |r| {
-        Ok(DailyTotal {
-            day: r.get(0)?,
-            source: r.get(1)?,
-            orders: r.get(2)?,
-            gmv_fen: r.get(3)?,
-        })
-    })?
-    .collect()
+        args![first, last],
+        |r| {
+            Ok(DailyTotal {
+                day: r.get(0)?,
+                source: r.get(1)?,
+                orders: r.get(2)?,
+                gmv_fen: r.get(3)?,
+            })
+        },
+    )
 }
 
 /// How a pipeline's live runs stand: the failed streak and the last success.
@@ -378,23 +364,23 @@ pub struct LiveRunHealth {
 
 /// Every pipeline that has a live run, by pipeline. Backfills and other tracks are left out: a
 /// failing backfill does not mean the live data is behind.
-pub fn live_run_health(conn: &Connection) -> Result<Vec<LiveRunHealth>> {
-    conn.prepare(
+pub fn live_run_health(db: &mut dyn Db) -> Result<Vec<LiveRunHealth>> {
+    db.query_map(
         "SELECT p.pipeline, \
            (SELECT COUNT(*) FROM runs f WHERE f.pipeline = p.pipeline AND f.scope = 'live' \
               AND f.outcome IN ('failed', 'abandoned') AND f.id > COALESCE(p.last_ok, 0)), \
            (SELECT finished_at FROM runs o WHERE o.id = p.last_ok) \
          FROM (SELECT pipeline, MAX(CASE WHEN outcome = 'ok' THEN id END) AS last_ok \
                FROM runs WHERE scope = 'live' GROUP BY pipeline) p ORDER BY 1",
-    )?
-    .query_map([], |r| {
-        Ok(LiveRunHealth {
-            pipeline: r.get(0)?,
-            consecutive_failures: r.get(1)?,
-            last_success: r.get(2)?,
-        })
-    })?
-    .collect()
+        &[],
+        |r| {
+            Ok(LiveRunHealth {
+                pipeline: r.get(0)?,
+                consecutive_failures: r.get(1)?,
+                last_success: r.get(2)?,
+            })
+        },
+    )
 }
 
 // ---- rejects ------------------------------------------------------------------------------------
@@ -419,7 +405,7 @@ pub struct Rejection {
 
 /// The rejected rows of `pipelines` (every pipeline when empty), open ones only unless `all`,
 /// by pipeline, newest sighting first.
-pub fn rejections(conn: &Connection, pipelines: &[String], all: bool) -> Result<Vec<Rejection>> {
+pub fn rejections(db: &mut dyn Db, pipelines: &[String], all: bool) -> Result<Vec<Rejection>> {
     let mut sql = String::from(
         "SELECT pipeline, source, scope, window_start, window_end, cursor, order_id, reason, raw, \
          first_seen_at, last_seen_at, times_seen, resolved_at FROM rejected_rows WHERE 1 = 1",
@@ -428,12 +414,12 @@ pub fn rejections(conn: &Connection, pipelines: &[String], all: bool) -> Result<
         sql.push_str(" AND resolved_at IS NULL");
     }
     if !pipelines.is_empty() {
-        let marks = vec!["?"; pipelines.len()].join(", ");
-        let _ = write!(sql, " AND pipeline IN ({marks})");
+        let marks: Vec<String> = (1..=pipelines.len()).map(|i| format!("?{i}")).collect();
+        let _ = write!(sql, " AND pipeline IN ({})", marks.join(", "));
     }
     sql.push_str(" ORDER BY pipeline, last_seen_at DESC, id DESC");
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(pipelines), |r| {
+    let params: Vec<Param<'_>> = pipelines.iter().map(Param::from).collect();
+    db.query_map(&sql, &params, |r| {
         Ok(Rejection {
             pipeline: r.get(0)?,
             source: r.get(1)?,
@@ -449,8 +435,7 @@ pub fn rejections(conn: &Connection, pipelines: &[String], all: bool) -> Result<
             times_seen: r.get(11)?,
             resolved_at: r.get(12)?,
         })
-    })?;
-    rows.collect()
+    })
 }
 
 #[cfg(test)]
@@ -499,18 +484,18 @@ mod tests {
         finish_run(&mut conn, run, Outcome::Failed, Some("boom"), 1).unwrap();
         begin_run(&mut conn, "p", "sync", "live").unwrap();
 
-        assert_eq!(pipelines(&conn).unwrap(), ["p"]);
-        let last = last_run(&conn, "p").unwrap().unwrap();
+        assert_eq!(pipelines(&mut conn).unwrap(), ["p"]);
+        let last = last_run(&mut conn, "p").unwrap().unwrap();
         assert_eq!((last.outcome.as_str(), last.rows_seen), ("running", 0));
-        assert_eq!(last_error(&conn, "p").unwrap().as_deref(), Some("boom"));
-        assert_eq!(open_rejections(&conn, "p").unwrap(), 2);
-        let scopes: Vec<String> = checkpoints(&conn, "p")
+        assert_eq!(last_error(&mut conn, "p").unwrap().as_deref(), Some("boom"));
+        assert_eq!(open_rejections(&mut conn, "p").unwrap(), 2);
+        let scopes: Vec<String> = checkpoints(&mut conn, "p")
             .unwrap()
             .into_iter()
             .map(|c| c.scope)
             .collect();
         assert_eq!(scopes, ["live", "backfill a"], "live first");
-        let covered: Vec<(String, String)> = coverage(&conn, "p")
+        let covered: Vec<(String, String)> = coverage(&mut conn, "p")
             .unwrap()
             .into_iter()
             .map(|r| (r.start, r.end))
@@ -518,13 +503,13 @@ mod tests {
         assert_eq!(covered.len(), 2, "two ranges with a gap: {covered:?}");
         assert!(covered[0].0 < covered[1].0);
 
-        let outcomes = runs_by_outcome(&conn).unwrap();
+        let outcomes = runs_by_outcome(&mut conn).unwrap();
         assert_eq!(outcomes.len(), 1, "the running run is left out");
         assert_eq!(
             (outcomes[0].outcome.as_str(), outcomes[0].runs),
             ("failed", 1)
         );
-        let totals = run_totals(&conn).unwrap();
+        let totals = run_totals(&mut conn).unwrap();
         assert_eq!(
             totals,
             [RunTotals {
@@ -537,27 +522,27 @@ mod tests {
                 rescan_rows_changed: 0,
             }]
         );
-        let live = live_runs(&conn, "p").unwrap();
+        let live = live_runs(&mut conn, "p").unwrap();
         assert_eq!(
             live.last_finished.map(|r| r.outcome).as_deref(),
             Some("failed"),
             "the running run is not finished"
         );
         assert_eq!((live.last_ok_finished_at, live.failed_in_a_row), (None, 1));
-        let timeline = runs_since(&conn, "2000-01-01 00:00:00").unwrap();
+        let timeline = runs_since(&mut conn, "2000-01-01 00:00:00").unwrap();
         assert_eq!(timeline.len(), 2);
         assert_eq!(timeline[1].finished_at, None);
         assert_eq!(
-            runs_since(&conn, "2999-01-01 00:00:00").unwrap().len(),
+            runs_since(&mut conn, "2999-01-01 00:00:00").unwrap().len(),
             1,
             "a running run is always on the timeline"
         );
-        let watermarks = live_watermarks(&conn).unwrap();
+        let watermarks = live_watermarks(&mut conn).unwrap();
         assert_eq!(watermarks.len(), 1);
         assert_eq!(watermarks[0].watermark, "2024-01-04 00:00:00.000");
 
-        assert_eq!(rejections(&conn, &[], false).unwrap().len(), 2);
-        assert!(rejections(&conn, &["other".into()], true)
+        assert_eq!(rejections(&mut conn, &[], false).unwrap().len(), 2);
+        assert!(rejections(&mut conn, &["other".into()], true)
             .unwrap()
             .is_empty());
     }
@@ -598,7 +583,7 @@ mod tests {
             .unwrap();
 
         assert_eq!(
-            live_run_health(&conn).unwrap(),
+            live_run_health(&mut conn).unwrap(),
             [
                 LiveRunHealth {
                     pipeline: "p".into(),

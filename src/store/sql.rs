@@ -189,6 +189,26 @@ impl dyn Db + '_ {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
+    /// Every row, each made into a `T` by `f`.
+    pub fn query_map<T>(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        f: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.query(sql, params)?.iter().map(f).collect()
+    }
+
+    /// The first row, if any, made into a `T` by `f`.
+    pub fn query_opt_map<T>(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        f: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.query_opt(sql, params)?.as_ref().map(f).transpose()
+    }
+
     /// The one value of the one row a statement must return (`SELECT COUNT(*)`, `RETURNING id`).
     pub fn query_value<T: FromValue>(
         &mut self,
@@ -211,6 +231,9 @@ pub enum Begin {
     /// it commits (SQLite: `BEGIN IMMEDIATE`, which waits its busy timeout for another writer
     /// instead of failing at the first write).
     Write,
+    /// It only reads, from one snapshot of the database (SQLite: a deferred `BEGIN`, whose first
+    /// read fixes the snapshot).
+    Read,
 }
 
 /// A transaction in progress: rolled back when dropped without [`Tx::commit`].
@@ -223,6 +246,7 @@ impl<'a> Tx<'a> {
     pub fn begin(db: &'a mut dyn Db, how: Begin) -> Result<Tx<'a>, StoreError> {
         match (db.dialect(), how) {
             (Dialect::Sqlite, Begin::Write) => db.batch("BEGIN IMMEDIATE")?,
+            (Dialect::Sqlite, Begin::Read) => db.batch("BEGIN")?,
         }
         Ok(Tx { db, open: true })
     }
