@@ -1,6 +1,6 @@
 //! PostgreSQL as a database for ordersync: where one is (a `postgres://` URL and a password kept as
 //! a [`Secret`]), connecting to it, and its versioned schema (`migrate`, `schema.sql` beside this
-//! file). (`ordersync copy` will move a SQLite database into one.)
+//! file). `copy` moves a SQLite database into one (`ordersync copy`), and `verify` checks it.
 //!
 //! Invariant: the password never reaches a log line or an error. A URL carrying one is refused
 //! before anything else (it would show in `ps` and in shell history); the URL is only ever shown
@@ -11,7 +11,9 @@
 //! The client is the synchronous `postgres` crate, which runs a small runtime of its own: call it
 //! from a plain thread, never from inside a tokio task.
 
+pub mod copy;
 mod migrate;
+pub mod verify;
 
 use std::str::FromStr;
 use std::time::Duration;
