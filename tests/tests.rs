@@ -20,6 +20,7 @@ mod late_changes;
 mod metrics_server;
 mod miaoyouquan;
 mod pg_copy;
+mod pg_store;
 mod rejected;
 mod secrets;
 mod soak;

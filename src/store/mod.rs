@@ -62,6 +62,8 @@ pub enum StoreError {
         scope: String,
         pid: i64,
     },
+    #[error("{0}")]
+    Postgres(#[from] pg::PgError),
     #[error("database: column {column} of a row read back: {problem}")]
     Value { column: usize, problem: String },
     #[error("database writer has stopped")]

@@ -15,6 +15,7 @@ use super::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
+    Postgres,
 }
 
 /// One parameter of a statement, borrowed from the caller.
@@ -110,6 +111,10 @@ pub enum Value {
 pub struct Row(Vec<Value>);
 
 impl Row {
+    pub(crate) fn new(values: Vec<Value>) -> Row {
+        Row(values)
+    }
+
     /// Column `i` as `T`; a NULL or a value of another type is an error unless `T` allows it.
     pub fn get<T: FromValue>(&self, i: usize) -> Result<T, StoreError> {
         let value = self.0.get(i).ok_or_else(|| StoreError::Value {
@@ -247,6 +252,13 @@ impl<'a> Tx<'a> {
         match (db.dialect(), how) {
             (Dialect::Sqlite, Begin::Write) => db.batch("BEGIN IMMEDIATE")?,
             (Dialect::Sqlite, Begin::Read) => db.batch("BEGIN")?,
+            // Read committed: each statement sees what committed before it. What SQLite's single
+            // writer gives for free, PostgreSQL writers get from the rows they touch (upserts on
+            // keys) and from leases (one worker per pipeline).
+            (Dialect::Postgres, Begin::Write) => db.batch("BEGIN")?,
+            (Dialect::Postgres, Begin::Read) => {
+                db.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?
+            }
         }
         Ok(Tx { db, open: true })
     }

@@ -12,6 +12,7 @@
 //! from a plain thread, never from inside a tokio task.
 
 pub mod copy;
+mod db;
 mod migrate;
 pub mod verify;
 
@@ -23,6 +24,7 @@ use url::Url;
 use crate::redact::Redactor;
 use crate::secret::Secret;
 
+pub use db::PgDb;
 pub use migrate::{migrate, schema_version};
 
 #[derive(Debug, thiserror::Error)]
