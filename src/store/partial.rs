@@ -7,8 +7,8 @@
 //! ever stored are kept.
 
 use chrono::NaiveDateTime;
-use rusqlite::{params, OptionalExtension, Transaction};
 
+use super::sql::{args, Db};
 use super::tracks::parse_time_col;
 use super::upsert::{mark_seen, opt_time, upsert_order, write_line, Stamp};
 use super::StoreError;
@@ -45,46 +45,46 @@ struct StoredLine {
 /// never wins), then the order row is derived from *all* its stored lines — money summed, the most
 /// advanced status, the latest update — so lines split across pages, windows or a crash add up.
 pub(super) fn upsert_partial(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     pipeline: &str,
     o: &OrderRow,
     stamp: Stamp<'_>,
 ) -> Result<bool, StoreError> {
-    let lines_changed = upsert_lines(tx, o)?;
-    let stored = load_stored_times(tx, o)?;
+    let lines_changed = upsert_lines(db, o)?;
+    let stored = load_stored_times(db, o)?;
     if let (false, Some(stored)) = (lines_changed, &stored) {
-        mark_seen(tx, o, stored.last_seen_at.as_deref(), stamp)?;
+        mark_seen(db, o, stored.last_seen_at.as_deref(), stamp)?;
         return Ok(false);
     }
-    let lines = load_lines(tx, o)?;
-    upsert_order(tx, pipeline, &derive_order(o, &lines, stored), stamp)?;
+    let lines = load_lines(db, o)?;
+    upsert_order(db, pipeline, &derive_order(o, &lines, stored), stamp)?;
     Ok(true)
 }
 
 /// Writes each line of `o` that is not stored yet, or whose copy differs from the stored one and
 /// is not older. Returns whether any line was written.
-fn upsert_lines(tx: &Transaction<'_>, o: &OrderRow) -> Result<bool, StoreError> {
+fn upsert_lines(db: &mut dyn Db, o: &OrderRow) -> Result<bool, StoreError> {
     let source = o.source.as_str();
     let mut lines_changed = false;
     for s in &o.sub_orders {
-        let stored: Option<(Option<String>, String)> = tx
-            .prepare_cached(
-                "SELECT updated_at, raw FROM sub_orders WHERE source = ?1 AND order_id = ?2 AND sub_order_id = ?3",
-            )?
-            .query_row(params![source, o.order_id, s.sub_order_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        // The line's text is compared by the database (see `upsert::StoredOrder::same_raw`).
+        let stored: Option<(Option<String>, Option<bool>)> = db.query_opt_map(
+            "SELECT updated_at, raw = ?4 FROM sub_orders WHERE source = ?1 AND order_id = ?2 AND sub_order_id = ?3",
+            args![source, &o.order_id, &s.sub_order_id, &s.raw],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let updated = opt_time(s.updated_at);
-        if let Some((old_updated, old_raw)) = &stored {
+        if let Some((old_updated, same_raw)) = &stored {
             if let (Some(new), Some(old)) = (&updated, old_updated) {
                 if new < old {
                     continue;
                 }
             }
-            if old_raw == &s.raw {
+            if *same_raw == Some(true) {
                 continue;
             }
         }
-        write_line(tx, source, &o.order_id, s)?;
+        write_line(db, source, &o.order_id, s)?;
         lines_changed = true;
     }
     Ok(lines_changed)
@@ -99,45 +99,40 @@ struct StoredTimes {
     last_seen_at: Option<String>,
 }
 
-fn load_stored_times(
-    tx: &Transaction<'_>,
-    o: &OrderRow,
-) -> Result<Option<StoredTimes>, StoreError> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT created_at, paid_at, refunded_at, last_seen_at FROM orders WHERE source = ?1 AND order_id = ?2",
-        )?
-        .query_row(params![o.source.as_str(), o.order_id], |r| {
+fn load_stored_times(db: &mut dyn Db, o: &OrderRow) -> Result<Option<StoredTimes>, StoreError> {
+    db.query_opt_map(
+        "SELECT created_at, paid_at, refunded_at, last_seen_at FROM orders WHERE source = ?1 AND order_id = ?2",
+        args![o.source.as_str(), &o.order_id],
+        |r| {
             Ok(StoredTimes {
                 created_at: parse_time_col(r.get(0)?),
                 paid_at: parse_time_col(r.get(1)?),
                 refunded_at: parse_time_col(r.get(2)?),
                 last_seen_at: r.get(3)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Every stored line of the order, by line id.
-fn load_lines(tx: &Transaction<'_>, o: &OrderRow) -> Result<Vec<StoredLine>, StoreError> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT pay_amount, refund_amount, commission, item_num, status, status_raw, updated_at, raw \
-             FROM sub_orders WHERE source = ?1 AND order_id = ?2 ORDER BY sub_order_id",
-        )?
-        .query_map(params![o.source.as_str(), o.order_id], |r| {
+fn load_lines(db: &mut dyn Db, o: &OrderRow) -> Result<Vec<StoredLine>, StoreError> {
+    db.query_map(
+        "SELECT pay_amount, refund_amount, commission, item_num, status, status_raw, updated_at, raw \
+         FROM sub_orders WHERE source = ?1 AND order_id = ?2 ORDER BY sub_order_id",
+        args![o.source.as_str(), &o.order_id],
+        |r| {
             Ok(StoredLine {
                 pay_amount: r.get(0)?,
                 refund_amount: r.get(1)?,
                 commission: r.get(2)?,
                 item_num: r.get(3)?,
-                status: Status::parse(&r.get::<_, String>(4)?),
+                status: Status::parse(&r.get::<String>(4)?),
                 status_raw: r.get(5)?,
                 updated_at: r.get(6)?,
                 raw: r.get(7)?,
             })
-        })?
-        .collect::<Result<_, _>>()?)
+        },
+    )
 }
 
 /// The order row of `o` as its stored `lines` add up, keeping the `stored` row's times.

@@ -7,8 +7,8 @@
 //! unchanged has only its `last_seen_at` written, and only when that is older than the page's
 //! [`Stamp::seen_floor`].
 
+use super::sql::{args, Db};
 use chrono::NaiveDateTime;
-use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::partial::upsert_partial;
 use super::StoreError;
@@ -32,37 +32,37 @@ pub(super) struct Stamp<'a> {
 /// Inserts or updates one order and its lines. Returns whether anything but `last_seen_at` was
 /// written.
 pub(super) fn upsert_order(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     pipeline: &str,
     o: &OrderRow,
     stamp: Stamp<'_>,
 ) -> Result<bool, StoreError> {
     if o.partial {
-        return upsert_partial(tx, pipeline, o, stamp);
+        return upsert_partial(db, pipeline, o, stamp);
     }
     let updated_at = opt_time(o.updated_at);
-    let stored = load_stored(tx, o)?;
+    let stored = load_stored(db, o)?;
     let Verdict::Write { status_changed } =
         judge(stored.as_ref(), o, updated_at.as_deref(), pipeline)
     else {
         if let Some(stored) = &stored {
-            mark_seen(tx, o, stored.last_seen_at.as_deref(), stamp)?;
+            mark_seen(db, o, stored.last_seen_at.as_deref(), stamp)?;
         }
         return Ok(false);
     };
-    write_order(tx, pipeline, o, updated_at, stamp.now)?;
+    write_order(db, pipeline, o, updated_at.as_deref(), stamp.now)?;
     for s in &o.sub_orders {
-        write_line(tx, o.source.as_str(), &o.order_id, s)?;
+        write_line(db, o.source.as_str(), &o.order_id, s)?;
     }
     if status_changed {
-        add_history(tx, o, stamp.now)?;
+        add_history(db, o, stamp.now)?;
     }
     Ok(true)
 }
 
 /// Writes `last_seen_at` of an order read again unchanged, when the stored one is below the floor.
 pub(super) fn mark_seen(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     o: &OrderRow,
     last_seen_at: Option<&str>,
     stamp: Stamp<'_>,
@@ -70,36 +70,40 @@ pub(super) fn mark_seen(
     if last_seen_at.is_some_and(|seen| seen >= stamp.seen_floor) {
         return Ok(());
     }
-    tx.prepare_cached("UPDATE orders SET last_seen_at = ?3 WHERE source = ?1 AND order_id = ?2")?
-        .execute(params![o.source.as_str(), o.order_id, stamp.now])?;
+    db.execute(
+        "UPDATE orders SET last_seen_at = ?3 WHERE source = ?1 AND order_id = ?2",
+        args![o.source.as_str(), &o.order_id, stamp.now],
+    )?;
     Ok(())
 }
 
 /// What of a stored order decides whether a new copy replaces it.
 struct StoredOrder {
     updated_at: Option<String>,
-    raw: String,
+    /// Whether the stored `raw` is the new copy's: compared by the database, as JSON on an
+    /// engine that keeps it as JSON (PostgreSQL's `jsonb` keeps no key order or whitespace), and
+    /// without copying a row's text out to compare it.
+    same_raw: bool,
     pipeline: String,
     status_raw: Option<String>,
     last_seen_at: Option<String>,
 }
 
-fn load_stored(tx: &Transaction<'_>, o: &OrderRow) -> Result<Option<StoredOrder>, StoreError> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT updated_at, raw, pipeline, status_raw, last_seen_at FROM orders \
-             WHERE source = ?1 AND order_id = ?2",
-        )?
-        .query_row(params![o.source.as_str(), o.order_id], |r| {
+fn load_stored(db: &mut dyn Db, o: &OrderRow) -> Result<Option<StoredOrder>, StoreError> {
+    db.query_opt_map(
+        "SELECT updated_at, raw = ?3, pipeline, status_raw, last_seen_at FROM orders \
+         WHERE source = ?1 AND order_id = ?2",
+        args![o.source.as_str(), &o.order_id, &o.raw],
+        |r| {
             Ok(StoredOrder {
                 updated_at: r.get(0)?,
-                raw: r.get(1)?,
+                same_raw: r.get(1)?,
                 pipeline: r.get(2)?,
                 status_raw: r.get(3)?,
                 last_seen_at: r.get(4)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Whether a copy of an order is written.
@@ -130,7 +134,7 @@ fn judge(
         (None, Some(_)) => return Verdict::Keep,
         _ => {}
     }
-    if stored.raw == o.raw && stored.pipeline == pipeline {
+    if stored.same_raw && stored.pipeline == pipeline {
         return Verdict::Keep;
     }
     Verdict::Write {
@@ -140,13 +144,13 @@ fn judge(
 
 /// Inserts the order row, or replaces every column of the stored one but `first_seen_at`.
 fn write_order(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     pipeline: &str,
     o: &OrderRow,
-    updated_at: Option<String>,
+    updated_at: Option<&str>,
     now: &str,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    db.execute(
         "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, refund_amount, \
          commission, created_at, paid_at, updated_at, refunded_at, settled_at, confirmed_at, shop_id, shop_name, \
          product_id, product_name, item_num, ad_cost, ad_plays, ad_gmv, ad_roi, raw, first_seen_at, synced_at, \
@@ -162,56 +166,56 @@ fn write_order(
          item_num = excluded.item_num, ad_cost = excluded.ad_cost, ad_plays = excluded.ad_plays, \
          ad_gmv = excluded.ad_gmv, ad_roi = excluded.ad_roi, raw = excluded.raw, synced_at = excluded.synced_at, \
          last_seen_at = excluded.last_seen_at",
-    )?
-    .execute(params![
-        o.source.as_str(),
-        o.order_id,
-        pipeline,
-        o.kind.as_str(),
-        o.status.as_str(),
-        o.status_raw,
-        o.pay_amount,
-        o.refund_amount,
-        o.commission,
-        opt_time(o.created_at),
-        opt_time(o.paid_at),
-        updated_at,
-        opt_time(o.refunded_at),
-        opt_time(o.settled_at),
-        opt_time(o.confirmed_at),
-        o.shop_id,
-        o.shop_name,
-        o.product_id,
-        o.product_name,
-        o.item_num,
-        o.ad_cost,
-        o.ad_plays,
-        o.ad_gmv,
-        o.ad_roi,
-        o.raw,
-        now,
-    ])?;
+        args![
+            o.source.as_str(),
+            &o.order_id,
+            pipeline,
+            o.kind.as_str(),
+            o.status.as_str(),
+            &o.status_raw,
+            o.pay_amount,
+            o.refund_amount,
+            o.commission,
+            &opt_time(o.created_at),
+            &opt_time(o.paid_at),
+            updated_at,
+            &opt_time(o.refunded_at),
+            &opt_time(o.settled_at),
+            &opt_time(o.confirmed_at),
+            &o.shop_id,
+            &o.shop_name,
+            &o.product_id,
+            &o.product_name,
+            o.item_num,
+            o.ad_cost,
+            o.ad_plays,
+            o.ad_gmv,
+            &o.ad_roi,
+            &o.raw,
+            now,
+        ],
+    )?;
     Ok(())
 }
 
 /// One `order_status_history` row: the order's status as of `now`.
-fn add_history(tx: &Transaction<'_>, o: &OrderRow, now: &str) -> Result<(), StoreError> {
-    tx.prepare_cached(
+fn add_history(db: &mut dyn Db, o: &OrderRow, now: &str) -> Result<(), StoreError> {
+    db.execute(
         "INSERT INTO order_status_history (source, order_id, status, status_raw, observed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![o.source.as_str(), o.order_id, o.status.as_str(), o.status_raw, now])?;
+        args![o.source.as_str(), &o.order_id, o.status.as_str(), &o.status_raw, now],
+    )?;
     Ok(())
 }
 
 /// Inserts or updates one line. A line whose row is unchanged is not rewritten; one that is the
 /// order itself (empty `raw`, stored NULL) is written whenever its order changed.
 pub(super) fn write_line(
-    tx: &Transaction<'_>,
+    db: &mut dyn Db,
     source: &str,
     order_id: &str,
     s: &SubOrderRow,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
+    db.execute(
         "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, item_num, \
          pay_amount, status, status_raw, raw, refund_amount, commission, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
@@ -220,24 +224,24 @@ pub(super) fn write_line(
          pay_amount = excluded.pay_amount, status = excluded.status, status_raw = excluded.status_raw, \
          raw = excluded.raw, refund_amount = excluded.refund_amount, commission = excluded.commission, \
          updated_at = excluded.updated_at \
-         WHERE excluded.raw IS NULL OR sub_orders.raw IS NOT excluded.raw",
-    )?
-    .execute(params![
-        source,
-        order_id,
-        s.sub_order_id,
-        s.sku_id,
-        s.product_id,
-        s.product_name,
-        s.item_num,
-        s.pay_amount,
-        s.status.as_str(),
-        s.status_raw,
-        (!s.raw.is_empty()).then_some(s.raw.as_str()),
-        s.refund_amount,
-        s.commission,
-        opt_time(s.updated_at),
-    ])?;
+         WHERE excluded.raw IS NULL OR sub_orders.raw IS DISTINCT FROM excluded.raw",
+        args![
+            source,
+            order_id,
+            &s.sub_order_id,
+            &s.sku_id,
+            &s.product_id,
+            &s.product_name,
+            s.item_num,
+            s.pay_amount,
+            s.status.as_str(),
+            &s.status_raw,
+            (!s.raw.is_empty()).then_some(s.raw.as_str()),
+            s.refund_amount,
+            s.commission,
+            &opt_time(s.updated_at),
+        ],
+    )?;
     Ok(())
 }
 
@@ -289,9 +293,9 @@ mod tests {
             .unwrap()
         };
         let write = |conn: &mut rusqlite::Connection, now: &str, floor: &str| {
-            let tx = conn.transaction().unwrap();
+            let mut tx = conn.transaction().unwrap();
             let changed = upsert_order(
-                &tx,
+                &mut tx,
                 "p",
                 &o,
                 Stamp {
