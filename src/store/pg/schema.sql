@@ -69,7 +69,9 @@ CREATE TABLE sub_orders (
     commission    BIGINT,
     updated_at    TIMESTAMP(0),
     PRIMARY KEY (source, order_id, sub_order_id),
-    FOREIGN KEY (source, order_id) REFERENCES orders (source, order_id)
+    -- Checked at commit, as SQLite's `PRAGMA defer_foreign_keys` does for the transactions that
+    -- ask: an order that arrives line by line (unidesk) has its lines written before its row.
+    FOREIGN KEY (source, order_id) REFERENCES orders (source, order_id) DEFERRABLE INITIALLY DEFERRED
 );
 
 -- One row per observed change of an order's status_raw, its first sighting included.
