@@ -192,13 +192,13 @@ async fn serve_http(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ([daemon] listen): {e}"))?;
     tracing::info!(%addr, "serving the status page /, /api/status, /metrics and /healthz");
-    let db_path = engine.store.path().to_path_buf();
+    let db = engine.store.location().clone();
     let app = metrics::routes(metrics::State {
-        db_path: db_path.clone(),
+        db: db.clone(),
         live,
     })
     .merge(statuspage::routes(statuspage::State {
-        db_path,
+        db,
         config: config.clone(),
         daily: Arc::default(),
     }));

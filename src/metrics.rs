@@ -13,11 +13,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::store::sql::Db;
-use crate::store::StoreError;
+use crate::store::{Location, StoreError};
 use axum::extract::State as AxumState;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -49,7 +48,7 @@ pub type Shared = Arc<Mutex<Live>>;
 
 #[derive(Clone)]
 pub struct State {
-    pub db_path: PathBuf,
+    pub db: Location,
     pub live: Shared,
 }
 
@@ -92,11 +91,11 @@ fn label(v: &str) -> String {
 /// lines sit right above its own samples: a sample under another family's TYPE line is read by
 /// client parsers as part of that family, or as untyped.
 pub fn render(state: &State) -> Result<String, StoreError> {
-    let mut conn = report::open_read_only(&state.db_path)?;
+    let mut db = report::open_read_only(&state.db)?;
     let mut out = String::new();
-    render_runs(&mut conn, &mut out)?;
-    render_watermark_lag(&mut conn, &mut out)?;
-    render_live_run_health(&mut conn, &mut out)?;
+    render_runs(db.as_mut(), &mut out)?;
+    render_watermark_lag(db.as_mut(), &mut out)?;
+    render_live_run_health(db.as_mut(), &mut out)?;
     render_live(state, &mut out);
     render_budgets(state, &mut out);
     Ok(out)

@@ -138,7 +138,7 @@ fn one_bad_row_of_each_kind_costs_only_itself_and_the_run_goes_on() {
         .unwrap();
     assert_eq!(run, ("ok".to_string(), 6));
     let exposition = ordersync::metrics::render(&ordersync::metrics::State {
-        db_path: h.db_path(),
+        db: ordersync::store::Location::File(h.db_path()),
         live: Default::default(),
     })
     .unwrap();

@@ -13,8 +13,9 @@ use std::process::ExitCode;
 use crate::config::{ConfigError, SecretSource};
 use crate::secret::Secret;
 use crate::store::pg::copy::{copy, CopyError, CopyOptions};
-use crate::store::pg::{PgError, PgTarget};
+use crate::store::pg::PgTarget;
 
+use super::database::usage_or_failure;
 use super::{Context, Failure};
 
 pub(super) fn copy_command(
@@ -23,6 +24,7 @@ pub(super) fn copy_command(
     password_file: Option<&Path>,
     batch_rows: usize,
 ) -> Result<ExitCode, Failure> {
+    let from = ctx.sqlite_file("copy")?;
     let password = password(password_file)?;
     let target = PgTarget::new(to, password).map_err(usage_or_failure)?;
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -37,7 +39,7 @@ pub(super) fn copy_command(
     });
     let started = std::time::Instant::now();
     let done = copy(
-        &ctx.db_path,
+        from,
         &target,
         &CopyOptions { batch_rows },
         &mut |copied, total| {
@@ -57,7 +59,7 @@ pub(super) fn copy_command(
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "{} → {}: {} rows copied{} in {elapsed:.1}s ({:.0} rows/s)",
-        ctx.db_path.display(),
+        from.display(),
         target.shown(),
         report.rows_copied,
         if report.resumed {
@@ -77,7 +79,7 @@ pub(super) fn copy_command(
     } else {
         eprintln!(
             "ordersync: the copy differs from {} (was the database written during the copy? stop the daemon and copy into a new database)",
-            ctx.db_path.display()
+            from.display()
         );
         Ok(ExitCode::from(1))
     }
@@ -96,11 +98,4 @@ fn password(file: Option<&Path>) -> Result<Option<Secret>, ConfigError> {
         .ok()
         .filter(|p| !p.is_empty())
         .map(Secret::new))
-}
-
-fn usage_or_failure(e: PgError) -> Failure {
-    Failure {
-        code: if e.is_usage() { 2 } else { 1 },
-        error: e.into(),
-    }
 }

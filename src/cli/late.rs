@@ -83,7 +83,7 @@ pub(super) fn rescan_command(
 ) -> Result<ExitCode, Failure> {
     let selected = rescan_selection(&ctx.config, names, since)?;
     let runtime = runtime()?;
-    let engine = open_engine(&ctx.db_path)?;
+    let engine = open_engine(&ctx.location)?;
     let expected = selected.len();
     let reports = runtime.block_on(async {
         let cancel = CancellationToken::new();
@@ -168,8 +168,8 @@ pub(super) fn rewind_command(ctx: &Context, name: &str, to: &str) -> Result<Exit
         )
         .into());
     }
-    let mut conn = store::open_connection(&ctx.db_path)?;
-    let rewound = store::rewind_live(&mut conn, name, to, &who_asked()).map_err(|e| match e {
+    let mut conn = store::open_db(&ctx.location)?;
+    let rewound = store::rewind_live(conn.as_mut(), name, to, &who_asked()).map_err(|e| match e {
         store::StoreError::Busy { scope, pid, .. } => anyhow::anyhow!(
             "pipeline `{name}` has a {scope} run in progress in process {pid}; not rewound: run `ordersync rewind` again once it has ended"
         )

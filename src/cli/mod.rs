@@ -16,11 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Auth, Config, ConfigError, Pipeline};
 use crate::engine::{Engine, Mode, RunEvent, RunReport};
 use crate::http::Http;
-use crate::store::{self, Outcome, Store};
+use crate::store::{self, Location, Outcome, Store};
 use crate::{backup, rejects, status, timefmt};
 
 mod check;
 mod copy;
+mod database;
 mod late;
 use check::check_command;
 use copy::copy_command;
@@ -36,7 +37,7 @@ pub struct Cli {
     /// Config file [default: $ORDERSYNC_CONFIG, else ./pipelines.toml]
     #[arg(long, global = true, env = "ORDERSYNC_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Database file (overrides [database].path)
+    /// Database file, or postgres://user@host:port/db (overrides [database])
     #[arg(long, global = true)]
     pub db: Option<PathBuf>,
     /// Log format on stderr
@@ -165,14 +166,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("pipelines.toml"));
     let config = Config::load(&config_path)?;
-    let db_path = cli
-        .db
-        .clone()
-        .unwrap_or_else(|| config.database_path.clone());
+    let location = database::location(cli.db.as_deref(), &config)?;
     let ctx = Context {
         config,
         config_path,
-        db_path,
+        location,
     };
     match cli.command {
         Command::Status { json } => status_command(&ctx, json),
@@ -202,7 +200,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
 struct Context {
     config: Config,
     config_path: PathBuf,
-    db_path: PathBuf,
+    location: Location,
+}
+
+impl Context {
+    /// The SQLite file, for the commands that work on one (`backup`, `copy`); exit 2 otherwise.
+    fn sqlite_file(&self, command: &str) -> Result<&std::path::Path, Failure> {
+        match &self.location {
+            Location::File(path) => Ok(path),
+            Location::Postgres(target) => Err(ConfigError::new(
+                None,
+                None,
+                format!(
+                    "`ordersync {command}` works on a SQLite file, and the database is PostgreSQL at {}",
+                    target.shown()
+                ),
+            )
+            .into()),
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -221,11 +237,11 @@ fn exit_code(ok: bool) -> ExitCode {
 }
 
 fn status_command(ctx: &Context, json: bool) -> Result<ExitCode, Failure> {
-    let mut conn = store::open_connection(&ctx.db_path)?;
+    let mut conn = store::open_db(&ctx.location)?;
     // A killed process's run shows (and is recorded) as `abandoned`, not `running`; best
     // effort, so that a read-only database still has a status.
-    let _ = store::mark_abandoned_runs(&mut conn);
-    let all = status::collect(&mut conn, &ctx.config)?;
+    let _ = store::mark_abandoned_runs(conn.as_mut());
+    let all = status::collect(conn.as_mut(), &ctx.config)?;
     if json {
         println!("{}", status::to_json(&all).context("status as JSON")?);
     } else {
@@ -240,7 +256,7 @@ fn rejects_command(
     all: bool,
     json: bool,
 ) -> Result<ExitCode, Failure> {
-    let mut conn = store::open_connection(&ctx.db_path)?;
+    let mut conn = store::open_db(&ctx.location)?;
     for name in pipelines {
         if ctx.config.pipeline(name).is_none() {
             return Err(ConfigError::new(
@@ -251,7 +267,7 @@ fn rejects_command(
             .into());
         }
     }
-    let rows = rejects::collect(&mut conn, pipelines, all)?;
+    let rows = rejects::collect(conn.as_mut(), pipelines, all)?;
     if json {
         println!(
             "{}",
@@ -264,12 +280,14 @@ fn rejects_command(
 }
 
 fn backup_command(ctx: &Context, path: &std::path::Path) -> Result<ExitCode, Failure> {
-    // Like `status`, no pipeline secrets are needed: nothing is fetched.
-    let done = backup::backup(&ctx.db_path, path)?;
+    // Like `status`, no pipeline secrets are needed: nothing is fetched. PostgreSQL has its own
+    // tools for this (pg_dump).
+    let db = ctx.sqlite_file("backup")?;
+    let done = backup::backup(db, path)?;
     println!(
         "{}: a consistent copy of {} ({} bytes)",
         path.display(),
-        ctx.db_path.display(),
+        db.display(),
         done.bytes
     );
     Ok(ExitCode::SUCCESS)
@@ -286,7 +304,7 @@ fn run_command(ctx: &Context) -> Result<ExitCode, Failure> {
         .into());
     }
     let runtime = runtime()?;
-    let engine = open_engine(&ctx.db_path)?;
+    let engine = open_engine(&ctx.location)?;
     let store = engine.store.clone();
     let stopped = runtime.block_on(async {
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
@@ -309,7 +327,7 @@ fn run_command(ctx: &Context) -> Result<ExitCode, Failure> {
 fn sync_command(ctx: &Context, pipelines: &[String]) -> Result<ExitCode, Failure> {
     let selected = select_with_auth(&ctx.config, pipelines)?;
     let runtime = runtime()?;
-    let engine = open_engine(&ctx.db_path)?;
+    let engine = open_engine(&ctx.location)?;
     let expected = selected.len();
     let reports = runtime.block_on(sync_all(&engine, selected));
     // A pipeline whose task ended without a report (it panicked) is a failure too.
@@ -360,7 +378,7 @@ fn backfill_command(
         .into());
     }
     let runtime = runtime()?;
-    let engine = open_engine(&ctx.db_path)?;
+    let engine = open_engine(&ctx.location)?;
     let report = runtime.block_on(async {
         let cancel = CancellationToken::new();
         cancel_on_signal(cancel.clone());
@@ -383,8 +401,8 @@ fn backfill_command(
     Ok(exit_code(report.outcome == Outcome::Ok))
 }
 
-fn open_engine(db_path: &std::path::Path) -> Result<Engine, Failure> {
-    let store = Store::open(db_path)?;
+fn open_engine(location: &Location) -> Result<Engine, Failure> {
+    let store = Store::open_at(location)?;
     let http = Http::new().context("cannot build the HTTP client")?;
     Ok(Engine {
         store,

@@ -74,8 +74,18 @@ pub type AuthSpec = BTreeMap<String, SecretSource>;
 pub struct Config {
     pub path: PathBuf,
     pub database_path: PathBuf,
+    /// `[database] url` (and its password): PostgreSQL instead of the file at `database_path`.
+    pub database_url: Option<DatabaseUrl>,
     pub daemon: DaemonConfig,
     pub pipelines: Vec<Pipeline>,
+}
+
+/// A PostgreSQL database as configured: its URL (no password in it) and where the password comes
+/// from (`PGPASSWORD` when the config names none).
+#[derive(Debug, Clone)]
+pub struct DatabaseUrl {
+    pub url: String,
+    pub password: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -153,6 +163,8 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     path: Option<String>,
+    url: Option<String>,
+    password: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -215,11 +227,7 @@ impl Config {
                 format!("{}: {}", path.display(), one_line(&e.to_string())),
             )
         })?;
-        let database_path = raw
-            .database
-            .and_then(|d| d.path)
-            .unwrap_or_else(|| "ordersync.db".to_string())
-            .into();
+        let (database_path, database_url) = database(raw.database)?;
         let listen = match raw.daemon.and_then(|d| d.listen) {
             None => None,
             Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
@@ -261,6 +269,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             database_path,
+            database_url,
             daemon: DaemonConfig { listen },
             pipelines,
         })
@@ -292,6 +301,45 @@ impl Config {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `[database]`: a file (`path`, default `ordersync.db`) or a PostgreSQL URL (`url`, with
+/// `password` as a secret), never both.
+fn database(raw: Option<RawDatabase>) -> Result<(PathBuf, Option<DatabaseUrl>), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(("ordersync.db".into(), None));
+    };
+    let key_error = |key: &str, problem: String| ConfigError::new(None, Some(key), problem);
+    let password = match &raw.password {
+        None => None,
+        Some(_) if raw.url.is_none() => {
+            return Err(key_error(
+                "database.password",
+                "is the password of a PostgreSQL `url`, and [database] has none".into(),
+            ))
+        }
+        Some(value) => {
+            Some(SecretSource::from_toml(value).map_err(|e| key_error("database.password", e))?)
+        }
+    };
+    let url = match raw.url {
+        Some(_) if raw.path.is_some() => {
+            return Err(key_error(
+                "database.url",
+                "and `path` are both given; ordersync writes to one database: keep one".into(),
+            ))
+        }
+        Some(url) => {
+            crate::store::pg::PgTarget::new(&url, None)
+                .map_err(|e| key_error("database.url", e.to_string()))?;
+            Some(DatabaseUrl { url, password })
+        }
+        None => None,
+    };
+    Ok((
+        raw.path.unwrap_or_else(|| "ordersync.db".into()).into(),
+        url,
+    ))
 }
 
 #[cfg(test)]
@@ -330,6 +378,36 @@ vekey = { env = "ORDERSYNC_TEST_NEVER_SET" }
         assert_eq!(p.max_retries, 8);
         assert_eq!(p.endpoint, "http://api.veapi.cn/douke/csj_ordersearch");
         assert_eq!(c.database_path, PathBuf::from("x.db"));
+    }
+
+    #[test]
+    fn a_postgres_database_is_a_url_with_its_password_apart() {
+        let pg = |database: &str| parse(&GOOD.replace("path = \"x.db\"", database));
+        let c =
+            pg("url = \"postgres://u@db.internal:5432/orders\"\npassword = { env = \"PGPASS\" }")
+                .unwrap();
+        let url = c.database_url.unwrap();
+        assert_eq!(url.url, "postgres://u@db.internal:5432/orders");
+        assert!(matches!(url.password, Some(SecretSource::Env(ref n)) if n == "PGPASS"));
+        for (database, key, says) in [
+            (
+                "path = \"a.db\"\nurl = \"postgres://u@h:5432/d\"",
+                "database.url",
+                "both given",
+            ),
+            ("password = \"pw\"", "database.password", "has none"),
+            (
+                "url = \"postgres://u:SeCrEt@h:5432/d\"",
+                "database.url",
+                "carries a password",
+            ),
+            ("url = \"mysql://u@h/d\"", "database.url", "postgres://"),
+        ] {
+            let e = pg(database).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{database}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(!e.to_string().contains("SeCrEt"), "{e}");
+        }
     }
 
     #[test]

@@ -15,7 +15,6 @@
 mod charts;
 pub mod html;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,12 +29,13 @@ use crate::config::Config;
 use crate::status::{self, PipelineStatus};
 use crate::store::report::{self, DailyTotal, TimelineRun};
 use crate::store::sql::{Begin, Db, Tx};
+use crate::store::Location;
 use crate::store::StoreError;
 use crate::timefmt;
 
 #[derive(Clone)]
 pub struct State {
-    pub db_path: PathBuf,
+    pub db: Location,
     pub config: Arc<Config>,
     pub daily: Arc<DailyCache>,
 }
@@ -105,9 +105,9 @@ pub struct Snapshot {
 }
 
 /// Reads the snapshot the page is drawn from; the daily sums may come from `daily`.
-pub fn read(db_path: &Path, config: &Config, daily: &DailyCache) -> Result<Snapshot, StoreError> {
-    let mut conn = report::open_read_only(db_path)?;
-    let mut tx = Tx::begin(&mut conn, Begin::Read)?;
+pub fn read(db: &Location, config: &Config, daily: &DailyCache) -> Result<Snapshot, StoreError> {
+    let mut conn = report::open_read_only(db)?;
+    let mut tx = Tx::begin(conn.as_mut(), Begin::Read)?;
     let now = timefmt::beijing_now();
     let pipelines = status::collect(&mut *tx, config)?;
     let runs = report::runs_since(&mut *tx, &timefmt::fmt_seconds(now - Duration::hours(24)))?;
@@ -129,15 +129,15 @@ pub fn read(db_path: &Path, config: &Config, daily: &DailyCache) -> Result<Snaps
     })
 }
 
-/// The page's HTML from the database at `db_path`.
-pub fn render(db_path: &Path, config: &Config, daily: &DailyCache) -> Result<String, StoreError> {
-    read(db_path, config, daily).map(|s| html::page(&s))
+/// The page's HTML from the database at `db`.
+pub fn render(db: &Location, config: &Config, daily: &DailyCache) -> Result<String, StoreError> {
+    read(db, config, daily).map(|s| html::page(&s))
 }
 
-/// `status --json`'s text (and its newline) from the database at `db_path`.
-pub fn render_json(db_path: &Path, config: &Config) -> Result<String, String> {
-    let mut conn = report::open_read_only(db_path).map_err(|e| StoreError::from(e).to_string())?;
-    let all = status::collect(&mut conn, config).map_err(|e| e.to_string())?;
+/// `status --json`'s text (and its newline) from the database at `db`.
+pub fn render_json(db: &Location, config: &Config) -> Result<String, String> {
+    let mut conn = report::open_read_only(db).map_err(|e| e.to_string())?;
+    let all = status::collect(conn.as_mut(), config).map_err(|e| e.to_string())?;
     let text = status::to_json(&all).map_err(|e| format!("status as JSON: {e}"))?;
     Ok(text + "\n")
 }
@@ -156,15 +156,14 @@ const PAGE_HEADERS: [(HeaderName, &str); 4] = [
 
 async fn page(AxumState(state): AxumState<State>) -> Response {
     let result = tokio::task::spawn_blocking(move || {
-        render(&state.db_path, &state.config, &state.daily).map_err(|e| e.to_string())
+        render(&state.db, &state.config, &state.daily).map_err(|e| e.to_string())
     })
     .await;
     answer(result, "text/html; charset=utf-8")
 }
 
 async fn api_status(AxumState(state): AxumState<State>) -> Response {
-    let result =
-        tokio::task::spawn_blocking(move || render_json(&state.db_path, &state.config)).await;
+    let result = tokio::task::spawn_blocking(move || render_json(&state.db, &state.config)).await;
     answer(result, "application/json")
 }
 

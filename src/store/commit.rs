@@ -5,7 +5,7 @@
 //! may hold several whole pages, each followed by its checkpoint), so a crash at any instant leaves
 //! the database at a page boundary, never inside a page.
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use super::sql::{Begin, Db, Dialect, Tx};
 
 use super::rejected::{keep_rejected, resolve_rejected};
 use super::runs::count_page;
@@ -49,8 +49,8 @@ pub struct PageStats {
 }
 
 /// Writes one page and its checkpoint in one transaction.
-pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats, StoreError> {
-    let mut stats = commit_pages(conn, std::slice::from_ref(page))?;
+pub fn commit_page(db: &mut dyn Db, page: &PageCommit) -> Result<PageStats, StoreError> {
+    let mut stats = commit_pages(db, std::slice::from_ref(page))?;
     Ok(stats.pop().unwrap_or_default())
 }
 
@@ -58,27 +58,23 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
 /// commits is described exactly by the checkpoints committed with it, as with one page per
 /// transaction, and the cost of a commit is shared by every page in it (the engine hands the writer
 /// every page waiting for it). Returns each page's counts, in order.
-pub fn commit_pages(
-    conn: &mut Connection,
-    pages: &[PageCommit],
-) -> Result<Vec<PageStats>, StoreError> {
+pub fn commit_pages(db: &mut dyn Db, pages: &[PageCommit]) -> Result<Vec<PageStats>, StoreError> {
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
-    // Immediate: this transaction reads, then writes. A deferred one would be refused at once
-    // (not retried within busy_timeout) when another process took the write lock in between.
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = Tx::begin(db, Begin::Write)?;
     // A partial order's lines are written before the order row they belong to; the foreign key
-    // is checked when the transaction commits. Only transactions that hold such orders ask for it:
-    // setting any flag pragma expires every prepared statement, so each would be compiled again.
-    if pages.iter().flat_map(|p| &p.orders).any(|o| o.partial) {
-        tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    // is checked when the transaction commits (PostgreSQL's is declared so). Only SQLite
+    // transactions that hold such orders ask for it: setting any flag pragma expires every
+    // prepared statement, so each would be compiled again.
+    if tx.dialect() == Dialect::Sqlite && pages.iter().flat_map(|p| &p.orders).any(|o| o.partial) {
+        tx.batch("PRAGMA defer_foreign_keys = ON")?;
     }
     pages
         .iter()
         .map(|page| {
-            let stats = write_page(&mut tx, page, &now)?;
+            let stats = write_page(&mut *tx, page, &now)?;
             let windows_done =
-                save_progress(&mut tx, &page.pipeline, &page.scope, &page.progress, &now)?;
-            count_page(&mut tx, page.run_id, &stats, page.requests, windows_done)?;
+                save_progress(&mut *tx, &page.pipeline, &page.scope, &page.progress, &now)?;
+            count_page(&mut *tx, page.run_id, &stats, page.requests, windows_done)?;
             Ok(stats)
         })
         .collect::<Result<Vec<_>, StoreError>>()
@@ -89,11 +85,7 @@ pub fn commit_pages(
 }
 
 /// One page's rejected rows and orders, inside the caller's transaction.
-fn write_page(
-    tx: &mut Transaction<'_>,
-    page: &PageCommit,
-    now: &str,
-) -> Result<PageStats, StoreError> {
+fn write_page(tx: &mut dyn Db, page: &PageCommit, now: &str) -> Result<PageStats, StoreError> {
     let mut stats = PageStats::default();
     for row in &page.rejected {
         stats.rejected += 1;

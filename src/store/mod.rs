@@ -37,6 +37,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::dbfiles;
+use sql::Db;
 
 pub use commit::{commit_page, commit_pages, PageCommit, PageStats};
 pub use late::{begin_rescan_pass, rewind_live, Rewind, RESCAN_SCOPE};
@@ -132,7 +133,56 @@ fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&mut dyn Db) + Send>;
+
+/// The database the writer thread holds.
+enum Backend {
+    Sqlite(Connection),
+    Postgres(Box<pg::PgDb>),
+}
+
+impl Backend {
+    fn db(&mut self) -> &mut dyn Db {
+        match self {
+            Backend::Sqlite(conn) => conn,
+            Backend::Postgres(db) => db.as_mut(),
+        }
+    }
+
+    fn close(self, shown: &str) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(conn) => checkpoint_and_close(conn, shown),
+            // Every commit is on the server already; the connection ends with the client.
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// Where the database is: a SQLite file, or a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub enum Location {
+    File(PathBuf),
+    Postgres(Box<pg::PgTarget>),
+}
+
+impl Location {
+    /// The location as it may be shown (a URL without its password).
+    pub fn shown(&self) -> String {
+        match self {
+            Location::File(path) => path.display().to_string(),
+            Location::Postgres(target) => target.shown(),
+        }
+    }
+}
+
+/// Opens (creating and migrating if needed) the database at `location`: what every command that
+/// writes or reads the store without the writer thread calls.
+pub fn open_db(location: &Location) -> Result<Box<dyn Db + Send>, StoreError> {
+    Ok(match location {
+        Location::File(path) => Box::new(open_connection(path)?),
+        Location::Postgres(target) => Box::new(pg::PgDb::connect(target)?),
+    })
+}
 
 /// What the writer thread is asked to do.
 enum Message {
@@ -151,45 +201,71 @@ enum Message {
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Message>,
-    path: PathBuf,
+    location: Location,
 }
 
 impl Store {
+    /// The SQLite file at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let mut conn = open_connection(path)?;
-        mark_abandoned_runs(&mut conn)?;
+        Store::open_at(&Location::File(path.to_path_buf()))
+    }
+
+    /// The database at `location`. A PostgreSQL client runs a small runtime of its own, so the
+    /// connection is made on the writer thread, never inside the caller's tokio task.
+    pub fn open_at(location: &Location) -> Result<Store, StoreError> {
         let (tx, rx) = mpsc::channel::<Message>();
-        let shown = path.display().to_string();
+        let (opened_tx, opened_rx) = mpsc::channel::<Result<(), StoreError>>();
+        let shown = location.shown();
+        let at = location.clone();
         std::thread::Builder::new()
             .name("ordersync-store".into())
             .spawn(move || {
-                let mut conn = conn;
+                let opened = match &at {
+                    Location::File(path) => open_connection(path).map(Backend::Sqlite),
+                    Location::Postgres(target) => {
+                        pg::PgDb::connect(target).map(|db| Backend::Postgres(Box::new(db)))
+                    }
+                };
+                let mut backend = match opened.and_then(|mut b| {
+                    mark_abandoned_runs(b.db())?;
+                    Ok(b)
+                }) {
+                    Ok(backend) => {
+                        let _ = opened_tx.send(Ok(()));
+                        backend
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
                 for message in rx {
                     match message {
-                        Message::Job(job) => job(&mut conn),
+                        Message::Job(job) => job(backend.db()),
                         Message::Close(done) => {
-                            let _ = done.send(checkpoint_and_close(conn, &shown));
+                            let _ = done.send(backend.close(&shown));
                             return;
                         }
                     }
                 }
             })
             .map_err(|_| StoreError::WriterGone)?;
+        opened_rx.recv().map_err(|_| StoreError::WriterGone)??;
         Ok(Store {
             jobs: tx,
-            path: path.to_path_buf(),
+            location: location.clone(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
     /// Runs `f` on the writer thread and returns its result.
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut dyn Db) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |conn| {

@@ -6,23 +6,29 @@
 //! and know no column names. Every function reads through [`Db`], so the reports read either engine.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+use super::pg::PgDb;
 use super::sql::{args, Db, Param, Row};
-use super::StoreError;
+use super::{Location, StoreError};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// A read-only connection for a scrape: it never migrates or writes, so it works beside the
-/// daemon's writer and never holds the write lock.
-pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+/// daemon's writer and never holds the write lock. Blocking (PostgreSQL's client runs a runtime of
+/// its own): call it from a plain thread or `spawn_blocking`.
+pub fn open_read_only(location: &Location) -> Result<Box<dyn Db + Send>> {
+    match location {
+        Location::File(path) => {
+            let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            Ok(Box::new(conn))
+        }
+        Location::Postgres(target) => Ok(Box::new(PgDb::connect_for_reading(target)?)),
+    }
 }
 
 // ---- status -------------------------------------------------------------------------------------

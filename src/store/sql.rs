@@ -331,8 +331,8 @@ fn sqlite_query(
     Ok(out)
 }
 
-/// While the page transaction is still rusqlite's own (`store::commit`), the functions it calls
-/// are given that transaction.
+/// A rusqlite transaction is a `Db` too, for the store's unit tests that hold one open around the
+/// functions they call.
 impl Db for rusqlite::Transaction<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite

@@ -40,6 +40,17 @@ impl PgDb {
         })
     }
 
+    /// Connects without touching the schema: for the read-only reports, beside a writer that
+    /// migrated it.
+    pub fn connect_for_reading(target: &PgTarget) -> Result<PgDb, StoreError> {
+        let client = target.connect().map_err(StoreError::Postgres)?;
+        Ok(PgDb {
+            client,
+            target: target.clone(),
+            statements: HashMap::new(),
+        })
+    }
+
     fn failed(&self, e: &postgres::Error) -> StoreError {
         StoreError::Postgres(self.target.sql_error("running a statement", e))
     }
