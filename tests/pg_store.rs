@@ -24,8 +24,10 @@ fn day(d: u32) -> Window {
 }
 
 /// What one engine answers to the same calls, each answer as text, in order. Ids and times of
-/// day the store stamps itself are left out; everything else is compared.
-fn scenario(db: &mut dyn Db) -> Vec<String> {
+/// day the store stamps itself are left out; everything else is compared. `other` is a second
+/// connection to the same database, standing for another process: on PostgreSQL its session
+/// holds its run's lock; on SQLite, where a run is known by its pid, its run is given pid 1.
+fn scenario(db: &mut dyn Db, other: &mut dyn Db) -> Vec<String> {
     let mut said = Vec::new();
     let mut say = |what: &str, v: String| said.push(format!("{what}: {v}"));
 
@@ -66,7 +68,7 @@ fn scenario(db: &mut dyn Db) -> Vec<String> {
     );
 
     // A run of another live process (pid 1) holds its scope and its rival.
-    let run = store::begin_run(db, "p", "sync", "live").unwrap();
+    let run = store::begin_run(other, "p", "sync", "live").unwrap();
     db.execute("UPDATE runs SET pid = 1 WHERE id = ?1", &[Param::Int(run)])
         .unwrap();
     for (command, scope) in [
@@ -93,7 +95,11 @@ fn scenario(db: &mut dyn Db) -> Vec<String> {
         &[Param::Int(i64::from(std::process::id())), Param::Int(run)],
     )
     .unwrap();
-    store::finish_run(db, run, Outcome::Failed, Some("boom"), 3).unwrap();
+    store::finish_run(other, run, Outcome::Failed, Some("boom"), 3).unwrap();
+    say(
+        "after the other process's run",
+        format!("{:?}", store::begin_run(db, "p", "sync", "live").is_ok()),
+    );
     store::mark_abandoned_runs(db).unwrap();
     say(
         "rewind with no watermark",
@@ -202,11 +208,13 @@ fn the_store_answers_alike_on_sqlite_and_postgres() {
     let Some(pg) = pg_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut sqlite = store::open_connection(&dir.path().join("s.db")).unwrap();
+    let mut sqlite_other = store::open_connection(&dir.path().join("s.db")).unwrap();
     let target = PgTarget::new(&pg.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
     let mut postgres = PgDb::connect(&target).unwrap();
+    let mut postgres_other = PgDb::connect(&target).unwrap();
 
-    let on_sqlite = scenario(&mut sqlite);
-    let on_postgres = scenario(&mut postgres);
+    let on_sqlite = scenario(&mut sqlite, &mut sqlite_other);
+    let on_postgres = scenario(&mut postgres, &mut postgres_other);
     for (s, p) in on_sqlite.iter().zip(&on_postgres) {
         assert_eq!(s, p, "SQLite, then PostgreSQL");
     }

@@ -5,10 +5,17 @@
 //! `running` by a process that no longer exists is `abandoned`, never taken for a live one. A
 //! run's counters only grow, and only with the pages that committed (see `commit_page`) plus the
 //! failed requests `finish_run` is given.
+//!
+//! Who runs is known two ways. On SQLite (one host) a run records its process id, and a run whose
+//! process is gone is dead. On PostgreSQL, shared by processes on several hosts, a pid says
+//! nothing: a run holds a session advisory lock on (pipeline, scope) on the writer's connection
+//! from `begin_run` to `finish_run`, and a run whose lock nobody holds is dead. The server drops a
+//! session's locks the moment its connection ends — a killed process's at once, a vanished host's
+//! when TCP gives up on it — and a process that lost its connection cannot commit on it either.
 
 use std::path::Path;
 
-use super::sql::{args, Begin, Db, Tx};
+use super::sql::{args, Begin, Db, Dialect, Tx};
 use super::{PageStats, StoreError};
 use crate::timefmt;
 
@@ -33,14 +40,63 @@ fn pid_alive(pid: i64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The advisory lock a run of (pipeline, scope) holds on PostgreSQL: FNV-1a of the two, a key no
+/// other application is likely to use.
+fn run_lock(pipeline: &str, scope: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "ordersync run\0"
+        .bytes()
+        .chain(pipeline.bytes())
+        .chain([0])
+        .chain(scope.bytes())
+    {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Takes the run lock if no other session holds it (a session may take its own again).
+fn try_lock(db: &mut dyn Db, key: i64) -> Result<bool, StoreError> {
+    db.query_value("SELECT pg_try_advisory_lock(?1)", args![key])
+}
+
+fn unlock(db: &mut dyn Db, key: i64) -> Result<(), StoreError> {
+    db.query_value::<bool>("SELECT pg_advisory_unlock(?1)", args![key])
+        .map(|_| ())
+}
+
+/// Whether a run of (pipeline, scope) recorded by `pid` is going on in another process.
+fn alive_elsewhere(
+    db: &mut dyn Db,
+    pipeline: &str,
+    scope: &str,
+    pid: i64,
+) -> Result<bool, StoreError> {
+    match db.dialect() {
+        Dialect::Sqlite => Ok(pid != i64::from(std::process::id()) && pid_alive(pid)),
+        Dialect::Postgres => {
+            let key = run_lock(pipeline, scope);
+            if try_lock(db, key)? {
+                unlock(db, key)?;
+                Ok(false)
+            } else {
+                Ok(true)
+            }
+        }
+    }
+}
+
 /// Runs left `running` by a process that no longer exists (killed, crashed) become `abandoned`.
 pub fn mark_abandoned_runs(db: &mut dyn Db) -> Result<(), StoreError> {
-    let me = i64::from(std::process::id());
-    let stale = db.query("SELECT id, pid FROM runs WHERE outcome = 'running'", &[])?;
+    let stale = db.query(
+        "SELECT id, pid, pipeline, scope FROM runs WHERE outcome = 'running'",
+        &[],
+    )?;
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
     for row in stale {
         let (id, pid): (i64, i64) = (row.get(0)?, row.get(1)?);
-        if pid == me || !pid_alive(pid) {
+        let (pipeline, scope): (String, String) = (row.get(2)?, row.get(3)?);
+        if !alive_elsewhere(db, &pipeline, &scope, pid)? {
             db.execute(
                 "UPDATE runs SET outcome = 'abandoned', finished_at = ?2, \
                  error = COALESCE(error, 'process ended without finishing the run') WHERE id = ?1",
@@ -68,14 +124,15 @@ pub(super) fn running_elsewhere(
     pipeline: &str,
     scopes: Option<&[&str]>,
 ) -> Result<Option<(String, i64)>, StoreError> {
-    let me = i64::from(std::process::id());
     let running = db.query(
         "SELECT scope, pid FROM runs WHERE pipeline = ?1 AND outcome = 'running'",
         args![pipeline],
     )?;
     for row in running {
         let (scope, pid): (String, i64) = (row.get(0)?, row.get(1)?);
-        if pid != me && scopes.is_none_or(|s| s.contains(&scope.as_str())) && pid_alive(pid) {
+        if scopes.is_none_or(|s| s.contains(&scope.as_str()))
+            && alive_elsewhere(db, pipeline, &scope, pid)?
+        {
             return Ok(Some((scope, pid)));
         }
     }
@@ -93,13 +150,61 @@ pub fn begin_run(
 ) -> Result<i64, StoreError> {
     let me = i64::from(std::process::id());
     let mut tx = Tx::begin(db, Begin::Write)?;
+    // On PostgreSQL the run's lock, taken first: held, every run still marked running here is
+    // dead; not held, another process runs it. A lock is not undone by a rollback, so every
+    // refusal or failure below lets it go again.
+    let lock = (tx.dialect() == Dialect::Postgres).then(|| run_lock(pipeline, scope));
+    if let Some(key) = lock {
+        if !try_lock(&mut *tx, key)? {
+            let pid = tx
+                .query_opt_map(
+                    "SELECT pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running' \
+                     ORDER BY id DESC LIMIT 1",
+                    args![pipeline, scope],
+                    |r| r.get(0),
+                )?
+                .unwrap_or(0);
+            return Err(StoreError::Busy {
+                pipeline: pipeline.into(),
+                scope: scope.into(),
+                pid,
+            });
+        }
+    }
+    let began = record_run(&mut *tx, pipeline, command, scope, me, lock.is_some());
+    match (began, lock) {
+        (Ok(id), _) => {
+            tx.commit()?;
+            Ok(id)
+        }
+        (Err(e), Some(key)) => {
+            drop(tx);
+            // The refusal or failure is what the caller needs; a lock left behind would only
+            // make this process's next run of the pipeline take it twice.
+            let _ = unlock(db, key);
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
+/// `begin_run`'s reads and writes, inside its transaction (`locked`: the run's PostgreSQL lock is
+/// held, so no run of the same scope still marked running can be alive).
+fn record_run(
+    tx: &mut dyn Db,
+    pipeline: &str,
+    command: &str,
+    scope: &str,
+    me: i64,
+    locked: bool,
+) -> Result<i64, StoreError> {
     let running = tx.query(
         "SELECT id, pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running'",
         args![pipeline, scope],
     )?;
     for row in running {
         let (id, pid): (i64, i64) = (row.get(0)?, row.get(1)?);
-        if pid != me && pid_alive(pid) {
+        if !locked && pid != me && pid_alive(pid) {
             return Err(StoreError::Busy {
                 pipeline: pipeline.into(),
                 scope: scope.into(),
@@ -111,7 +216,7 @@ pub fn begin_run(
             args![id, &timefmt::fmt_seconds(timefmt::beijing_now())],
         )?;
     }
-    if let Some((rival, pid)) = running_elsewhere(&mut *tx, pipeline, Some(rivals(scope)))? {
+    if let Some((rival, pid)) = running_elsewhere(tx, pipeline, Some(rivals(scope)))? {
         return Err(StoreError::Busy {
             pipeline: pipeline.into(),
             scope: rival,
@@ -129,7 +234,6 @@ pub fn begin_run(
             &timefmt::fmt_millis(timefmt::beijing_now())
         ],
     )?;
-    tx.commit()?;
     Ok(id)
 }
 
@@ -141,6 +245,16 @@ pub fn finish_run(
     error: Option<&str>,
     requests: u64,
 ) -> Result<(), StoreError> {
+    if db.dialect() == Dialect::Postgres {
+        let run = db.query_opt_map(
+            "SELECT pipeline, scope FROM runs WHERE id = ?1",
+            args![run_id],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
+        )?;
+        if let Some((pipeline, scope)) = run {
+            unlock(db, run_lock(&pipeline, &scope))?;
+        }
+    }
     db.execute(
         "UPDATE runs SET outcome = ?2, finished_at = ?3, error = ?4, requests = requests + ?5 WHERE id = ?1",
         args![
