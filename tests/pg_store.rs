@@ -365,3 +365,98 @@ fn a_sync_of_every_source_into_postgres_matches_one_into_sqlite() {
     );
     assert!(!everything.contains(PG_PASSWORD), "the password was shown");
 }
+
+/// A sync into PostgreSQL killed with SIGKILL mid-way: its run locks go with its connection, so
+/// the next sync starts at once (not refused as busy), marks the killed run abandoned, resumes
+/// from the checkpoints, and leaves every order once, as a sync into SQLite stores them.
+#[test]
+fn a_sync_into_postgres_killed_mid_way_is_resumed_by_the_next_one() {
+    use std::time::{Duration, Instant};
+
+    use ordersync_sim::Faults;
+
+    use crate::common::all_sources::{AllSources, Worlds};
+    use crate::common::assert_ok;
+
+    let Some(pg) = pg_database() else { return };
+    let slow = Faults {
+        p_slow: 1.0,
+        slow_ms: 30,
+        seed: 7,
+        ..Faults::default()
+    };
+    let a = AllSources::start(
+        0x6b1,
+        Worlds {
+            ve: (600, 30),
+            myq: (600, 30),
+            ud: (300, 5),
+            dmj: (600, 30),
+            sxt: (40, 10),
+        },
+        &slow,
+    );
+    a.write_config("5s", 3);
+    let url = pg.url();
+    let into_pg = |args: &[&str]| {
+        let mut all = vec!["--db", url.as_str()];
+        all.extend_from_slice(args);
+        let mut cmd = a.command(&all);
+        cmd.env("PGPASSWORD", PG_PASSWORD);
+        cmd
+    };
+    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let mut child = into_pg(&["sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut watcher: Option<PgDb> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        if watcher.is_none() {
+            // The schema exists once the sync has migrated it.
+            watcher = PgDb::connect_for_reading(&target).ok();
+        }
+        let orders: i64 = watcher
+            .as_mut()
+            .and_then(|db| db.query("SELECT COUNT(*) FROM orders", &[]).ok())
+            .and_then(|rows| rows.first().and_then(|r| r.get(0).ok()))
+            .unwrap_or(0);
+        if orders > 100 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sync ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no orders arrived");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_ok(&into_pg(&["sync"]).output().unwrap());
+    assert_ok(&a.run(&["sync"]));
+    a.assert_equals_truth(None);
+    let mut postgres = PgDb::connect(&target).unwrap();
+    let mut sqlite = store::open_connection(&a.db_path()).unwrap();
+    let sql =
+        "SELECT source, order_id, status_raw, pay_amount, refund_amount, commission, updated_at \
+               FROM orders ORDER BY source, order_id";
+    assert_eq!(
+        sqlite.query(sql, &[]).unwrap(),
+        postgres.query(sql, &[]).unwrap()
+    );
+    let outcomes = report::runs_by_outcome(&mut postgres).unwrap();
+    assert!(
+        outcomes.iter().any(|o| o.outcome == "abandoned"),
+        "the killed sync's runs: {outcomes:?}"
+    );
+    let running: i64 = postgres
+        .query("SELECT COUNT(*) FROM runs WHERE outcome = 'running'", &[])
+        .unwrap()[0]
+        .get(0)
+        .unwrap();
+    assert_eq!(running, 0);
+}
