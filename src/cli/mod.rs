@@ -20,8 +20,10 @@ use crate::store::{self, Outcome, Store};
 use crate::{backup, rejects, status, timefmt};
 
 mod check;
+mod copy;
 mod late;
 use check::check_command;
+use copy::copy_command;
 use late::{rescan_command, rewind_command};
 
 #[derive(Parser, Debug)]
@@ -103,6 +105,18 @@ pub enum Command {
     },
     /// Write a consistent copy of the database to PATH (mode 0600); safe while the daemon runs
     Backup { path: PathBuf },
+    /// Copy the database into an empty PostgreSQL one, resumably, verified per source at the end
+    Copy {
+        /// postgres://user@host:port/database, with no password in it
+        #[arg(long)]
+        to: String,
+        /// File holding the password [default: $PGPASSWORD]
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Rows per batch, each committed with the copy's progress in one transaction
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        batch_rows: u32,
+    },
 }
 
 /// An error with its exit code.
@@ -168,6 +182,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
             json,
         } => rejects_command(&ctx, &pipelines, all, json),
         Command::Backup { path } => backup_command(&ctx, &path),
+        Command::Copy {
+            to,
+            password_file,
+            batch_rows,
+        } => copy_command(&ctx, &to, password_file.as_deref(), batch_rows as usize),
         Command::Check { pipelines, online } => check_command(&ctx, &pipelines, online),
         Command::Run => run_command(&ctx),
         Command::Sync { pipelines } => sync_command(&ctx, &pipelines),

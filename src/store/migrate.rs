@@ -13,9 +13,14 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// The `-- migration: N` sections of `schema.sql`, in order.
 pub(super) fn migrations() -> Vec<(i64, &'static str)> {
+    sections(SCHEMA)
+}
+
+/// The `-- migration: N` sections of a schema file, in order (PostgreSQL's `pg/schema.sql` too).
+pub(super) fn sections(schema: &'static str) -> Vec<(i64, &'static str)> {
     let mut out = Vec::new();
     let marker = "-- migration: ";
-    let mut rest = SCHEMA;
+    let mut rest = schema;
     while let Some(pos) = rest.find(marker) {
         let after = &rest[pos + marker.len()..];
         let line_end = after.find('\n').unwrap_or(after.len());

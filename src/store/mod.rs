@@ -13,12 +13,14 @@
 //! One job per module: `migrate` (schema versions), `runs`, `tracks` (checkpoints and coverage),
 //! `commit` (the page transaction), `upsert` and `partial` (order rows), `rejected` (rows that
 //! could not be read), and `report`, the read side of the reports. Callers use the re-exports
-//! below (and `store::report::*`), not the module paths.
+//! below (and `store::report::*`), not the module paths. `pg` is PostgreSQL: its schema, connecting
+//! to it, and `ordersync copy` into it.
 
 mod commit;
 mod late;
 mod migrate;
 mod partial;
+pub mod pg;
 mod rejected;
 pub mod report;
 mod runs;

@@ -2,9 +2,10 @@
 //! should look like once stored (`truth`), reading the database (`db`), the JSON fixtures
 //! (`fixture`), the binary as a child process (`process`) and as a running daemon (`daemon`),
 //! the daemon's HTTP side and metrics (`metrics`), the seeds of the randomised tests (`seeds`),
-//! rows staged for states a real run cannot reach quickly (`staged`), and the external programs
-//! some tests drive (`tools`). Test modules `use crate::common::*`; the five-source harness,
-//! `all_sources`, is imported by name by the tests that use it. No test module imports another.
+//! rows staged for states a real run cannot reach quickly (`staged`), the external programs some
+//! tests drive (`tools`), and a throwaway PostgreSQL cluster (`pg`). Test modules
+//! `use crate::common::*`; the five-source harness, `all_sources`, is imported by name by the tests
+//! that use it. No test module imports another.
 
 #![allow(dead_code)]
 
@@ -14,6 +15,7 @@ mod db;
 mod fixture;
 mod harness;
 mod metrics;
+mod pg;
 mod process;
 mod seeds;
 mod staged;
@@ -25,6 +27,7 @@ pub use db::*;
 pub use fixture::*;
 pub use harness::*;
 pub use metrics::*;
+pub use pg::*;
 pub use process::*;
 pub use seeds::*;
 pub use staged::*;

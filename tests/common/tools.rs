@@ -1,4 +1,4 @@
-//! External programs a test drives (chromium, systemd-analyze): without one the test is skipped
+//! External programs a test drives (chromium, systemd-analyze, PostgreSQL's): without one the test is skipped
 //! with a line saying so, unless `ORDERSYNC_REQUIRE_TOOLS` is set (`.ci/run` sets it after
 //! installing them), where a missing program fails the test instead of passing it unseen.
 
@@ -15,10 +15,16 @@ pub fn tool_available(program: &str) -> bool {
     if runs {
         return true;
     }
-    let why = format!("{program} is not installed (.ci/run installs it)");
+    tool_missing(program);
+    false
+}
+
+/// Says `what` is missing: `SKIPPED: <what> is not installed (.ci/run installs it)`, or a panic
+/// with that sentence when `ORDERSYNC_REQUIRE_TOOLS` is set.
+pub fn tool_missing(what: &str) {
+    let why = format!("{what} is not installed (.ci/run installs it)");
     if std::env::var_os("ORDERSYNC_REQUIRE_TOOLS").is_some() {
         panic!("{why}, and ORDERSYNC_REQUIRE_TOOLS is set");
     }
     eprintln!("SKIPPED: {why}");
-    false
 }

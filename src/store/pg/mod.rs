@@ -1,0 +1,217 @@
+//! PostgreSQL as a database for ordersync: where one is (a `postgres://` URL and a password kept as
+//! a [`Secret`]), connecting to it, and its versioned schema (`migrate`, `schema.sql` beside this
+//! file). `copy` moves a SQLite database into one (`ordersync copy`), and `verify` checks it.
+//!
+//! Invariant: the password never reaches a log line or an error. A URL carrying one is refused
+//! before anything else (it would show in `ps` and in shell history); the URL is only ever shown
+//! through the project's [`Redactor`], and every message the server or the client library sends
+//! back is scrubbed of the password. Connections are plaintext (no TLS yet): a URL that asks for
+//! TLS with `sslmode=require` or `verify-*` is refused rather than quietly sent in the clear.
+//!
+//! The client is the synchronous `postgres` crate, which runs a small runtime of its own: call it
+//! from a plain thread, never from inside a tokio task.
+
+pub mod copy;
+mod migrate;
+pub mod verify;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::redact::Redactor;
+use crate::secret::Secret;
+
+pub use migrate::{migrate, schema_version};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL itself is unusable: a mistake on the command line or in the config.
+    #[error("{0}")]
+    Url(String),
+    #[error("cannot connect to PostgreSQL at {url}: {problem}")]
+    Connect { url: String, problem: String },
+    #[error("PostgreSQL at {url}: {problem}")]
+    Sql { url: String, problem: String },
+    #[error("PostgreSQL database {url} has schema version {found}, newer than this ordersync understands ({known}); upgrade ordersync")]
+    TooNew { url: String, found: i64, known: i64 },
+}
+
+impl PgError {
+    /// Whether the error is the user's input (exit 2) rather than the database's answer (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PgError::Url(_))
+    }
+}
+
+/// A PostgreSQL database to connect to: its URL (holding no password) and the password apart.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    url: Url,
+    config: postgres::Config,
+    password: Option<Secret>,
+    redactor: Redactor,
+}
+
+/// How long a connection attempt may take before it is an error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl PgTarget {
+    /// Checks `url` (`postgres://user@host:port/db`, no password in it, no TLS asked for) and
+    /// keeps `password` beside it.
+    pub fn new(url: &str, password: Option<Secret>) -> Result<PgTarget, PgError> {
+        let redactor = Redactor::new(password.iter());
+        let parsed = Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "postgres" | "postgresql"))
+            .ok_or_else(|| {
+                PgError::Url(
+                    "the PostgreSQL URL must look like postgres://user@host:port/database".into(),
+                )
+            })?;
+        let password_in_query = parsed
+            .query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("password"));
+        if parsed.password().is_some() || password_in_query {
+            return Err(PgError::Url(format!(
+                "the PostgreSQL URL {} carries a password, which would show in `ps` and in shell history; give it in the PGPASSWORD environment variable or with --password-file instead",
+                redactor.url(&parsed)
+            )));
+        }
+        if let Some((_, mode)) = parsed
+            .query_pairs()
+            .find(|(k, _)| k.eq_ignore_ascii_case("sslmode"))
+        {
+            if matches!(&*mode, "require" | "verify-ca" | "verify-full") {
+                return Err(PgError::Url(format!(
+                    "the PostgreSQL URL asks for TLS (sslmode={mode}), which ordersync does not speak yet; connect over a trusted network or a tunnel without sslmode"
+                )));
+            }
+        }
+        if parsed.path().trim_start_matches('/').is_empty() {
+            return Err(PgError::Url(format!(
+                "the PostgreSQL URL {} names no database; add /DATABASE after the port",
+                redactor.url(&parsed)
+            )));
+        }
+        let mut config = postgres::Config::from_str(parsed.as_str()).map_err(|e| {
+            PgError::Url(format!(
+                "the PostgreSQL URL {} cannot be read: {}",
+                redactor.url(&parsed),
+                redactor.scrub(&e.to_string())
+            ))
+        })?;
+        if let Some(p) = &password {
+            config.password(p.expose());
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("ordersync");
+        Ok(PgTarget {
+            url: parsed,
+            config,
+            password,
+            redactor,
+        })
+    }
+
+    /// The URL as it may be shown: no password, sensitive query values hidden.
+    pub fn shown(&self) -> String {
+        self.redactor.url(&self.url)
+    }
+
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// A new plaintext connection (see the module's note on TLS).
+    pub fn connect(&self) -> Result<postgres::Client, PgError> {
+        self.config
+            .connect(postgres::NoTls)
+            .map_err(|e| PgError::Connect {
+                url: self.shown(),
+                problem: self.describe(&e),
+            })
+    }
+
+    /// A connection with the schema migrated to this binary's version.
+    pub fn connect_migrated(&self) -> Result<postgres::Client, PgError> {
+        let mut client = self.connect()?;
+        migrate(&mut client, self)?;
+        Ok(client)
+    }
+
+    /// The one sentence an error from the client library or the server comes down to, scrubbed of
+    /// the password.
+    pub fn describe(&self, e: &postgres::Error) -> String {
+        let text = match e.as_db_error() {
+            Some(db) => match db.detail() {
+                Some(detail) => format!("{} ({detail})", db.message()),
+                None => db.message().to_string(),
+            },
+            None => {
+                // The library's own text, with its cause (the OS's "connection refused").
+                let mut text = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    let more = c.to_string();
+                    if !text.contains(&more) {
+                        text = format!("{text}: {more}");
+                    }
+                    cause = c.source();
+                }
+                text
+            }
+        };
+        self.redactor.scrub(&text)
+    }
+
+    /// `e` as a [`PgError::Sql`], with `doing` saying what was being done.
+    pub fn sql_error(&self, doing: &str, e: &postgres::Error) -> PgError {
+        PgError::Sql {
+            url: self.shown(),
+            problem: format!("{doing}: {}", self.describe(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_refused_without_showing_it() {
+        for url in [
+            "postgres://u:SeCrEt-pw@127.0.0.1:5432/db",
+            "postgres://u@127.0.0.1:5432/db?password=SeCrEt-pw",
+        ] {
+            let e = PgTarget::new(url, None).unwrap_err();
+            assert!(e.is_usage());
+            let text = e.to_string();
+            assert!(text.contains("carries a password"), "{text}");
+            assert!(!text.contains("SeCrEt"), "{text}");
+        }
+    }
+
+    #[test]
+    fn tls_modes_are_refused_and_plain_ones_accepted() {
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let e =
+                PgTarget::new(&format!("postgres://u@h:5432/db?sslmode={mode}"), None).unwrap_err();
+            assert!(e.to_string().contains("TLS"), "{e}");
+        }
+        for mode in ["disable", "prefer"] {
+            PgTarget::new(&format!("postgres://u@h:5432/db?sslmode={mode}"), None).unwrap();
+        }
+        assert!(PgTarget::new("postgres://u@h:5432", None).is_err());
+        assert!(PgTarget::new("mysql://u@h/db", None).is_err());
+    }
+
+    #[test]
+    fn the_password_is_kept_apart_from_the_shown_url() {
+        let t = PgTarget::new("postgres://u@h:5432/db", Some(Secret::new("SeCrEt-pw"))).unwrap();
+        assert!(t.has_password());
+        assert_eq!(t.shown(), "postgres://u@h:5432/db");
+        assert!(!format!("{t:?}").contains("SeCrEt"));
+    }
+}
