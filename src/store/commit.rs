@@ -1,9 +1,11 @@
 //! The page commit: whole pages' rows, rejects, run counters and checkpoints, in one transaction.
 //!
 //! Invariant: a page's orders, sub-orders, history rows, rejected rows, run counters *and* the
-//! checkpoint that says the page is done are written in one transaction ([`commit_pages`], which
-//! may hold several whole pages, each followed by its checkpoint), so a crash at any instant leaves
+//! checkpoint that says the page is done are written in one transaction ([`commit_pages`] and
+//! [`commit_stream`], which may hold several whole pages, each followed by its checkpoint), so a crash at any instant leaves
 //! the database at a page boundary, never inside a page.
+
+use std::borrow::Cow;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
@@ -56,32 +58,72 @@ pub fn commit_page(conn: &mut Connection, page: &PageCommit) -> Result<PageStats
 
 /// Writes whole pages and the checkpoint after each, in order, in **one** transaction: whatever
 /// commits is described exactly by the checkpoints committed with it, as with one page per
-/// transaction, and the cost of a commit is shared by every page in it (the engine hands the writer
-/// every page waiting for it). Returns each page's counts, in order.
+/// transaction, and the cost of a commit is shared by every page in it. Returns each page's
+/// counts, in order.
 pub fn commit_pages(
     conn: &mut Connection,
     pages: &[PageCommit],
 ) -> Result<Vec<PageStats>, StoreError> {
+    let mut pages = Some(pages);
+    commit_stream(conn, &mut || pages.take().map(Cow::Borrowed))
+}
+
+/// Writes the pages `next` hands over, chunk after chunk, in **one** transaction, until it has no
+/// more (it decides when to stop: the engine's writer hands over what waits in its queue, up to a
+/// cap, so a transaction grows while upstream outruns the writer). Each chunk is written before
+/// `next` is asked again, so a chunk's pages can be freed before the transaction commits: memory
+/// holds one chunk, however large the transaction. Whatever commits is whole pages, each followed
+/// by its checkpoint, as with [`commit_pages`]. Returns each page's counts, in order; nothing is
+/// begun when the first call hands over nothing.
+pub fn commit_stream<'p>(
+    conn: &mut Connection,
+    next: &mut dyn FnMut() -> Option<Cow<'p, [PageCommit]>>,
+) -> Result<Vec<PageStats>, StoreError> {
+    let Some(mut chunk) = next() else {
+        return Ok(Vec::new());
+    };
     let now = timefmt::fmt_seconds(timefmt::beijing_now());
     // Immediate: this transaction reads, then writes. A deferred one would be refused at once
     // (not retried within busy_timeout) when another process took the write lock in between.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // A partial order's lines are written before the order row they belong to; the foreign key
-    // is checked when the transaction commits. Only transactions that hold such orders ask for it:
-    // setting any flag pragma expires every prepared statement, so each would be compiled again.
-    if pages.iter().flat_map(|p| &p.orders).any(|o| o.partial) {
-        tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-    }
-    let changed = upsert_in_key_order(&tx, pages, &now)?;
-    let mut all = Vec::with_capacity(pages.len());
-    for (page, changed) in pages.iter().zip(changed) {
-        let stats = write_rejected(&tx, page, changed, &now)?;
-        let windows_done = save_progress(&tx, &page.pipeline, &page.scope, &page.progress, &now)?;
-        count_page(&tx, page.run_id, &stats, page.requests, windows_done)?;
-        all.push(stats);
+    let mut deferred = false;
+    let mut all = Vec::new();
+    loop {
+        // A partial order's lines are written before the order row they belong to; the foreign
+        // key is checked when the transaction commits. Only transactions that hold such orders
+        // ask for it: setting any flag pragma expires every prepared statement, so each would be
+        // compiled again.
+        if !deferred && chunk.iter().flat_map(|p| &p.orders).any(|o| o.partial) {
+            tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+            deferred = true;
+        }
+        write_chunk(&tx, &chunk, &now, &mut all)?;
+        drop(chunk);
+        match next() {
+            Some(more) => chunk = more,
+            None => break,
+        }
     }
     tx.commit()?;
     Ok(all)
+}
+
+/// Whole pages: their orders (in key order), then each page's rejected rows, checkpoint and run
+/// counters, in page order; each page's counts go to `stats`.
+fn write_chunk(
+    tx: &Transaction<'_>,
+    pages: &[PageCommit],
+    now: &str,
+    stats: &mut Vec<PageStats>,
+) -> Result<(), StoreError> {
+    let changed = upsert_in_key_order(tx, pages, now)?;
+    for (page, changed) in pages.iter().zip(changed) {
+        let page_stats = write_rejected(tx, page, changed, now)?;
+        let windows_done = save_progress(tx, &page.pipeline, &page.scope, &page.progress, now)?;
+        count_page(tx, page.run_id, &page_stats, page.requests, windows_done)?;
+        stats.push(page_stats);
+    }
+    Ok(())
 }
 
 /// Upserts every order of `pages` sorted by `(source, order_id)`, and returns, per page, the ids
