@@ -2,8 +2,8 @@
 //!
 //! Invariant: a page's orders, sub-orders, history rows, rejected rows, run counters *and* the
 //! checkpoint that says the page is done are written in one transaction ([`commit_pages`] and
-//! [`commit_stream`], which may hold several whole pages, each followed by its checkpoint), so a crash at any instant leaves
-//! the database at a page boundary, never inside a page.
+//! [`commit_stream`], which may hold several whole pages, each followed by its checkpoint), so a
+//! crash at any instant leaves the database at a page boundary, never inside a page.
 
 use std::borrow::Cow;
 
@@ -184,4 +184,123 @@ fn write_rejected(
     stats.changed = changed.len() as u64;
     resolve_rejected(tx, page, now)?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::{commit_stream, PageCommit};
+    use crate::model::SourceKind;
+    use crate::planner::Window;
+    use crate::store::test_support::{count, order, setup, t};
+    use crate::store::Progress;
+
+    fn page(run: i64, orders: Vec<crate::model::OrderRow>, cursor: &str) -> PageCommit {
+        let window = Window {
+            start: t("2024-01-01"),
+            end: t("2024-01-02"),
+        };
+        PageCommit {
+            run_id: run,
+            pipeline: "p".into(),
+            scope: "live".into(),
+            source: SourceKind::Veapi,
+            orders,
+            rejected: Vec::new(),
+            asked: (window, String::new()),
+            requests: 1,
+            progress: Progress::Next {
+                window,
+                cursor: cursor.into(),
+            },
+            seen_floor: String::new(),
+        }
+    }
+
+    #[test]
+    fn chunks_of_one_stream_commit_together_in_page_order() {
+        let (_d, mut conn, run) = setup();
+        let mut chunks = vec![
+            vec![page(
+                run,
+                vec![
+                    order("9", "PAY_SUCC", "2024-01-01 10:00:00", "a"),
+                    order("1", "PAY_SUCC", "2024-01-01 10:00:00", "b"),
+                ],
+                "c1",
+            )],
+            // A newer copy of order 9 in a later chunk, an older one of order 1 after it.
+            vec![
+                page(
+                    run,
+                    vec![order("9", "REFUND", "2024-01-01 11:00:00", "c")],
+                    "c2",
+                ),
+                page(
+                    run,
+                    vec![order("1", "CONFIRM", "2024-01-01 09:00:00", "d")],
+                    "c3",
+                ),
+            ],
+        ]
+        .into_iter();
+        let stats = commit_stream(&mut conn, &mut || chunks.next().map(Cow::Owned)).unwrap();
+        let changed: Vec<u64> = stats.iter().map(|s| s.changed).collect();
+        assert_eq!(changed, [2, 1, 0], "counts per page, in page order");
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM orders WHERE order_id = '9' AND raw = 'c'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM orders WHERE order_id = '1' AND raw = 'b'"
+            ),
+            1
+        );
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 3);
+        let cursor: String = conn
+            .query_row("SELECT cursor FROM track_windows", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(cursor, "c3", "the checkpoint of the last page");
+        assert_eq!(count(&conn, "SELECT rows_seen FROM runs"), 4);
+    }
+
+    #[test]
+    fn a_chunk_that_fails_takes_the_chunks_before_it_back_with_it() {
+        let (_d, mut conn, run) = setup();
+        let good = page(
+            run,
+            vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")],
+            "c1",
+        );
+        // The database refuses the second chunk's order.
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON orders WHEN NEW.order_id = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .unwrap();
+        let bad = page(
+            run,
+            vec![order("boom", "PAY_SUCC", "2024-01-01 10:00:00", "b")],
+            "c2",
+        );
+        let mut chunks = vec![vec![good], vec![bad]].into_iter();
+        let outcome = commit_stream(&mut conn, &mut || chunks.next().map(Cow::Owned));
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM orders"), 0);
+        assert_eq!(count(&conn, "SELECT rows_seen FROM runs"), 0);
+    }
+
+    #[test]
+    fn nothing_handed_over_begins_nothing() {
+        let (_d, mut conn, _run) = setup();
+        let stats = commit_stream(&mut conn, &mut || None).unwrap();
+        assert!(stats.is_empty());
+        assert!(conn.is_autocommit());
+    }
 }
