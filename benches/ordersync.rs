@@ -45,7 +45,14 @@ use ordersync_sim::{
     UnideskSimConfig, VeapiSim, VeapiSimConfig,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_ordersync");
+const BUILT: &str = env!("CARGO_BIN_EXE_ordersync");
+
+/// The binary measured: the one cargo built, or `ORDERSYNC_BENCH_BIN` — another build of it, so
+/// that two versions can be measured turn about in one sitting (this machine's figures drift by a
+/// quarter between sittings, more than most single changes are worth).
+fn bin() -> String {
+    std::env::var("ORDERSYNC_BENCH_BIN").unwrap_or_else(|_| BUILT.to_string())
+}
 /// Days of the veapi and damaijia worlds: under veapi's 90-day window, so one window each.
 const DAYS: i64 = 80;
 
@@ -75,7 +82,7 @@ fn main() {
         .build()
         .expect("runtime");
     println!("machine: {}", machine());
-    println!("ordersync binary: {BIN}\n");
+    println!("ordersync binary: {}\n", bin());
 
     if part("sync") {
         println!(
@@ -363,7 +370,7 @@ fn full_sync(rt: &tokio::runtime::Runtime, kind: SourceKind, n: usize) -> SyncRo
 }
 
 fn sync_command(config: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("--config").arg(config).arg("sync");
     cmd.env("RUST_LOG", "warn").env_remove("ORDERSYNC_CONFIG");
     cmd
@@ -913,7 +920,7 @@ fn parallel(rt: &tokio::runtime::Runtime) {
             ),
         )
         .expect("config");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("--config")
             .arg(&config)
             .args(["backfill", "p", "--from", &from])

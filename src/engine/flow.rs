@@ -1,10 +1,14 @@
 //! How a run's windows are read: up to `concurrency` fetchers page through the windows in plan
 //! order, each asking for the next page as soon as the one before is parsed, and one writer commits
-//! every page waiting for it in one transaction, each page followed by its checkpoint. Between them
-//! at most [`KIB_AHEAD`] of rows wait, so memory stays flat however fast upstream answers.
+//! every page waiting for it in one transaction, each page followed by its checkpoint, and goes on
+//! adding the pages that arrive meanwhile, up to a cap. Between them at most [`KIB_AHEAD`] of rows
+//! wait (a page is freed once written, before its transaction commits), so memory stays flat
+//! however fast upstream answers.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -141,7 +145,7 @@ impl Engine {
             let commit = run.page_commit(window, &cursor, page, requests, next.as_deref());
             let kib = (page_bytes(&commit) / 1024).clamp(1, KIB_AHEAD) as u32;
             // Waits while the writer is KIB_AHEAD behind; the permit goes with the page
-            // and is returned when it has committed.
+            // and is returned when it has been written (and freed).
             let Ok(room) = room_ahead.clone().acquire_many_owned(kib).await else {
                 return Ok(());
             };
@@ -155,9 +159,11 @@ impl Engine {
         }
     }
 
-    /// Commits the pages the fetcher hands over, each time all of those waiting (up to
-    /// GROUP_ROWS rows) in one transaction, and counts them into the report as they commit.
-    /// When upstream is slow, pages commit one by one; when it is fast, batches grow by themselves.
+    /// Commits the pages the fetchers hand over and counts them into the report as they commit.
+    /// A transaction takes every page waiting, and goes on taking those that arrive while it is
+    /// written, up to [`GROUP_ROWS`] rows or [`GROUP_TIME`] of work ([`Feed`]): when upstream is
+    /// slow, pages commit one by one; when it outruns the writer, transactions grow by themselves,
+    /// and memory holds no more than the queue, since each page is freed once written.
     async fn write_pages(
         &self,
         run: &Run<'_>,
@@ -167,57 +173,103 @@ impl Engine {
     ) -> Result<(), Stop> {
         let p = run.p;
         while let Some(first) = queue.recv().await {
-            let mut rows = first.0.orders.len();
-            let mut batch = vec![first];
-            while rows < GROUP_ROWS {
-                let Ok(more) = queue.try_recv() else { break };
-                rows += more.0.orders.len();
-                batch.push(more);
-            }
-            let (commits, _room): (Vec<PageCommit>, Vec<_>) = batch.into_iter().unzip();
-            let done: Vec<(Window, u32, Option<Window>)> = commits
-                .iter()
-                .map(|c| {
-                    let finished = match c.progress {
-                        Progress::WindowDone { window } => Some(window),
-                        Progress::Next { .. } => None,
-                    };
-                    (c.asked.0, c.requests, finished)
-                })
-                .collect();
-            let stats = self
+            let mut feed = Feed::new(queue, first);
+            let (stats, feed) = self
                 .store
-                .call(move |c| store::commit_pages(c, &commits))
+                .call(move |c| {
+                    let stats = store::commit_stream(c, &mut || feed.next_chunk())?;
+                    Ok((stats, feed))
+                })
                 .await
                 .map_err(|e| Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0))?;
-            for ((window, requests, finished), stats) in done.into_iter().zip(&stats) {
-                report.add_page(p, stats, requests);
+            for ((window, requests, finished), stats) in feed.done.iter().zip(&stats) {
+                report.add_page(p, stats, *requests);
                 on_event(&RunEvent::Page {
-                    window,
+                    window: *window,
                     rows: stats.seen,
                 });
-                if let Some(window) = finished {
+                if let Some(window) = *finished {
                     report.windows += 1;
                     report.watermark =
                         Some(report.watermark.map_or(window.end, |w| w.max(window.end)));
                     on_event(&RunEvent::WindowDone { window });
                 }
             }
+            queue = feed.queue;
         }
         Ok(())
+    }
+}
+
+/// The writer's end of the queue, lent to the store thread for one transaction: it hands over
+/// the pages waiting, chunk by chunk, while the transaction is under [`GROUP_ROWS`] rows and
+/// [`GROUP_TIME`] old, and keeps what the engine reports of each page once it has committed.
+struct Feed {
+    queue: mpsc::UnboundedReceiver<Queued>,
+    first: Option<Queued>,
+    /// The room in the queue of the chunk being written: returned when the next chunk is asked
+    /// for, since the rows are written (and freed) by then.
+    held: Vec<OwnedSemaphorePermit>,
+    /// Per page handed over: its window, requests, and the window it finished, if any.
+    done: Vec<(Window, u32, Option<Window>)>,
+    rows: usize,
+    started: Instant,
+}
+
+impl Feed {
+    fn new(queue: mpsc::UnboundedReceiver<Queued>, first: Queued) -> Feed {
+        Feed {
+            queue,
+            first: Some(first),
+            held: Vec::new(),
+            done: Vec::new(),
+            rows: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// The pages waiting now (none: the transaction commits), or none once the transaction is
+    /// large or old enough. The first chunk always has the page the writer woke up for.
+    fn next_chunk(&mut self) -> Option<Cow<'static, [PageCommit]>> {
+        self.held.clear();
+        if self.rows >= GROUP_ROWS || self.started.elapsed() >= GROUP_TIME {
+            return None;
+        }
+        let mut chunk = Vec::new();
+        while self.rows < GROUP_ROWS {
+            let Some((page, room)) = self.first.take().or_else(|| self.queue.try_recv().ok())
+            else {
+                break;
+            };
+            let finished = match page.progress {
+                Progress::WindowDone { window } => Some(window),
+                Progress::Next { .. } => None,
+            };
+            self.done.push((page.asked.0, page.requests, finished));
+            self.rows += page.orders.len();
+            chunk.push(page);
+            self.held.push(room);
+        }
+        (!chunk.is_empty()).then_some(Cow::Owned(chunk))
     }
 }
 
 /// A parsed page on its way to the writer, holding its rows' room in the queue.
 type Queued = (PageCommit, OwnedSemaphorePermit);
 
-/// The most row text fetched but not yet committed, in KiB: what the fetchers may run ahead of
-/// the writer. A row held in memory takes about twice its text (its parsed fields beside it), so
-/// 1 MiB of text is some 2 MB of the process, however large a source's rows are — and some 600
-/// veapi rows, a dozen pages, for the writer to commit at once.
-const KIB_AHEAD: usize = 1024;
-/// The most rows the writer puts in one transaction (the queue's bound usually comes first).
-const GROUP_ROWS: usize = 4_000;
+/// The most row text fetched but not yet written, in KiB: what the fetchers may run ahead of the
+/// writer. A row held in memory takes about twice its text (its parsed fields beside it), so
+/// 512 KiB of text is some 1 MB of the process, however large a source's rows are — some 300
+/// veapi rows, or one page of damaijia's. A transaction is not bounded by it (it goes on taking
+/// pages as they come): 1 MiB cost 1.5 MB more peak RSS and no measurable CPU.
+const KIB_AHEAD: usize = 512;
+/// The most rows the writer puts in one transaction. Random-keyed indexes make a commit cost
+/// about one written page per index per order when a transaction holds a few hundred orders, and
+/// far less when it holds thousands: most of them then share their index pages.
+const GROUP_ROWS: usize = 5_000;
+/// The longest a transaction goes on taking pages: other pipelines' commits wait for the one
+/// writer thread meanwhile, and a `status` sees progress at least this often.
+const GROUP_TIME: Duration = Duration::from_secs(1);
 
 /// The text a page holds: its rows' and their lines' `raw`, and its rejected rows.
 fn page_bytes(page: &PageCommit) -> usize {

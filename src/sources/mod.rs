@@ -412,9 +412,13 @@ fn id_at(row: &RawRow<'_>, path: &[&str]) -> Option<String> {
 
 /// An answer's body as text. Invalid UTF-8 (a byte upstream mangled) becomes U+FFFD where it
 /// stands: it costs the string it is in (an id holding one is refused, so that row is rejected),
-/// never the page.
+/// never the page. Almost every body is valid: `from_utf8` says so several times faster than
+/// the lossy pass, which only a body that is not runs.
 pub fn body_text(body: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(body)
+    match std::str::from_utf8(body) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(body),
+    }
 }
 
 fn not_json(status: u16, e: impl fmt::Display) -> UpstreamError {

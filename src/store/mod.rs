@@ -39,7 +39,7 @@ use rusqlite::Connection;
 use crate::dbfiles;
 use sql::Db;
 
-pub use commit::{commit_page, commit_pages, PageCommit, PageStats};
+pub use commit::{commit_page, commit_pages, commit_stream, PageCommit, PageStats};
 pub use late::{begin_rescan_pass, rewind_live, Rewind, RESCAN_SCOPE};
 pub use migrate::schema_version;
 pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
