@@ -257,6 +257,14 @@ async fn schedule_pipeline(
                         .or_default() += n;
                 }
             }
+            if report.ran_elsewhere {
+                // Another worker sharing the database runs it: this tick is theirs.
+                tracing::info!(pipeline = %p.name, detail = report.error.as_deref().unwrap_or(""), "runs in another process; tick skipped");
+                if let Ok(mut l) = live.lock() {
+                    *l.ticks_run_elsewhere.entry(p.name.clone()).or_default() += 1;
+                }
+                return;
+            }
             if report.outcome == Outcome::Failed {
                 tracing::warn!(pipeline = %p.name, "run failed; next attempt on the next tick");
             }

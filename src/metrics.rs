@@ -37,6 +37,9 @@ pub struct Live {
     /// Every scheduled pipeline has an entry from the start, 0 until a tick is skipped: a counter
     /// series that first appears at 1 is invisible to `increase()`, so an alert would miss it.
     pub skipped_ticks: BTreeMap<String, u64>,
+    /// Ticks that found the pipeline running in another process (another worker sharing the
+    /// database), so this one did not run it.
+    pub ticks_run_elsewhere: BTreeMap<String, u64>,
     /// Each scheduled pipeline's longest gap between two ticks, in seconds: the alert rules' yardstick
     /// for "no success within twice the schedule".
     pub schedule_intervals: BTreeMap<String, f64>,
@@ -231,6 +234,14 @@ fn render_live(state: &State, out: &mut String) {
         let _ = writeln!(
             out,
             "ordersync_skipped_ticks_total{{pipeline=\"{}\"}} {n}",
+            label(p)
+        );
+    }
+    out.push_str("# HELP ordersync_ticks_run_elsewhere_total Schedule ticks that found the pipeline running in another process sharing the database, so this one skipped them.\n# TYPE ordersync_ticks_run_elsewhere_total counter\n");
+    for (p, n) in live.iter().flat_map(|l| &l.ticks_run_elsewhere) {
+        let _ = writeln!(
+            out,
+            "ordersync_ticks_run_elsewhere_total{{pipeline=\"{}\"}} {n}",
             label(p)
         );
     }

@@ -89,6 +89,9 @@ pub struct RunReport {
     pub watermark: Option<NaiveDateTime>,
     pub clamp: Option<Clamp>,
     pub error: Option<String>,
+    /// The run did not start: the pipeline's own track was running in another process (another
+    /// worker sharing the database). `error` says where.
+    pub ran_elsewhere: bool,
     /// Failed attempts by upstream code (retried ones included).
     pub upstream_errors: std::collections::BTreeMap<String, u64>,
     pub elapsed: std::time::Duration,
@@ -129,7 +132,13 @@ impl Engine {
         let started = Instant::now();
         let mut report = RunReport::new(p, mode);
         let run_id = match self.begin(p, mode, cancel).await {
-            Ok(id) => id,
+            Ok(Began::Run(id)) => id,
+            Ok(Began::Elsewhere(e)) => {
+                report.error = Some(e);
+                report.ran_elsewhere = true;
+                report.elapsed = started.elapsed();
+                return report;
+            }
             Err(stop) => {
                 match stop {
                     Stop::Cancelled(_) => report.outcome = Outcome::Interrupted,
@@ -167,14 +176,15 @@ impl Engine {
         report
     }
 
-    /// Records the start of the run and returns its id. While the pipeline's rival track (its live
+    /// Records the start of the run and returns its id, or `Elsewhere` when its own track runs in
+    /// another process (the daemon skips that tick; `sync` fails, as before). While the pipeline's rival track (its live
     /// sync for a rescan, and back) runs in another process, waits for it to end, or for `cancel`.
     async fn begin(
         &self,
         p: &Pipeline,
         mode: Mode,
         cancel: &CancellationToken,
-    ) -> Result<i64, Stop> {
+    ) -> Result<Began, Stop> {
         let own_scope = mode.scope();
         let mut said = false;
         loop {
@@ -184,7 +194,7 @@ impl Engine {
                 .call(move |c| store::begin_run(c, &name, cmd, &scope))
                 .await
             {
-                Ok(id) => return Ok(id),
+                Ok(id) => return Ok(Began::Run(id)),
                 Err(store::StoreError::Busy { scope, pid, .. }) if scope != own_scope => {
                     if !std::mem::replace(&mut said, true) {
                         tracing::info!(pipeline = %p.name, waiting_for = %scope, pid, "waiting for the pipeline's {scope} run in another process to end");
@@ -196,7 +206,7 @@ impl Engine {
                 }
                 // Every error names its pipeline (`Busy` already does).
                 Err(e @ store::StoreError::Busy { .. }) => {
-                    return Err(Stop::Failed(e.to_string(), 0))
+                    return Ok(Began::Elsewhere(e.to_string()))
                 }
                 Err(e) => return Err(Stop::Failed(format!("pipeline `{}`: {e}", p.name), 0)),
             }
@@ -313,6 +323,7 @@ impl RunReport {
             watermark: None,
             clamp: None,
             error: None,
+            ran_elsewhere: false,
             upstream_errors: Default::default(),
             elapsed: Default::default(),
         }
@@ -472,4 +483,11 @@ fn progress_to_save(
 enum Stop {
     Cancelled(u64),
     Failed(String, u64),
+}
+
+/// What `begin` found: the run's id, or its own track running in another process (another
+/// worker sharing the database), in words.
+enum Began {
+    Run(i64),
+    Elsewhere(String),
 }

@@ -1,0 +1,244 @@
+//! Several daemons on one PostgreSQL database: three `ordersync run` workers share ten pipelines
+//! (each run holding its pipeline's lock), one is killed with SIGKILL mid-run, and the others
+//! finish its pipelines; no pipeline ever had two runs at once, and every order is there once.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use ordersync::secret::Secret;
+use ordersync::store::pg::{PgDb, PgTarget};
+use ordersync::store::sql::Db;
+use ordersync::store::{self};
+use ordersync::timefmt;
+use ordersync_sim::Faults;
+
+use crate::common::all_sources::{AllSources, Worlds};
+use crate::common::{assert_ok, pg_database, sigterm, wait_exit, PG_PASSWORD};
+
+/// One run as `runs` has it.
+#[derive(Debug, Clone)]
+struct RunRow {
+    pipeline: String,
+    scope: String,
+    pid: i64,
+    started: String,
+    finished: Option<String>,
+    outcome: String,
+}
+
+fn runs(db: &mut dyn Db) -> Vec<RunRow> {
+    db.query(
+        "SELECT pipeline, scope, pid, started_at, finished_at, outcome FROM runs ORDER BY id",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| RunRow {
+        pipeline: r.get(0).unwrap(),
+        scope: r.get(1).unwrap(),
+        pid: r.get(2).unwrap(),
+        started: r.get(3).unwrap(),
+        finished: r.get(4).unwrap(),
+        outcome: r.get(5).unwrap(),
+    })
+    .collect()
+}
+
+/// The config's five pipelines twice over: each copy (`ve2`, …) reads the same simulator, so ten
+/// pipelines write the same orders, every second.
+fn ten_pipelines(a: &AllSources) -> Vec<String> {
+    let text = std::fs::read_to_string(a.config_path()).unwrap();
+    let (head, pipelines) = text.split_once("[[pipeline]]").unwrap();
+    let blocks: Vec<String> = pipelines
+        .split("[[pipeline]]")
+        .map(|b| format!("[[pipeline]]{b}"))
+        .collect();
+    let mut names = Vec::new();
+    let mut out = head.replacen(
+        "[defaults]\n",
+        "[defaults]\nschedule = \"* * * * * *\"\n",
+        1,
+    );
+    for copy in ["", "2"] {
+        for b in &blocks {
+            let name = b
+                .split("name = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap()
+                .to_string();
+            out.push_str(&b.replacen(
+                &format!("name = \"{name}\""),
+                &format!("name = \"{name}{copy}\""),
+                1,
+            ));
+            out.push('\n');
+            names.push(format!("{name}{copy}"));
+        }
+    }
+    std::fs::write(a.config_path(), out).unwrap();
+    names
+}
+
+#[test]
+fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
+    let Some(pg) = pg_database() else { return };
+    let slow = Faults {
+        p_slow: 1.0,
+        slow_ms: 15,
+        seed: 3,
+        ..Faults::default()
+    };
+    let a = AllSources::start(
+        0x3a7,
+        Worlds {
+            ve: (300, 20),
+            myq: (300, 20),
+            ud: (150, 5),
+            dmj: (300, 20),
+            sxt: (30, 10),
+        },
+        &slow,
+    );
+    a.write_config("5s", 3);
+    let pipelines = ten_pipelines(&a);
+    assert_eq!(pipelines.len(), 10);
+    let url = pg.url();
+    let worker = || -> Child {
+        a.command(&["--db", url.as_str(), "run"])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut workers: Vec<Child> = (0..3).map(|_| worker()).collect();
+    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let mut db: Option<PgDb> = None;
+    let mut watch = |want: &dyn Fn(&[RunRow]) -> bool, within: Duration, what: &str| {
+        let deadline = Instant::now() + within;
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            if db.is_none() {
+                db = PgDb::connect_for_reading(&target).ok();
+            }
+            if let Some(rows) = db.as_mut().and_then(|d| {
+                d.query("SELECT 1 FROM runs LIMIT 1", &[]).ok()?;
+                Some(runs(d))
+            }) {
+                if want(&rows) {
+                    return rows;
+                }
+            }
+            assert!(Instant::now() < deadline, "{what} within {within:?}");
+        }
+    };
+
+    // Every pipeline has run once; then the worker that is in the middle of a run is killed.
+    let pids: Vec<i64> = workers.iter().map(|w| i64::from(w.id())).collect();
+    let ran_all = |rows: &[RunRow]| {
+        pipelines
+            .iter()
+            .all(|p| rows.iter().any(|r| &r.pipeline == p && r.outcome == "ok"))
+    };
+    watch(&ran_all, Duration::from_secs(90), "every pipeline ran");
+    let running = watch(
+        &|rows: &[RunRow]| rows.iter().any(|r| r.outcome == "running"),
+        Duration::from_secs(30),
+        "a run in progress",
+    );
+    let victim_pid = running
+        .iter()
+        .rev()
+        .find(|r| r.outcome == "running")
+        .map(|r| r.pid)
+        .unwrap();
+    let victim = pids.iter().position(|p| *p == victim_pid).unwrap();
+    // Its runs end at the latest here; another worker may begin one a moment later.
+    let kill_sent = timefmt::fmt_millis(timefmt::beijing_now());
+    workers[victim].kill().unwrap();
+    workers[victim].wait().unwrap();
+    let killed_at = timefmt::fmt_millis(timefmt::beijing_now());
+
+    // The others pick up every pipeline the killed one ran, and run it to the end.
+    let finished_elsewhere = |rows: &[RunRow]| {
+        let victims: Vec<&RunRow> = rows.iter().filter(|r| r.pid == victim_pid).collect();
+        victims.iter().all(|v| {
+            rows.iter().any(|r| {
+                r.pipeline == v.pipeline
+                    && r.pid != victim_pid
+                    && r.outcome == "ok"
+                    && r.started > killed_at
+            })
+        })
+    };
+    watch(
+        &finished_elsewhere,
+        Duration::from_secs(60),
+        "the killed worker's pipelines finished",
+    );
+    for (i, w) in workers.iter_mut().enumerate() {
+        if i != victim {
+            sigterm(w);
+            assert_eq!(wait_exit(w, Duration::from_secs(30)), Some(0));
+        }
+    }
+
+    let mut db = PgDb::connect(&target).unwrap();
+    let all = runs(&mut db);
+    assert!(all.iter().all(|r| r.outcome != "running"), "{all:?}");
+    let abandoned: Vec<&RunRow> = all.iter().filter(|r| r.outcome == "abandoned").collect();
+    assert!(
+        !abandoned.is_empty(),
+        "the killed worker's run in progress is abandoned"
+    );
+    assert!(
+        abandoned.iter().all(|r| r.pid == victim_pid),
+        "{abandoned:?}"
+    );
+    let mut by_track: BTreeMap<(String, String), Vec<&RunRow>> = BTreeMap::new();
+    for r in &all {
+        by_track
+            .entry((r.pipeline.clone(), r.scope.clone()))
+            .or_default()
+            .push(r);
+    }
+    // No two runs of one pipeline at once: each run ends before the next begins; an abandoned run
+    // ended when its process died, so the next begins after the kill was sent.
+    for (track, rows) in &by_track {
+        let mut rows = rows.clone();
+        rows.sort_by(|x, y| x.started.cmp(&y.started));
+        for pair in rows.windows(2) {
+            if pair[0].outcome == "abandoned" {
+                assert!(
+                    pair[1].started >= kill_sent,
+                    "{track:?} ran beside the killed run: {pair:?}"
+                );
+            } else {
+                let end = pair[0].finished.clone().unwrap();
+                assert!(pair[1].started >= end, "{track:?} overlapped: {pair:?}");
+            }
+        }
+    }
+    // Work was shared: more than one worker ran pipelines.
+    let mut by_pid: BTreeMap<i64, usize> = BTreeMap::new();
+    for r in &all {
+        *by_pid.entry(r.pid).or_default() += 1;
+    }
+    assert!(by_pid.len() >= 2, "{by_pid:?}");
+
+    // Every order once, as a sync into SQLite stores it.
+    assert_ok(&a.run(&["sync"]));
+    a.assert_equals_truth(None);
+    let mut sqlite = store::open_connection(&a.db_path()).unwrap();
+    let sql =
+        "SELECT source, order_id, status_raw, pay_amount, refund_amount, commission, updated_at \
+               FROM orders ORDER BY source, order_id";
+    assert_eq!(sqlite.query(sql, &[]).unwrap(), db.query(sql, &[]).unwrap());
+    println!(
+        "3 workers, 10 pipelines: {} runs ({by_pid:?} by pid), {} abandoned by the killed worker",
+        all.len(),
+        abandoned.len()
+    );
+}
