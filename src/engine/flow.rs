@@ -213,7 +213,9 @@ struct Feed {
     /// Per page handed over: its window, requests, and the window it finished, if any.
     done: Vec<(Window, u32, Option<Window>)>,
     rows: usize,
-    started: Instant,
+    /// When the transaction took its first chunk: not when the job was sent, since the job may
+    /// wait on the one writer thread behind other pipelines' commits.
+    started: Option<Instant>,
 }
 
 impl Feed {
@@ -224,15 +226,17 @@ impl Feed {
             held: Vec::new(),
             done: Vec::new(),
             rows: 0,
-            started: Instant::now(),
+            started: None,
         }
     }
 
     /// The pages waiting now (none: the transaction commits), or none once the transaction is
-    /// large or old enough. The first chunk always has the page the writer woke up for.
+    /// large or old enough. The first chunk always has the page the writer woke up for: a feed
+    /// dropped holding it would lose that page's rows.
     fn next_chunk(&mut self) -> Option<Cow<'static, [PageCommit]>> {
         self.held.clear();
-        if self.rows >= GROUP_ROWS || self.started.elapsed() >= GROUP_TIME {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if self.first.is_none() && (self.rows >= GROUP_ROWS || started.elapsed() >= GROUP_TIME) {
             return None;
         }
         let mut chunk = Vec::new();
@@ -289,5 +293,66 @@ fn merge_stops(a: Result<(), Stop>, b: Result<(), Stop>) -> Result<(), Stop> {
         (Err(Stop::Failed(m, x)), Err(Stop::Failed(_, y) | Stop::Cancelled(y)))
         | (Err(Stop::Cancelled(x)), Err(Stop::Failed(m, y))) => Err(Stop::Failed(m, x + y)),
         (Err(Stop::Cancelled(x)), Err(Stop::Cancelled(y))) => Err(Stop::Cancelled(x + y)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SourceKind;
+
+    fn page(n: usize) -> PageCommit {
+        let window = Window {
+            start: crate::timefmt::beijing_now(),
+            end: crate::timefmt::beijing_now(),
+        };
+        PageCommit {
+            run_id: 1,
+            pipeline: "p".into(),
+            scope: "live".into(),
+            source: SourceKind::Veapi,
+            orders: (0..n)
+                .map(|i| {
+                    crate::model::OrderRow::new(
+                        SourceKind::Veapi,
+                        i.to_string(),
+                        crate::model::Kind::Affiliate,
+                        "{}".into(),
+                    )
+                })
+                .collect(),
+            rejected: Vec::new(),
+            asked: (window, String::new()),
+            requests: 1,
+            progress: Progress::WindowDone { window },
+            seen_floor: String::new(),
+        }
+    }
+
+    /// Regression: a transaction's job waited on the one writer thread behind other pipelines'
+    /// commits for longer than GROUP_TIME; its feed then handed over nothing, the transaction
+    /// committed empty, and the page the writer had woken up for was dropped with the feed — its
+    /// rows never written while later pages' checkpoints moved past them.
+    #[test]
+    fn the_page_the_writer_woke_up_for_is_handed_over_however_long_the_job_waited() {
+        let room = Arc::new(Semaphore::new(KIB_AHEAD));
+        let (tx, rx) = mpsc::unbounded_channel::<Queued>();
+        let first = (page(3), room.clone().try_acquire_many_owned(1).unwrap());
+        tx.send((page(2), room.clone().try_acquire_many_owned(1).unwrap()))
+            .unwrap();
+        let mut feed = Feed::new(rx, first);
+        std::thread::sleep(GROUP_TIME + Duration::from_millis(50));
+        let chunk = feed.next_chunk().expect("the first page");
+        assert_eq!(
+            chunk.iter().map(|p| p.orders.len()).collect::<Vec<_>>(),
+            [3, 2]
+        );
+        drop(chunk);
+        // The transaction's second starts with its first chunk; once past, it takes no more.
+        tx.send((page(1), room.clone().try_acquire_many_owned(1).unwrap()))
+            .unwrap();
+        std::thread::sleep(GROUP_TIME + Duration::from_millis(50));
+        assert!(feed.next_chunk().is_none());
+        assert_eq!(feed.done.len(), 2);
     }
 }
