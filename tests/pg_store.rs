@@ -213,6 +213,27 @@ fn the_store_answers_alike_on_sqlite_and_postgres() {
     let mut postgres = PgDb::connect(&target).unwrap();
     let mut postgres_other = PgDb::connect(&target).unwrap();
 
+    // A run's lock lives with its connection: the server gives a vanished host's up after the
+    // keepalives every connection sets, and names the process holding it.
+    for (setting, want) in [
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+        ("tcp_user_timeout", "25000"),
+    ] {
+        let got: String = postgres.query(&format!("SHOW {setting}"), &[]).unwrap()[0]
+            .get(0)
+            .unwrap();
+        assert_eq!(got, want, "{setting}");
+    }
+    let name: String = postgres.query("SHOW application_name", &[]).unwrap()[0]
+        .get(0)
+        .unwrap();
+    assert!(
+        name.starts_with("ordersync ") && name.ends_with(&format!(" pid {}", std::process::id())),
+        "{name}"
+    );
+
     let on_sqlite = scenario(&mut sqlite, &mut sqlite_other);
     let on_postgres = scenario(&mut postgres, &mut postgres_other);
     for (s, p) in on_sqlite.iter().zip(&on_postgres) {

@@ -56,6 +56,17 @@ pub struct PgTarget {
     redactor: Redactor,
 }
 
+/// How long after a worker's host vanishes the server drops its connection, and with it the locks
+/// of the runs it had in progress: 10 s idle + 3 keepalives 5 s apart.
+pub const DEAD_PEER: Duration = Duration::from_secs(25);
+
+/// This host's name, for `application_name` (empty when it cannot be read).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// How long a connection attempt may take before it is an error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,7 +119,24 @@ impl PgTarget {
             config.password(p.expose());
         }
         config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("ordersync");
+        // Who holds a connection, for an operator reading pg_stat_activity (and its run locks in
+        // pg_locks): ordersync, its host and its process.
+        config.application_name(&format!(
+            "ordersync {} pid {}",
+            hostname(),
+            std::process::id()
+        ));
+        // A run's lock lives as long as its connection. A killed process's goes at once; for a
+        // host that vanished (power, network) the server gives up on the connection, and so
+        // frees its locks, after DEAD_PEER: keepalives after 10 s idle, every 5 s, 3 unanswered
+        // (and unacknowledged data after as long). The client keeps the same watch on the server.
+        config.options(&format!(
+            "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 \
+             -c tcp_user_timeout={}",
+            DEAD_PEER.as_millis()
+        ));
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
         Ok(PgTarget {
             url: parsed,
             config,
