@@ -331,40 +331,28 @@ fn sqlite_query(
     Ok(out)
 }
 
-/// A rusqlite transaction is a `Db` too, for the store's unit tests that hold one open around the
-/// functions they call.
-impl Db for rusqlite::Transaction<'_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
+/// The SQLite `Db`: a connection, and a rusqlite transaction too (for the store's unit tests
+/// that hold one open around the functions they call); both run through the same two functions.
+macro_rules! sqlite_db {
+    ($t:ty) => {
+        impl Db for $t {
+            fn dialect(&self) -> Dialect {
+                Dialect::Sqlite
+            }
 
-    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
-        sqlite_execute(self, sql, params)
-    }
+            fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
+                sqlite_execute(self, sql, params)
+            }
 
-    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        sqlite_query(self, sql, params)
-    }
+            fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+                sqlite_query(self, sql, params)
+            }
 
-    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.execute_batch(sql)?)
-    }
+            fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+                Ok(self.execute_batch(sql)?)
+            }
+        }
+    };
 }
-
-impl Db for rusqlite::Connection {
-    fn dialect(&self) -> Dialect {
-        Dialect::Sqlite
-    }
-
-    fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<usize, StoreError> {
-        sqlite_execute(self, sql, params)
-    }
-
-    fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        sqlite_query(self, sql, params)
-    }
-
-    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.execute_batch(sql)?)
-    }
-}
+sqlite_db!(rusqlite::Connection);
+sqlite_db!(rusqlite::Transaction<'_>);
