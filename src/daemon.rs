@@ -140,8 +140,13 @@ pub async fn run(
     for (p, _) in &pipelines {
         engine.budget_for(p);
     }
+    // Counters every pipeline has from 0, before the first scrape can come: a series that first
+    // appears at 1 is invisible to an alert's increase().
+    let zero = || pipelines.iter().map(|(p, _)| (p.name.clone(), 0)).collect();
     let live: Shared = Arc::new(std::sync::Mutex::new(metrics::Live {
         budgets: engine.budgets.clone(),
+        skipped_ticks: zero(),
+        ticks_run_elsewhere: zero(),
         ..Default::default()
     }));
     if let Some(addr) = config.daemon.listen {
@@ -224,7 +229,6 @@ async fn schedule_pipeline(
         "scheduled"
     );
     if let Ok(mut l) = live.lock() {
-        l.skipped_ticks.entry(p.name.clone()).or_default();
         if let Some(gap) = longest_gap(&p.schedule, clock.now()) {
             let secs = gap.num_milliseconds() as f64 / 1000.0;
             l.schedule_intervals.insert(p.name.clone(), secs);
