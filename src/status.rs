@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::health::{self, Health};
 use crate::store::report::{self, CheckpointRow};
-use crate::store::StoreError;
+use crate::store::{self, RunInProgress, StoreError};
 use crate::timefmt;
 
 pub use crate::store::report::RunRow;
@@ -29,6 +29,9 @@ pub struct PipelineStatus {
     pub enabled: Option<bool>,
     pub health: Health,
     pub last_run: Option<RunRow>,
+    /// The runs going on now and the worker running each: with several workers on one
+    /// PostgreSQL database, which of them holds the pipeline.
+    pub running: Vec<RunInProgress>,
     pub watermark: Option<String>,
     pub lag_seconds: Option<i64>,
     pub last_error: Option<String>,
@@ -103,6 +106,7 @@ fn pipeline_status(
 ) -> Result<PipelineStatus, StoreError> {
     let p = config.pipeline(&name);
     let last_run = report::last_run(db, &name)?;
+    let running = store::in_progress(db, &name)?;
     let last_error = report::last_error(db, &name)?;
     let rejected_open = report::open_rejections(db, &name)?;
     let last_rescan = report::last_rescan(db, &name)?.map(RescanStatus::of);
@@ -122,6 +126,7 @@ fn pipeline_status(
         health,
         pipeline: name,
         last_run,
+        running,
         watermark: live_watermark,
         lag_seconds,
         last_error,
@@ -233,6 +238,13 @@ pub fn render_text(all: &[PipelineStatus]) -> String {
         }
         if let Some(detail) = s.last_run.as_ref().and_then(|r| r.detail.as_deref()) {
             let _ = writeln!(out, "              {detail}");
+        }
+        for r in &s.running {
+            let _ = writeln!(
+                out,
+                "  running:    {} {} since {} on {}",
+                r.command, r.scope, r.started_at, r.worker
+            );
         }
         if let Some(r) = &s.last_rescan {
             let _ = writeln!(

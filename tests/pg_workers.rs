@@ -1,6 +1,7 @@
 //! Several daemons on one PostgreSQL database: three `ordersync run` workers share ten pipelines
 //! (each run holding its pipeline's lock), one is killed with SIGKILL mid-run, and the others
-//! finish its pipelines; no pipeline ever had two runs at once, and every order is there once.
+//! finish its pipelines; no pipeline ever had two runs at once, and every order is there once. And
+//! `status` names the worker running a pipeline, on both engines.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
@@ -13,7 +14,7 @@ use ordersync::store::{self};
 use ordersync::timefmt;
 use ordersync_sim::Faults;
 
-use crate::common::all_sources::{AllSources, Worlds};
+use crate::common::all_sources::{AllSources, Worlds, VE};
 use crate::common::{assert_ok, pg_database, sigterm, wait_exit, PG_PASSWORD};
 
 /// One run as `runs` has it.
@@ -241,4 +242,93 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
         all.len(),
         abandoned.len()
     );
+}
+
+/// `status` names the worker running a pipeline: while a sync runs, its host and pid; once the
+/// process is killed, nobody (its lock went with its connection, or its pid with it). The same on
+/// both engines.
+fn status_names_the_worker(db: Option<(&str, &str)>) {
+    let slow = Faults {
+        p_slow: 1.0,
+        slow_ms: 400,
+        seed: 9,
+        ..Faults::default()
+    };
+    let a = AllSources::start(
+        0x57a,
+        Worlds {
+            ve: (200, 20),
+            myq: (10, 2),
+            ud: (10, 2),
+            dmj: (10, 2),
+            sxt: (5, 2),
+        },
+        &slow,
+    );
+    a.write_config("5s", 3);
+    let with_db = |args: &[&str]| {
+        let mut all: Vec<&str> = db.map(|(_, url)| vec!["--db", url]).unwrap_or_default();
+        all.extend_from_slice(args);
+        let mut cmd = a.command(&all);
+        if let Some((password, _)) = db {
+            cmd.env("PGPASSWORD", password);
+        }
+        cmd
+    };
+    let status = || -> serde_json::Value {
+        let out = with_db(&["status", "--json"]).output().unwrap();
+        assert_ok(&out);
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pipeline"] == VE)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(status()["running"], serde_json::json!([]));
+    let mut sync = with_db(&["sync", VE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let worker = format!("{} pid {}", host.trim(), sync.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = loop {
+        let now = status();
+        if now["running"].as_array().is_some_and(|r| !r.is_empty()) {
+            break now["running"].clone();
+        }
+        assert!(Instant::now() < deadline, "the sync began within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(running.as_array().unwrap().len(), 1, "{running}");
+    assert_eq!(running[0]["worker"], worker.as_str(), "{running}");
+    assert_eq!(running[0]["scope"], "live");
+    assert_eq!(running[0]["command"], "sync");
+    let text = String::from_utf8(with_db(&["status"]).output().unwrap().stdout).unwrap();
+    assert!(
+        text.contains("  running:    sync live since ") && text.contains(&worker),
+        "{text}"
+    );
+
+    sync.kill().unwrap();
+    sync.wait().unwrap();
+    assert_eq!(
+        status()["running"],
+        serde_json::json!([]),
+        "a killed worker holds nothing"
+    );
+}
+
+#[test]
+fn status_names_the_worker_running_a_pipeline_on_sqlite() {
+    status_names_the_worker(None);
+}
+
+#[test]
+fn status_names_the_worker_running_a_pipeline_on_postgres() {
+    let Some(pg) = pg_database() else { return };
+    status_names_the_worker(Some((PG_PASSWORD, &pg.url())));
 }

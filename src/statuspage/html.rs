@@ -270,6 +270,16 @@ fn pipeline(out: &mut String, p: &PipelineStatus, s: &Snapshot) {
         None => r#"<span class="muted">never</span>"#.into(),
     };
     let _ = writeln!(out, "<tr><th>Last run</th><td>{last_run}</td></tr>");
+    for r in &p.running {
+        let _ = writeln!(
+            out,
+            r#"<tr><th>Running now</th><td>{command} {scope} since <span class="mono">{start}</span> on <span class="mono">{worker}</span></td></tr>"#,
+            command = escape(&r.command),
+            scope = escape(&r.scope),
+            start = escape(&r.started_at),
+            worker = escape(&r.worker),
+        );
+    }
     let error = match &p.last_error {
         Some(e) => format!(r#"<code class="error">{}</code>"#, escape(e)),
         None => r#"<span class="muted">none</span>"#.into(),

@@ -42,7 +42,7 @@ use sql::Db;
 pub use commit::{commit_page, commit_pages, commit_stream, PageCommit, PageStats};
 pub use late::{begin_rescan_pass, rewind_live, Rewind, RESCAN_SCOPE};
 pub use migrate::schema_version;
-pub use runs::{begin_run, finish_run, mark_abandoned_runs, Outcome};
+pub use runs::{begin_run, finish_run, in_progress, mark_abandoned_runs, Outcome, RunInProgress};
 pub use tracks::{ensure_track, register_windows, watermark, Progress, Track};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,13 @@ pub enum StoreError {
     WriterGone,
     #[error("database {path}: its write-ahead log could not be copied into the database file at exit ({reason}); the commits are safe in its -wal file, and the next ordersync command to open it copies them in")]
     Checkpoint { path: String, reason: String },
+}
+
+/// This host's name, as a worker names itself (empty when it cannot be read).
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Opens (creating if needed) and migrates the database, with the pragmas every connection uses.

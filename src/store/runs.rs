@@ -139,6 +139,76 @@ pub(super) fn running_elsewhere(
     Ok(None)
 }
 
+/// A run going on now, and the worker running it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunInProgress {
+    pub scope: String,
+    pub command: String,
+    pub started_at: String,
+    /// `<host> pid <pid>`: on PostgreSQL the holder of the run's lock, as its connection names
+    /// itself; on SQLite this host and the run's process.
+    pub worker: String,
+}
+
+/// The runs of `pipeline` in progress in a live process, whichever worker runs them. A run marked
+/// running whose process is gone (its lock free) is not one: the next run marks it abandoned.
+pub fn in_progress(db: &mut dyn Db, pipeline: &str) -> Result<Vec<RunInProgress>, StoreError> {
+    let running = db.query(
+        "SELECT scope, command, started_at, pid FROM runs WHERE pipeline = ?1 AND outcome = 'running' \
+         ORDER BY id",
+        args![pipeline],
+    )?;
+    let mut out = Vec::new();
+    for row in running {
+        let (scope, pid): (String, i64) = (row.get(0)?, row.get(3)?);
+        let worker = match db.dialect() {
+            Dialect::Sqlite => pid_alive(pid).then(|| format!("{} pid {pid}", super::hostname())),
+            Dialect::Postgres => lock_holder(db, run_lock(pipeline, &scope))?,
+        };
+        if let Some(worker) = worker {
+            out.push(RunInProgress {
+                command: row.get(1)?,
+                started_at: row.get(2)?,
+                scope,
+                worker,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Who holds a run lock on PostgreSQL, from `pg_locks` (a bigint key is kept as its high and low
+/// halves) and the holder's `application_name`; `None` when no session holds it.
+fn lock_holder(db: &mut dyn Db, key: i64) -> Result<Option<String>, StoreError> {
+    let key = key as u64;
+    let holder = db.query_opt_map(
+        "SELECT a.application_name, a.pid, host(a.client_addr) FROM pg_locks l \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND l.classid::bigint = ?1 AND l.objid::bigint = ?2 \
+         LIMIT 1",
+        args![(key >> 32) as i64, (key & 0xffff_ffff) as i64],
+        |r| {
+            Ok((
+                r.get::<Option<String>>(0)?,
+                r.get::<i64>(1)?,
+                r.get::<Option<String>>(2)?,
+            ))
+        },
+    )?;
+    Ok(holder.map(|(name, backend, client)| {
+        match name.as_deref().and_then(|n| n.strip_prefix("ordersync ")) {
+            Some(worker) => worker.to_string(),
+            // Another role's session shows no name to us: the server's own view of it.
+            None => format!(
+                "server backend {backend} from {}",
+                client.as_deref().unwrap_or("a local socket")
+            ),
+        }
+    }))
+}
+
 /// Records the start of a run; refuses (`Busy`) if the same (pipeline, scope), or a rival scope
 /// (`live` for `rescan` and back), runs in another live process. A caller told a rival is busy
 /// waits for it; one told its own scope is busy gives up.

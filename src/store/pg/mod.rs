@@ -60,13 +60,6 @@ pub struct PgTarget {
 /// of the runs it had in progress: 10 s idle + 3 keepalives 5 s apart.
 pub const DEAD_PEER: Duration = Duration::from_secs(25);
 
-/// This host's name, for `application_name` (empty when it cannot be read).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// How long a connection attempt may take before it is an error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -123,7 +116,7 @@ impl PgTarget {
         // pg_locks): ordersync, its host and its process.
         config.application_name(&format!(
             "ordersync {} pid {}",
-            hostname(),
+            super::hostname(),
             std::process::id()
         ));
         // A run's lock lives as long as its connection. A killed process's goes at once; for a
