@@ -481,3 +481,91 @@ fn a_sync_into_postgres_killed_mid_way_is_resumed_by_the_next_one() {
         .unwrap();
     assert_eq!(running, 0);
 }
+
+/// U+0000 is legal JSON (`"\u0000"`), and neither PostgreSQL's `jsonb` nor its `text` can hold it.
+/// A row with one, in a field nobody reads or in a product name, is stored on PostgreSQL with
+/// U+FFFD in its place (as a byte that is not UTF-8 is on both engines): it never fails its page,
+/// and a resync recognises the stored copy. SQLite keeps it as it came; `copy` moves it over as the
+/// sync stores it.
+#[test]
+fn a_nul_character_from_upstream_costs_postgres_no_order() {
+    use ordersync_sim::{Faults, Poison, Simulator};
+
+    use crate::common::{assert_ok, Harness};
+
+    let Some(pg) = pg_database() else { return };
+    let h = Harness::veapi(120, 5, Faults::default());
+    let ids: Vec<String> = h.sim.truth().iter().map(|o| o.order_id.clone()).collect();
+    let (in_remark, in_name) = (&ids[10], &ids[20]);
+    h.sim.poison(in_remark, Some(Poison::Nul));
+    h.sim
+        .poison(in_name, Some(Poison::NulIn("product_name".into())));
+    let url = pg.url();
+    let into_pg = |args: &[&str]| {
+        let mut all = vec!["--db", url.as_str()];
+        all.extend_from_slice(args);
+        h.command(&all)
+            .env("PGPASSWORD", PG_PASSWORD)
+            .output()
+            .expect("binary runs")
+    };
+    assert_ok(&into_pg(&["sync"]));
+    assert_ok(&h.run(&["sync"]));
+
+    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let mut postgres = PgDb::connect(&target).unwrap();
+    let mut sqlite = store::open_connection(&h.db_path()).unwrap();
+    let remark = |db: &mut dyn Db| -> String {
+        let raw: String = db
+            .query(
+                "SELECT raw FROM orders WHERE order_id = ?1",
+                &[Param::Text(in_remark)],
+            )
+            .unwrap()[0]
+            .get(0)
+            .unwrap();
+        let raw: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        raw["remark"].as_str().unwrap().to_string()
+    };
+    let name = |db: &mut dyn Db| -> String {
+        db.query(
+            "SELECT product_name FROM orders WHERE order_id = ?1",
+            &[Param::Text(in_name)],
+        )
+        .unwrap()[0]
+            .get(0)
+            .unwrap()
+    };
+    assert_eq!(remark(&mut sqlite), "a\u{0}b");
+    assert_eq!(remark(&mut postgres), "a\u{fffd}b");
+    let (lite_name, pg_name) = (name(&mut sqlite), name(&mut postgres));
+    assert!(lite_name.ends_with('\u{0}'), "{lite_name:?}");
+    assert_eq!(pg_name, lite_name.replace('\u{0}', "\u{fffd}"));
+
+    let totals = "SELECT COUNT(*), CAST(SUM(pay_amount) AS BIGINT), \
+                  CAST(SUM(commission) AS BIGINT), (SELECT COUNT(*) FROM rejected_rows) FROM orders";
+    let want = sqlite.query(totals, &[]).unwrap();
+    assert_eq!(want[0].get::<i64>(0).unwrap(), ids.len() as i64);
+    assert_eq!(want[0].get::<i64>(3).unwrap(), 0, "nothing rejected");
+    assert_eq!(postgres.query(totals, &[]).unwrap(), want);
+
+    assert_ok(&into_pg(&["sync"]));
+    let last = report::last_run(&mut postgres, "ve").unwrap().unwrap();
+    assert_eq!(last.outcome, "ok");
+    assert!(last.rows_seen > 0);
+    assert_eq!(last.rows_changed, 0, "the resync rewrote a stored row");
+
+    // The SQLite file, NULs and all, copies into PostgreSQL as a sync would have written it.
+    let Some(copy_to) = pg_database() else { return };
+    assert_ok(
+        &h.command(&["copy", "--to", &copy_to.url()])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .output()
+            .unwrap(),
+    );
+    let target = PgTarget::new(&copy_to.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
+    let mut copied = PgDb::connect(&target).unwrap();
+    assert_eq!(remark(&mut copied), "a\u{fffd}b");
+    assert_eq!(name(&mut copied), pg_name);
+    assert_eq!(copied.query(totals, &[]).unwrap(), want);
+}

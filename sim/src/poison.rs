@@ -40,6 +40,12 @@ pub enum Poison {
     Deep(usize),
     /// The row is a JSON number instead of an object.
     NotAnObject,
+    /// A field the client never reads (`remark`, added) holds U+0000, escaped as JSON allows
+    /// (`"a\u0000b"`): legal JSON that PostgreSQL's `jsonb` and `text` cannot hold.
+    Nul,
+    /// The row's string field of this name, one the client reads (a product name, say), gets
+    /// U+0000 appended.
+    NulIn(String),
 }
 
 /// Where a simulator's answer keeps its rows, as JSON pointers.
@@ -154,6 +160,12 @@ fn spoil(row: &mut Value, poison: &Poison, at: RowsAt) {
             set(row, "", "remark", v);
         }
         Poison::NotAnObject => *row = json!(404),
+        Poison::Nul => set(row, "", "remark", json!("a\u{0}b")),
+        Poison::NulIn(field) => {
+            if let Some(Value::String(text)) = row.get_mut(field.as_str()) {
+                text.push('\0');
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! more reads a newer snapshot: rows written behind the key already copied are then missing, and
 //! the verification says so (copy with the daemon stopped for a final, exact copy).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -20,6 +21,7 @@ use std::path::Path;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use super::db::without_nul_escapes;
 use super::verify::{verify, Verification};
 use super::{PgError, PgTarget};
 
@@ -28,6 +30,8 @@ pub(super) struct Table {
     pub(super) name: &'static str,
     columns: &'static [&'static str],
     key: &'static [&'static str],
+    /// The columns that are `jsonb` on PostgreSQL.
+    json: &'static [&'static str],
 }
 
 /// Every table, parents before children (sub_orders refer to orders).
@@ -43,6 +47,7 @@ pub(super) const TABLES: [Table; 8] = [
             "synced_at", "last_seen_at",
         ],
         key: &["source", "order_id"],
+        json: &["raw"],
     },
     Table {
         name: "sub_orders",
@@ -52,11 +57,13 @@ pub(super) const TABLES: [Table; 8] = [
             "commission", "updated_at",
         ],
         key: &["source", "order_id", "sub_order_id"],
+        json: &["raw"],
     },
     Table {
         name: "order_status_history",
         columns: &["id", "source", "order_id", "status", "status_raw", "observed_at"],
         key: &["id"],
+        json: &[],
     },
     Table {
         name: "runs",
@@ -66,21 +73,25 @@ pub(super) const TABLES: [Table; 8] = [
             "detail",
         ],
         key: &["id"],
+        json: &[],
     },
     Table {
         name: "checkpoints",
         columns: &["pipeline", "scope", "range_start", "range_end", "watermark", "updated_at"],
         key: &["pipeline", "scope"],
+        json: &[],
     },
     Table {
         name: "coverage",
         columns: &["pipeline", "scope", "range_start", "range_end"],
         key: &["pipeline", "scope", "range_start"],
+        json: &[],
     },
     Table {
         name: "track_windows",
         columns: &["pipeline", "scope", "window_start", "window_end", "cursor", "done"],
         key: &["pipeline", "scope", "window_start"],
+        json: &[],
     },
     Table {
         name: "rejected_rows",
@@ -90,6 +101,7 @@ pub(super) const TABLES: [Table; 8] = [
             "times_seen", "resolved_at",
         ],
         key: &["id"],
+        json: &[],
     },
 ];
 
@@ -314,7 +326,7 @@ impl Source {
                     text.push('\t');
                 }
                 let value = row.get_ref(i).map_err(|e| self.fail(e))?;
-                push_field(&mut text, value)
+                push_field(&mut text, value, table.json.contains(column))
                     .map_err(|why| self.fail(format!("{}.{column}: {why}", table.name)))?;
             }
             text.push('\n');
@@ -329,8 +341,9 @@ impl Source {
     }
 }
 
-/// One SQLite value as a field of PostgreSQL's text COPY format.
-fn push_field(out: &mut String, value: ValueRef<'_>) -> Result<(), String> {
+/// One SQLite value as a field of PostgreSQL's text COPY format. U+0000, which SQLite holds and
+/// PostgreSQL cannot, becomes U+FFFD (escaped, in a `jsonb` column), as the store writes it.
+fn push_field(out: &mut String, value: ValueRef<'_>, json: bool) -> Result<(), String> {
     match value {
         ValueRef::Null => out.push_str("\\N"),
         ValueRef::Integer(i) => {
@@ -340,13 +353,19 @@ fn push_field(out: &mut String, value: ValueRef<'_>) -> Result<(), String> {
             let _ = write!(out, "{f}");
         }
         ValueRef::Text(bytes) => {
-            for c in String::from_utf8_lossy(bytes).chars() {
+            let text = String::from_utf8_lossy(bytes);
+            let text = if json {
+                without_nul_escapes(&text)
+            } else {
+                Cow::Borrowed(&*text)
+            };
+            for c in text.chars() {
                 match c {
                     '\\' => out.push_str("\\\\"),
                     '\n' => out.push_str("\\n"),
                     '\r' => out.push_str("\\r"),
                     '\t' => out.push_str("\\t"),
-                    '\0' => return Err("a NUL character, which PostgreSQL text cannot hold".into()),
+                    '\0' => out.push('\u{fffd}'),
                     c => out.push(c),
                 }
             }
@@ -544,14 +563,28 @@ mod tests {
     #[test]
     fn text_fields_are_escaped_for_copy() {
         let mut out = String::new();
-        push_field(&mut out, ValueRef::Text(b"a\tb\nc\\d\re")).unwrap();
+        push_field(&mut out, ValueRef::Text(b"a\tb\nc\\d\re"), false).unwrap();
         assert_eq!(out, "a\\tb\\nc\\\\d\\re");
         out.clear();
-        push_field(&mut out, ValueRef::Null).unwrap();
-        push_field(&mut out, ValueRef::Integer(-42)).unwrap();
+        push_field(&mut out, ValueRef::Null, false).unwrap();
+        push_field(&mut out, ValueRef::Integer(-42), false).unwrap();
         assert_eq!(out, "\\N-42");
-        assert!(push_field(&mut out, ValueRef::Text(b"a\0b")).is_err());
-        assert!(push_field(&mut out, ValueRef::Blob(b"x")).is_err());
+        assert!(push_field(&mut out, ValueRef::Blob(b"x"), false).is_err());
+    }
+
+    #[test]
+    fn a_nul_is_copied_as_the_replacement_character() {
+        let mut out = String::new();
+        push_field(&mut out, ValueRef::Text(b"a\0b"), false).unwrap();
+        assert_eq!(out, "a\u{fffd}b");
+        out.clear();
+        // In JSON, escaped: the COPY text doubles the backslash.
+        push_field(&mut out, ValueRef::Text(br#"{"r":"a\u0000b"}"#), true).unwrap();
+        assert_eq!(out, r#"{"r":"a\\ufffdb"}"#);
+        out.clear();
+        // Not JSON (rejected_rows.raw): kept as it came.
+        push_field(&mut out, ValueRef::Text(br#"{"r":"a\u0000b"}"#), false).unwrap();
+        assert_eq!(out, r#"{"r":"a\\u0000b"}"#);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! only: `?N` parameters become `$N`; a parameter is encoded as the type PostgreSQL inferred for
 //! it (a Beijing time given as text goes into a `timestamp` column, a JSON row as text into
 //! `jsonb`, an integer into a `boolean`); and values come back as integers, reals and text (a
-//! `timestamp` as `YYYY-MM-DD HH:MM:SS`, `jsonb` as its text). Statements are prepared once per
+//! `timestamp` as `YYYY-MM-DD HH:MM:SS`, `jsonb` as its text). Text and JSON holding U+0000, which
+//! PostgreSQL cannot store, are written with U+FFFD in its place. Statements are prepared once per
 //! connection and kept.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::error::Error as StdError;
 
@@ -197,11 +199,38 @@ fn text(s: &str, ty: &Type, out: &mut BytesMut) -> Result<(), BoxError> {
         }
         Type::JSONB => {
             out.put_u8(1);
-            out.put_slice(s.as_bytes());
+            out.put_slice(without_nul_escapes(s).as_bytes());
         }
+        _ if s.contains('\0') => out.put_slice(s.replace('\0', "\u{fffd}").as_bytes()),
         _ => out.put_slice(s.as_bytes()),
     }
     Ok(())
+}
+
+/// JSON text with every escaped U+0000 (`\u0000`, legal JSON) made U+FFFD: PostgreSQL's `jsonb`
+/// refuses it, and a row upstream sent with one is stored, not its page failed, the character
+/// replaced as a byte that is not UTF-8 is. An escaped backslash before `u0000` is left alone.
+pub(super) fn without_nul_escapes(json: &str) -> Cow<'_, str> {
+    if !json.contains("\\u0000") {
+        return Cow::Borrowed(json);
+    }
+    let bytes = json.as_bytes();
+    let mut out = String::with_capacity(json.len());
+    let (mut at, mut copied) = (0, 0);
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            at += 1;
+        } else if bytes.get(at + 1..at + 6) == Some(&b"u0000"[..]) {
+            out.push_str(&json[copied..at]);
+            out.push_str("\\ufffd");
+            at += 6;
+            copied = at;
+        } else {
+            at += 2;
+        }
+    }
+    out.push_str(&json[copied..]);
+    Cow::Owned(out)
 }
 
 /// A value read back, as the store's modules read SQLite's.
@@ -252,6 +281,32 @@ impl<'a> FromSql<'a> for Read {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_nul_becomes_the_replacement_character_and_nothing_else_changes() {
+        let cases = [
+            (r#"{"a":"x\u0000y"}"#, r#"{"a":"x\ufffdy"}"#),
+            (r#"["\u0000\u0000"]"#, r#"["\ufffd\ufffd"]"#),
+            // A backslash, then the text u0000: not a NUL.
+            (r#"["\\u0000"]"#, r#"["\\u0000"]"#),
+            (r#"["\\\u0000"]"#, r#"["\\\ufffd"]"#),
+            (r#"{"名":"\u00001"}"#, r#"{"名":"\ufffd1"}"#),
+            (r#"{"a":"\u0001"}"#, r#"{"a":"\u0001"}"#),
+            (r#"["\u000"]"#, r#"["\u000"]"#),
+        ];
+        for (json, want) in cases {
+            assert_eq!(without_nul_escapes(json), want, "{json}");
+            if json.contains("u0000") && want.contains("ufffd") {
+                let v: serde_json::Value =
+                    serde_json::from_str(&without_nul_escapes(json)).unwrap();
+                assert!(!v.to_string().contains('\0'));
+            }
+        }
+        assert!(matches!(
+            without_nul_escapes(r#"{"a":1}"#),
+            Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn question_mark_parameters_become_dollar_ones_outside_quotes() {
