@@ -8,14 +8,14 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ordersync::secret::Secret;
-use ordersync::store::pg::{PgDb, PgTarget};
-use ordersync::store::sql::Db;
+use ordersync::store::pg::{PgDb, PgTarget, DEAD_PEER};
+use ordersync::store::sql::{Db, Param};
 use ordersync::store::{self};
 use ordersync::timefmt;
 use ordersync_sim::Faults;
 
 use crate::common::all_sources::{AllSources, Worlds, VE};
-use crate::common::{assert_ok, pg_database, sigterm, wait_exit, PG_PASSWORD};
+use crate::common::{assert_ok, pg_database, sigterm, wait_exit, Blackhole, PG_PASSWORD};
 
 /// One run as `runs` has it.
 #[derive(Debug, Clone)]
@@ -331,4 +331,129 @@ fn status_names_the_worker_running_a_pipeline_on_sqlite() {
 fn status_names_the_worker_running_a_pipeline_on_postgres() {
     let Some(pg) = pg_database() else { return };
     status_names_the_worker(Some((PG_PASSWORD, &pg.url())));
+}
+
+/// A worker whose host vanishes mid-run — its process frozen and every packet between it and the
+/// server dropped: no FIN, no RST, nobody answering keepalives — loses its pipeline within
+/// `DEAD_PEER`: the server gives up on the connection, the run's lock goes with it, `status` shows
+/// nobody running the pipeline, and the next worker runs it to the end.
+#[test]
+fn a_vanished_hosts_pipeline_is_free_within_dead_peer() {
+    let Some(pg) = pg_database() else { return };
+    let slow = Faults {
+        p_slow: 1.0,
+        slow_ms: 300,
+        seed: 5,
+        ..Faults::default()
+    };
+    let a = AllSources::start(
+        0xdead,
+        Worlds {
+            ve: (200, 20),
+            myq: (10, 2),
+            ud: (10, 2),
+            dmj: (10, 2),
+            sxt: (5, 2),
+        },
+        &slow,
+    );
+    a.write_config("5s", 3);
+    let url = pg.url();
+    let into_pg = |args: &[&str]| {
+        let mut all = vec!["--db", url.as_str()];
+        all.extend_from_slice(args);
+        let mut cmd = a.command(&all);
+        cmd.env("PGPASSWORD", PG_PASSWORD);
+        cmd
+    };
+    let mut doomed = into_pg(&["sync", VE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let mut watcher = PgDb::connect_for_reading(&target).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("ordersync {} pid {}", host.trim(), doomed.id());
+    // The doomed worker's connection that holds its run's lock: its server process and port.
+    fn holder(db: &mut dyn Db, name: &str) -> Option<(i64, i64)> {
+        let rows = db
+            .query(
+                "SELECT a.pid, a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = ?1",
+                &[Param::Text(name)],
+            )
+            .unwrap();
+        rows.first().map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (backend, port) = loop {
+        if let Some(held) = holder(&mut watcher, &name) {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the doomed sync began within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // The host vanishes.
+    // SAFETY: a signal to our own child, whose pid we hold until it is reaped below.
+    unsafe { libc::kill(doomed.id() as i32, libc::SIGSTOP) };
+    let Some(hole) = Blackhole::between(u16::try_from(port).unwrap(), pg.port) else {
+        doomed.kill().unwrap();
+        doomed.wait().unwrap();
+        return;
+    };
+    let vanished = Instant::now();
+    let limit = DEAD_PEER + Duration::from_secs(10);
+    let gone = "SELECT 1 FROM pg_stat_activity WHERE pid = ?1";
+    while !watcher
+        .query(gone, &[Param::Int(backend)])
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            vanished.elapsed() < limit,
+            "the vanished worker's connection still held after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let freed_after = vanished.elapsed();
+    assert!(holder(&mut watcher, &name).is_none());
+    let status = into_pg(&["status", "--json"]).output().unwrap();
+    assert_ok(&status);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let ve = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pipeline"] == VE)
+        .unwrap();
+    assert_eq!(ve["running"], serde_json::json!([]), "{ve}");
+
+    // Another worker takes the pipeline over and runs it to the end.
+    assert_ok(&into_pg(&["sync", VE]).output().unwrap());
+    drop(hole);
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let mut db = PgDb::connect(&target).unwrap();
+    let ve_runs: Vec<RunRow> = runs(&mut db)
+        .into_iter()
+        .filter(|r| r.pipeline == VE)
+        .collect();
+    assert_eq!(ve_runs.len(), 2, "{ve_runs:?}");
+    assert_eq!(ve_runs[0].outcome, "abandoned");
+    assert_eq!(ve_runs[1].outcome, "ok");
+    assert_ok(&a.run(&["sync", VE]));
+    let mut sqlite = store::open_connection(&a.db_path()).unwrap();
+    let sql = "SELECT order_id, status_raw, pay_amount, commission, updated_at FROM orders \
+               WHERE source = 'veapi' ORDER BY order_id";
+    let want = sqlite.query(sql, &[]).unwrap();
+    assert_eq!(want.len(), a.ve.truth().len());
+    assert_eq!(db.query(sql, &[]).unwrap(), want);
+    println!(
+        "a vanished worker's run lock was freed after {freed_after:?} (DEAD_PEER {DEAD_PEER:?})"
+    );
 }

@@ -3,13 +3,14 @@
 //! (`fixture`), the binary as a child process (`process`) and as a running daemon (`daemon`),
 //! the daemon's HTTP side and metrics (`metrics`), the seeds of the randomised tests (`seeds`),
 //! rows staged for states a real run cannot reach quickly (`staged`), the external programs some
-//! tests drive (`tools`), and a throwaway PostgreSQL cluster (`pg`). Test modules
-//! `use crate::common::*`; the five-source harness, `all_sources`, is imported by name by the tests
-//! that use it. No test module imports another.
+//! tests drive (`tools`), a throwaway PostgreSQL cluster (`pg`), and a host that vanished
+//! (`blackhole`). Test modules `use crate::common::*`; the five-source harness, `all_sources`, is
+//! imported by name by the tests that use it. No test module imports another.
 
 #![allow(dead_code)]
 
 pub mod all_sources;
+mod blackhole;
 mod daemon;
 mod db;
 mod fixture;
@@ -22,6 +23,7 @@ mod staged;
 mod tools;
 mod truth;
 
+pub use blackhole::*;
 pub use daemon::*;
 pub use db::*;
 pub use fixture::*;
