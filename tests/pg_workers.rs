@@ -313,13 +313,18 @@ fn status_names_the_worker(db: Option<(&str, &str)>) {
         "{text}"
     );
 
+    // Killed, it holds nothing: at once on SQLite (its pid is gone), as soon as the server has
+    // seen its connection close on PostgreSQL.
     sync.kill().unwrap();
     sync.wait().unwrap();
-    assert_eq!(
-        status()["running"],
-        serde_json::json!([]),
-        "a killed worker holds nothing"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status()["running"] != serde_json::json!([]) {
+        assert!(
+            Instant::now() < deadline,
+            "a killed worker still holds its pipeline"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -388,7 +393,15 @@ fn a_vanished_hosts_pipeline_is_free_within_dead_peer() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let (backend, port) = loop {
-        if let Some(held) = holder(&mut watcher, &name) {
+        // Its run begun: the lock is taken first, in the transaction that records the run.
+        // (Before its schema exists, `runs` is not there to read.)
+        let begun = watcher
+            .query(
+                "SELECT 1 FROM runs WHERE outcome = 'running' AND pid = ?1",
+                &[Param::Int(i64::from(doomed.id()))],
+            )
+            .is_ok_and(|rows| !rows.is_empty());
+        if let Some(held) = holder(&mut watcher, &name).filter(|_| begun) {
             break held;
         }
         assert!(

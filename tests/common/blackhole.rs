@@ -11,6 +11,9 @@ use super::tool_missing;
 
 pub struct Blackhole {
     qdisc_added: bool,
+    /// The class and filter priority of this hole (the client port, so two holes at once, in
+    /// two test processes, do not meet).
+    id: String,
 }
 
 fn tc(args: &[&str]) -> Result<(), String> {
@@ -41,11 +44,13 @@ impl Blackhole {
             "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "0",
         ])
         .is_ok();
-        let hole = Blackhole { qdisc_added };
+        let id = format!("{:x}", client_port.max(1));
+        let (class, leaf) = (format!("1:{id}"), format!("{id}:"));
         let (client, server) = (client_port.to_string(), server_port.to_string());
+        let hole = Blackhole { qdisc_added, id };
         let mut steps = vec![
             vec![
-                "class", "add", "dev", "lo", "parent", "1:", "classid", "1:dead", "htb", "rate",
+                "class", "add", "dev", "lo", "parent", "1:", "classid", &class, "htb", "rate",
                 "1mbit",
             ],
             vec![
@@ -54,17 +59,17 @@ impl Blackhole {
                 "dev",
                 "lo",
                 "parent",
-                "1:dead",
+                &class,
                 "handle",
-                "dead:",
+                &leaf,
                 "blackhole",
             ],
         ];
         for (from, to) in [(&client, &server), (&server, &client)] {
             steps.push(vec![
-                "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-                "match", "ip", "sport", from, "0xffff", "match", "ip", "dport", to, "0xffff",
-                "classid", "1:dead",
+                "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", &client,
+                "u32", "match", "ip", "sport", from, "0xffff", "match", "ip", "dport", to,
+                "0xffff", "classid", &class,
             ]);
         }
         for step in steps {
@@ -79,13 +84,20 @@ impl Blackhole {
 
 impl Drop for Blackhole {
     fn drop(&mut self) {
-        // The root qdisc takes its classes and filters with it; one that was there before is
-        // left, without what was added to it.
-        let _ = if self.qdisc_added {
-            tc(&["qdisc", "del", "dev", "lo", "root"])
-        } else {
-            tc(&["filter", "del", "dev", "lo", "parent", "1:", "prio", "1"])
-                .and_then(|()| tc(&["class", "del", "dev", "lo", "classid", "1:dead"]))
-        };
+        let prio = u16::from_str_radix(&self.id, 16).unwrap_or(1).to_string();
+        let _ = tc(&["filter", "del", "dev", "lo", "parent", "1:", "prio", &prio]);
+        let _ = tc(&[
+            "class",
+            "del",
+            "dev",
+            "lo",
+            "classid",
+            &format!("1:{}", self.id),
+        ]);
+        // The root goes with the hole that added it (any other hole's class with it: two test
+        // processes cutting connections at the same moment is not worth more).
+        if self.qdisc_added {
+            let _ = tc(&["qdisc", "del", "dev", "lo", "root"]);
+        }
     }
 }
