@@ -143,7 +143,9 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
             .iter()
             .all(|p| rows.iter().any(|r| &r.pipeline == p && r.outcome == "ok"))
     };
-    watch(&ran_all, Duration::from_secs(90), "every pipeline ran");
+    // Bounds for a machine busy with other builds, not expectations: on an idle one every
+    // pipeline has run within ~10 s.
+    watch(&ran_all, Duration::from_secs(240), "every pipeline ran");
     let running = watch(
         &|rows: &[RunRow]| rows.iter().any(|r| r.outcome == "running"),
         Duration::from_secs(30),
@@ -176,7 +178,7 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     };
     watch(
         &finished_elsewhere,
-        Duration::from_secs(60),
+        Duration::from_secs(180),
         "the killed worker's pipelines finished",
     );
     for (i, w) in workers.iter_mut().enumerate() {

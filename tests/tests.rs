@@ -21,6 +21,7 @@ mod metrics_server;
 mod miaoyouquan;
 mod pg_copy;
 mod pg_store;
+mod pg_tls;
 mod pg_workers;
 mod rejected;
 mod secrets;

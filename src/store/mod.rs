@@ -63,7 +63,9 @@ pub enum StoreError {
         scope: String,
         pid: i64,
     },
-    #[error("{0}")]
+    /// Its own sentence, told once: `transparent`, not `{0}` with the same error as its source,
+    /// which printed the sentence twice.
+    #[error(transparent)]
     Postgres(#[from] pg::PgError),
     #[error("database: column {column} of a row read back: {problem}")]
     Value { column: usize, problem: String },

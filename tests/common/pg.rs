@@ -20,9 +20,108 @@ pub const PG_PASSWORD: &str = "SeCrEt-pg-pass-0e0e";
 
 pub struct PgCluster {
     pub port: u16,
+    /// The CA that signed the server's certificate (for 127.0.0.1), and one that did not, when
+    /// `openssl` was there to make them: the server then speaks TLS to clients that ask.
+    tls: Option<PgTls>,
     dir: PathBuf,
     bindir: PathBuf,
     as_postgres: bool,
+}
+
+/// Certificate authorities for the TLS tests, as PEM files.
+#[derive(Clone)]
+pub struct PgTls {
+    /// Signed the server's certificate, which names 127.0.0.1 (and not `localhost`).
+    pub ca: PathBuf,
+    /// Signed nothing the server shows.
+    pub other_ca: PathBuf,
+}
+
+/// The cluster's TLS authorities, or `None` (the test skipped, as `tools` does) without PostgreSQL
+/// or `openssl`.
+pub fn pg_tls() -> Option<PgTls> {
+    let cluster = CLUSTER.get_or_init(start_cluster).as_ref()?;
+    if cluster.tls.is_none() {
+        tool_missing("openssl (to make the test cluster's certificates)");
+    }
+    cluster.tls.clone()
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 signed by it, and a second CA, in `dir`.
+fn make_certificates(dir: &Path) -> Option<PgTls> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = |name: &str| {
+        let (key, crt, subject) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("/CN=ordersync test {name}"),
+        );
+        let mut args = vec!["req", "-x509", "-days", "3", "-subj", &subject];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&args)
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .ok()?;
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1", "-keyout", "server.key"];
+    request.extend(ec);
+    request.extend(["-out", "server.csr"]);
+    let made = ca("ca")
+        && ca("other_ca")
+        && openssl(&request)
+        && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+    // The server refuses a key others may read.
+    let private = std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .is_ok();
+    (made && private).then(|| PgTls {
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other_ca.crt"),
+    })
 }
 
 /// A database of its own for one test.
@@ -115,6 +214,8 @@ fn start_cluster() -> Option<PgCluster> {
         .keep();
     std::fs::create_dir(dir.join("sock")).expect("socket dir");
     std::fs::write(dir.join("pwfile"), PG_PASSWORD).expect("password file");
+    std::fs::create_dir(dir.join("tls")).expect("certificates dir");
+    let tls = make_certificates(&dir.join("tls"));
     if as_postgres {
         let owned = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -125,6 +226,7 @@ fn start_cluster() -> Option<PgCluster> {
     }
     let mut cluster = PgCluster {
         port: 0,
+        tls,
         dir,
         bindir,
         as_postgres,
@@ -154,11 +256,19 @@ fn start_cluster() -> Option<PgCluster> {
     // A port found free may be taken before the server binds it: try a few.
     for _ in 0..5 {
         cluster.port = free_port();
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             cluster.port,
             cluster.dir.join("sock").display()
         );
+        if cluster.tls.is_some() {
+            let tls = cluster.dir.join("tls");
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                tls.join("server.crt").display(),
+                tls.join("server.key").display()
+            ));
+        }
         let started = cluster
             .command("pg_ctl")
             .arg("-D")

@@ -5,8 +5,8 @@
 //! Invariant: the password never reaches a log line or an error. A URL carrying one is refused
 //! before anything else (it would show in `ps` and in shell history); the URL is only ever shown
 //! through the project's [`Redactor`], and every message the server or the client library sends
-//! back is scrubbed of the password. Connections are plaintext (no TLS yet): a URL that asks for
-//! TLS with `sslmode=require` or `verify-*` is refused rather than quietly sent in the clear.
+//! back is scrubbed of the password. TLS is the URL's to ask for, with libpq's `sslmode` and
+//! `sslrootcert` (`tls`); without `sslmode` connections are plaintext.
 //!
 //! The client is the synchronous `postgres` crate, which runs a small runtime of its own: call it
 //! from a plain thread, never from inside a tokio task.
@@ -14,6 +14,7 @@
 pub mod copy;
 mod db;
 mod migrate;
+mod tls;
 pub mod verify;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ use crate::secret::Secret;
 
 pub use db::PgDb;
 pub use migrate::{migrate, schema_version};
+use tls::{Tls, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -52,6 +54,8 @@ impl PgError {
 pub struct PgTarget {
     url: Url,
     config: postgres::Config,
+    /// `None`: plaintext (`sslmode` absent, `disable` or `allow`).
+    tls: Option<Tls>,
     password: Option<Secret>,
     redactor: Redactor,
 }
@@ -85,15 +89,53 @@ impl PgTarget {
                 redactor.url(&parsed)
             )));
         }
-        if let Some((_, mode)) = parsed
-            .query_pairs()
-            .find(|(k, _)| k.eq_ignore_ascii_case("sslmode"))
+        // The TLS settings are ours to read (the client library knows no verify-* modes); the
+        // rest of the query goes to it as it came.
+        let query = |key: &str| {
+            parsed
+                .query_pairs()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.into_owned())
+        };
+        if let Some(key) = ["sslcert", "sslkey", "sslpassword"]
+            .into_iter()
+            .find(|k| query(k).is_some())
         {
-            if matches!(&*mode, "require" | "verify-ca" | "verify-full") {
-                return Err(PgError::Url(format!(
-                    "the PostgreSQL URL asks for TLS (sslmode={mode}), which ordersync does not speak yet; connect over a trusted network or a tunnel without sslmode"
-                )));
-            }
+            return Err(PgError::Url(format!(
+                "the PostgreSQL URL {} names {key}: client certificates are not supported; authenticate with a password",
+                redactor.url(&parsed)
+            )));
+        }
+        let mode = TlsMode::parse(query("sslmode").as_deref()).map_err(|why| {
+            PgError::Url(format!(
+                "the PostgreSQL URL {}: {why}",
+                redactor.url(&parsed)
+            ))
+        })?;
+        let tls = Tls::new(
+            mode,
+            tls::root_file(query("sslrootcert").as_deref()).as_deref(),
+        )
+        .map_err(|why| {
+            PgError::Url(format!(
+                "the PostgreSQL URL {}: {why}",
+                redactor.url(&parsed)
+            ))
+        })?;
+        let mut for_client = parsed.clone();
+        let rest: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(k, _)| {
+                !["sslmode", "sslrootcert"]
+                    .iter()
+                    .any(|ours| k.eq_ignore_ascii_case(ours))
+            })
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if rest.is_empty() {
+            for_client.set_query(None);
+        } else {
+            for_client.query_pairs_mut().clear().extend_pairs(rest);
         }
         if parsed.path().trim_start_matches('/').is_empty() {
             return Err(PgError::Url(format!(
@@ -101,7 +143,7 @@ impl PgTarget {
                 redactor.url(&parsed)
             )));
         }
-        let mut config = postgres::Config::from_str(parsed.as_str()).map_err(|e| {
+        let mut config = postgres::Config::from_str(for_client.as_str()).map_err(|e| {
             PgError::Url(format!(
                 "the PostgreSQL URL {} cannot be read: {}",
                 redactor.url(&parsed),
@@ -111,6 +153,7 @@ impl PgTarget {
         if let Some(p) = &password {
             config.password(p.expose());
         }
+        config.ssl_mode(mode.ssl_mode());
         config.connect_timeout(CONNECT_TIMEOUT);
         // Who holds a connection, for an operator reading pg_stat_activity (and its run locks in
         // pg_locks): ordersync, its host and its process.
@@ -133,6 +176,7 @@ impl PgTarget {
         Ok(PgTarget {
             url: parsed,
             config,
+            tls,
             password,
             redactor,
         })
@@ -147,14 +191,16 @@ impl PgTarget {
         self.password.is_some()
     }
 
-    /// A new plaintext connection (see the module's note on TLS).
+    /// A new connection, over TLS if the URL's `sslmode` asks for it.
     pub fn connect(&self) -> Result<postgres::Client, PgError> {
-        self.config
-            .connect(postgres::NoTls)
-            .map_err(|e| PgError::Connect {
-                url: self.shown(),
-                problem: self.describe(&e),
-            })
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        }
+        .map_err(|e| PgError::Connect {
+            url: self.shown(),
+            problem: self.describe(&e),
+        })
     }
 
     /// A connection with the schema migrated to this binary's version.
@@ -217,14 +263,37 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_are_refused_and_plain_ones_accepted() {
-        for mode in ["require", "verify-ca", "verify-full"] {
-            let e =
-                PgTarget::new(&format!("postgres://u@h:5432/db?sslmode={mode}"), None).unwrap_err();
-            assert!(e.to_string().contains("TLS"), "{e}");
-        }
-        for mode in ["disable", "prefer"] {
+    fn tls_settings_are_read_and_a_bad_one_is_the_users_mistake() {
+        for mode in ["disable", "allow", "prefer", "require"] {
             PgTarget::new(&format!("postgres://u@h:5432/db?sslmode={mode}"), None).unwrap();
+        }
+        // The client library is given the rest of the query, without the settings it cannot read.
+        let t = PgTarget::new(
+            "postgres://u@h:5432/db?sslmode=require&target_session_attrs=read-write",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            t.config.get_target_session_attrs(),
+            postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        for (url, says) in [
+            (
+                "postgres://u@h:5432/db?sslmode=verify",
+                "sslmode=verify is not one of",
+            ),
+            (
+                "postgres://u@h:5432/db?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+                "/nonexistent/root.crt",
+            ),
+            (
+                "postgres://u@h:5432/db?sslcert=/c.pem",
+                "client certificates",
+            ),
+        ] {
+            let e = PgTarget::new(url, None).unwrap_err();
+            assert!(e.is_usage(), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
         }
         assert!(PgTarget::new("postgres://u@h:5432", None).is_err());
         assert!(PgTarget::new("mysql://u@h/db", None).is_err());
