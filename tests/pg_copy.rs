@@ -446,11 +446,14 @@ fn the_password_never_shows_and_a_url_carrying_one_is_refused() {
     let o = h.run(&["copy", "--to", &in_url]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(shown(&o).contains("carries a password"));
-    // TLS asked for: refused, exit 2.
-    let tls = format!("{}?sslmode=require", db.url());
+    // TLS asked for with a root file that is not there: refused before connecting, exit 2.
+    let tls = format!(
+        "{}?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+        db.url()
+    );
     let o = h.run(&["copy", "--to", &tls]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(shown(&o).contains("TLS"));
+    assert!(shown(&o).contains("/nonexistent/root.crt"));
     // A wrong password from PGPASSWORD and from a file: the server's refusal, exit 1.
     let o = h
         .command(&["copy", "--to", &db.url()])

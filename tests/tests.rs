@@ -20,6 +20,7 @@ mod late_changes;
 mod metrics_server;
 mod miaoyouquan;
 mod pg_copy;
+mod pg_outage;
 mod pg_store;
 mod pg_tls;
 mod pg_workers;

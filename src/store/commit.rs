@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use super::sql::{Begin, Db, Dialect, Tx};
 
 use super::rejected::{keep_rejected, resolve_rejected};
-use super::runs::count_page;
+use super::runs::{check_still_held, count_page};
 use super::tracks::{save_progress, Progress};
 use super::upsert::{upsert_order, Stamp};
 use super::StoreError;
@@ -84,7 +84,14 @@ pub fn commit_stream<'p>(
     // PostgreSQL's foreign key from a line to its order is declared deferred (pg/schema.sql).
     let mut deferred = tx.dialect() != Dialect::Sqlite;
     let mut all = Vec::new();
+    let mut checked_runs: Vec<i64> = Vec::new();
     loop {
+        for page in chunk.iter() {
+            if !checked_runs.contains(&page.run_id) {
+                check_still_held(&mut *tx, page.run_id)?;
+                checked_runs.push(page.run_id);
+            }
+        }
         // A partial order's lines are written before the order row they belong to; the foreign
         // key is checked when the transaction commits. Only transactions that hold such orders
         // ask for it: setting any flag pragma expires every prepared statement, so each would be

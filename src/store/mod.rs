@@ -63,6 +63,8 @@ pub enum StoreError {
         scope: String,
         pid: i64,
     },
+    #[error("the database connection holding this {scope} run was lost, and with it the run's claim on the pipeline; the run stops here and the next one resumes from its last checkpoint")]
+    RunLost { pipeline: String, scope: String },
     /// Its own sentence, told once: `transparent`, not `{0}` with the same error as its source,
     /// which printed the sentence twice.
     #[error(transparent)]
@@ -158,6 +160,26 @@ impl Backend {
         }
     }
 
+    /// A PostgreSQL connection that has ended is made again, so a daemon outlives a server
+    /// restart or a network cut: the runs begun on the old one have lost their locks and stop at
+    /// their next commit (`runs::check_still_held`); new runs begin on the new one. If the server
+    /// cannot be reached yet, the ended connection stays, and the job fails with its error.
+    fn revive(&mut self, at: &Location) {
+        if let (Backend::Postgres(db), Location::Postgres(target)) = (&mut *self, at) {
+            if db.is_closed() {
+                match pg::PgDb::connect(target) {
+                    Ok(fresh) => {
+                        tracing::warn!(database = %target.shown(), "the PostgreSQL connection had ended; connected again");
+                        **db = fresh;
+                    }
+                    Err(e) => {
+                        tracing::warn!(database = %target.shown(), error = %e, "the PostgreSQL connection has ended and cannot be made again yet")
+                    }
+                }
+            }
+        }
+    }
+
     fn close(self, shown: &str) -> Result<(), StoreError> {
         match self {
             Backend::Sqlite(conn) => checkpoint_and_close(conn, shown),
@@ -250,7 +272,10 @@ impl Store {
                 };
                 for message in rx {
                     match message {
-                        Message::Job(job) => job(backend.db()),
+                        Message::Job(job) => {
+                            backend.revive(&at);
+                            job(backend.db())
+                        }
                         Message::Close(done) => {
                             let _ = done.send(backend.close(&shown));
                             return;

@@ -209,6 +209,37 @@ fn lock_holder(db: &mut dyn Db, key: i64) -> Result<Option<String>, StoreError> 
     }))
 }
 
+/// On PostgreSQL, refuses to write for `run_id` unless this session still holds the run's lock.
+/// A connection that dropped and was made again (the writer reconnects after a server restart or
+/// a network cut) no longer holds the locks of the runs begun on it, and another worker may
+/// already run the same pipeline: the run stops here, and its next run resumes from the last
+/// checkpoint. SQLite, one host, has nothing to check.
+pub(super) fn check_still_held(db: &mut dyn Db, run_id: i64) -> Result<(), StoreError> {
+    if db.dialect() != Dialect::Postgres {
+        return Ok(());
+    }
+    let run = db.query_opt_map(
+        "SELECT pipeline, scope FROM runs WHERE id = ?1",
+        args![run_id],
+        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
+    )?;
+    let Some((pipeline, scope)) = run else {
+        return Ok(());
+    };
+    let key = run_lock(&pipeline, &scope) as u64;
+    let held: bool = db.query_value(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND pid = pg_backend_pid() AND objsubid = 1 \
+           AND classid::bigint = ?1 AND objid::bigint = ?2)",
+        args![(key >> 32) as i64, (key & 0xffff_ffff) as i64],
+    )?;
+    if held {
+        Ok(())
+    } else {
+        Err(StoreError::RunLost { pipeline, scope })
+    }
+}
+
 /// Records the start of a run; refuses (`Busy`) if the same (pipeline, scope), or a rival scope
 /// (`live` for `rescan` and back), runs in another live process. A caller told a rival is busy
 /// waits for it; one told its own scope is busy gives up.

@@ -53,6 +53,12 @@ impl PgDb {
         })
     }
 
+    /// Whether the connection has ended (the server restarted, the network cut it): the store's
+    /// writer then connects again before its next job.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     fn failed(&self, e: &postgres::Error) -> StoreError {
         StoreError::Postgres(self.target.sql_error("running a statement", e))
     }
