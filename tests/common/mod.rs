@@ -3,7 +3,8 @@
 //! (`fixture`), the binary as a child process (`process`) and as a running daemon (`daemon`),
 //! the daemon's HTTP side and metrics (`metrics`), the seeds of the randomised tests (`seeds`),
 //! rows staged for states a real run cannot reach quickly (`staged`), the external programs some
-//! tests drive (`tools`), and a throwaway PostgreSQL cluster (`pg`). Test modules
+//! tests drive (`tools`), and, re-exported, a throwaway PostgreSQL cluster (crate
+//! `ordersync-testpg`, `testpg/`, shared with the library's unit tests). Test modules
 //! `use crate::common::*`; the five-source harness, `all_sources`, is imported by name by the tests
 //! that use it. No test module imports another.
 
@@ -15,7 +16,6 @@ mod db;
 mod fixture;
 mod harness;
 mod metrics;
-mod pg;
 mod process;
 mod seeds;
 mod staged;
@@ -27,7 +27,7 @@ pub use db::*;
 pub use fixture::*;
 pub use harness::*;
 pub use metrics::*;
-pub use pg::*;
+pub use ordersync_testpg::*;
 pub use process::*;
 pub use seeds::*;
 pub use staged::*;
