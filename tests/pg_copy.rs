@@ -1,4 +1,4 @@
-//! `ordersync copy --to postgres://…` against a real PostgreSQL cluster (`common::pg`): a database
+//! `ordersync copy --to postgres://…` against a real PostgreSQL cluster (`testpg`): a database
 //! from a real sync of all five simulated sources arrives row for row and fen for fen, the views
 //! answer alike on both engines, a copy killed mid-way continues without duplicating, targets that
 //! are not its own are refused, the password never shows, and the schema is applied once when two

@@ -1,5 +1,5 @@
 //! The store on PostgreSQL: the same calls, in the same order, against a fresh SQLite file and a
-//! fresh PostgreSQL database (`common::pg`), answer alike — runs and who is busy, tracks and their
+//! fresh PostgreSQL database (`testpg`), answer alike — runs and who is busy, tracks and their
 //! windows, rescan passes, rewinds, and every report — so the engine above cannot tell them apart.
 
 use ordersync::planner::Window;

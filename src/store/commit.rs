@@ -193,10 +193,15 @@ fn write_rejected(
 mod tests {
     use std::borrow::Cow;
 
+    use serde_json::json;
+
     use super::{commit_stream, PageCommit};
     use crate::model::SourceKind;
     use crate::planner::Window;
-    use crate::store::test_support::{count, order, setup, t};
+    use crate::store::sql::{Begin, Tx};
+    use crate::store::test_support::{
+        count, in_transaction, on_both_engines, order, raw_json, refuse_order, t, text, TestDb,
+    };
     use crate::store::Progress;
 
     fn page(run: i64, orders: Vec<crate::model::OrderRow>, cursor: &str) -> PageCommit {
@@ -221,15 +226,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chunks_of_one_stream_commit_together_in_page_order() {
-        let (_d, mut conn, run) = setup();
+    on_both_engines!(
+        chunks_of_one_stream_commit_together_in_page_order,
+        a_chunk_that_fails_takes_the_chunks_before_it_back_with_it,
+        nothing_handed_over_begins_nothing,
+    );
+
+    fn chunks_of_one_stream_commit_together_in_page_order(db: &mut TestDb, run: i64) {
         let mut chunks = vec![
             vec![page(
                 run,
                 vec![
-                    order("9", "PAY_SUCC", "2024-01-01 10:00:00", "a"),
-                    order("1", "PAY_SUCC", "2024-01-01 10:00:00", "b"),
+                    order("9", "PAY_SUCC", "2024-01-01 10:00:00", r#"{"v":"a"}"#),
+                    order("1", "PAY_SUCC", "2024-01-01 10:00:00", r#"{"v":"b"}"#),
                 ],
                 "c1",
             )],
@@ -237,73 +246,61 @@ mod tests {
             vec![
                 page(
                     run,
-                    vec![order("9", "REFUND", "2024-01-01 11:00:00", "c")],
+                    vec![order("9", "REFUND", "2024-01-01 11:00:00", r#"{"v":"c"}"#)],
                     "c2",
                 ),
                 page(
                     run,
-                    vec![order("1", "CONFIRM", "2024-01-01 09:00:00", "d")],
+                    vec![order("1", "CONFIRM", "2024-01-01 09:00:00", r#"{"v":"d"}"#)],
                     "c3",
                 ),
             ],
         ]
         .into_iter();
-        let stats = commit_stream(&mut conn, &mut || chunks.next().map(Cow::Owned)).unwrap();
+        let stats = commit_stream(db, &mut || chunks.next().map(Cow::Owned)).unwrap();
         let changed: Vec<u64> = stats.iter().map(|s| s.changed).collect();
         assert_eq!(changed, [2, 1, 0], "counts per page, in page order");
+        assert_eq!(raw_json(db, "9"), json!({"v": "c"}));
+        assert_eq!(raw_json(db, "1"), json!({"v": "b"}));
+        assert_eq!(count(db, "SELECT COUNT(*) FROM order_status_history"), 3);
         assert_eq!(
-            count(
-                &conn,
-                "SELECT COUNT(*) FROM orders WHERE order_id = '9' AND raw = 'c'"
-            ),
-            1
+            text(db, "SELECT cursor FROM track_windows"),
+            "c3",
+            "the checkpoint of the last page"
         );
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT COUNT(*) FROM orders WHERE order_id = '1' AND raw = 'b'"
-            ),
-            1
-        );
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 3);
-        let cursor: String = conn
-            .query_row("SELECT cursor FROM track_windows", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(cursor, "c3", "the checkpoint of the last page");
-        assert_eq!(count(&conn, "SELECT rows_seen FROM runs"), 4);
+        assert_eq!(count(db, "SELECT rows_seen FROM runs"), 4);
     }
 
-    #[test]
-    fn a_chunk_that_fails_takes_the_chunks_before_it_back_with_it() {
-        let (_d, mut conn, run) = setup();
+    fn a_chunk_that_fails_takes_the_chunks_before_it_back_with_it(db: &mut TestDb, run: i64) {
         let good = page(
             run,
-            vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")],
+            vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
             "c1",
         );
         // The database refuses the second chunk's order.
-        conn.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON orders WHEN NEW.order_id = 'boom' \
-             BEGIN SELECT RAISE(ABORT, 'refused'); END",
-        )
-        .unwrap();
+        refuse_order(db, "boom");
         let bad = page(
             run,
-            vec![order("boom", "PAY_SUCC", "2024-01-01 10:00:00", "b")],
+            vec![order("boom", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
             "c2",
         );
         let mut chunks = vec![vec![good], vec![bad]].into_iter();
-        let outcome = commit_stream(&mut conn, &mut || chunks.next().map(Cow::Owned));
-        assert!(outcome.is_err(), "{outcome:?}");
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM orders"), 0);
-        assert_eq!(count(&conn, "SELECT rows_seen FROM runs"), 0);
+        let outcome = commit_stream(db, &mut || chunks.next().map(Cow::Owned));
+        let refused = outcome.unwrap_err().to_string();
+        assert!(refused.contains("refused"), "{refused}");
+        assert!(!in_transaction(db), "rolled back, not left open");
+        assert_eq!(count(db, "SELECT COUNT(*) FROM orders"), 0);
+        assert_eq!(count(db, "SELECT rows_seen FROM runs"), 0);
     }
 
-    #[test]
-    fn nothing_handed_over_begins_nothing() {
-        let (_d, mut conn, _run) = setup();
-        let stats = commit_stream(&mut conn, &mut || None).unwrap();
+    fn nothing_handed_over_begins_nothing(db: &mut TestDb, _run: i64) {
+        {
+            // The probe sees a transaction when there is one.
+            let mut tx = Tx::begin(db, Begin::Write).unwrap();
+            assert!(in_transaction(&mut *tx));
+        }
+        let stats = commit_stream(db, &mut || None).unwrap();
         assert!(stats.is_empty());
-        assert!(conn.is_autocommit());
+        assert!(!in_transaction(db));
     }
 }

@@ -135,27 +135,32 @@ pub fn rewind_live(
 mod tests {
     use super::*;
     use crate::planner::Window;
-    use crate::store::test_support::{commit, setup, t};
+    use crate::store::test_support::{commit, count, on_both_engines, t, text, TestDb};
     use crate::store::tracks::save_progress;
     use crate::store::Progress;
 
-    #[test]
-    fn an_unfinished_rescan_pass_resumes_and_a_finished_one_starts_anew() {
-        let (_d, mut conn, _run) = setup();
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2024-01-01"), t("2024-01-10")).unwrap();
+    on_both_engines!(
+        an_unfinished_rescan_pass_resumes_and_a_finished_one_starts_anew,
+        rewind_moves_only_back_and_records_who,
+    );
+
+    fn an_unfinished_rescan_pass_resumes_and_a_finished_one_starts_anew(
+        db: &mut TestDb,
+        _run: i64,
+    ) {
+        let (track, range) = begin_rescan_pass(db, "p", t("2024-01-01"), t("2024-01-10")).unwrap();
         assert_eq!(
             (track.watermark, range),
             (None, (t("2024-01-01"), t("2024-01-10")))
         );
         // Half-way: one window done, one in progress.
-        let mut tx = conn.transaction().unwrap();
+        let mut tx = Tx::begin(db, Begin::Write).unwrap();
         let first = Window {
             start: t("2024-01-01"),
             end: t("2024-01-05"),
         };
         save_progress(
-            &mut tx,
+            &mut *tx,
             "p",
             RESCAN_SCOPE,
             &Progress::WindowDone { window: first },
@@ -170,35 +175,30 @@ mod tests {
             window: second,
             cursor: "c7".into(),
         };
-        save_progress(&mut tx, "p", RESCAN_SCOPE, &cut, "now").unwrap();
+        save_progress(&mut *tx, "p", RESCAN_SCOPE, &cut, "now").unwrap();
         tx.commit().unwrap();
         // The next rescan, a day later, resumes the pass (its start is older than asked).
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2024-01-02"), t("2024-01-11")).unwrap();
+        let (track, range) = begin_rescan_pass(db, "p", t("2024-01-02"), t("2024-01-11")).unwrap();
         assert_eq!(range, (t("2024-01-01"), t("2024-01-11")));
         assert_eq!(track.watermark, Some(t("2024-01-05")));
         assert_eq!(track.in_progress, vec![(second, "c7".to_string())]);
         // Asked to reach further back than the pass does: a new pass.
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2023-12-20"), t("2024-01-11")).unwrap();
+        let (track, range) = begin_rescan_pass(db, "p", t("2023-12-20"), t("2024-01-11")).unwrap();
         assert_eq!(range, (t("2023-12-20"), t("2024-01-11")));
         assert_eq!((track.watermark, track.in_progress), (None, vec![]));
-        let covered: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM coverage WHERE scope = 'rescan'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(covered, 0, "a new pass starts with no coverage");
+        assert_eq!(
+            count(db, "SELECT COUNT(*) FROM coverage WHERE scope = 'rescan'"),
+            0,
+            "a new pass starts with no coverage"
+        );
         // Finished: the next one starts anew even from a later start.
-        let mut tx = conn.transaction().unwrap();
+        let mut tx = Tx::begin(db, Begin::Write).unwrap();
         let all = Window {
             start: t("2023-12-20"),
             end: t("2024-01-11"),
         };
         save_progress(
-            &mut tx,
+            &mut *tx,
             "p",
             RESCAN_SCOPE,
             &Progress::WindowDone { window: all },
@@ -206,55 +206,45 @@ mod tests {
         )
         .unwrap();
         tx.commit().unwrap();
-        let (track, range) =
-            begin_rescan_pass(&mut conn, "p", t("2024-01-01"), t("2024-01-12")).unwrap();
+        let (track, range) = begin_rescan_pass(db, "p", t("2024-01-01"), t("2024-01-12")).unwrap();
         assert_eq!((track.watermark, range.0), (None, t("2024-01-01")));
         // The live track was never touched.
-        assert_eq!(watermark(&mut conn, "p", "live").unwrap(), None);
+        assert_eq!(watermark(db, "p", "live").unwrap(), None);
     }
 
-    #[test]
-    fn rewind_moves_only_back_and_records_who() {
-        let (_d, mut conn, run) = setup();
+    fn rewind_moves_only_back_and_records_who(db: &mut TestDb, run: i64) {
         assert_eq!(
-            rewind_live(&mut conn, "p", t("2024-01-01"), "x").unwrap(),
+            rewind_live(db, "p", t("2024-01-01"), "x").unwrap(),
             Rewind::NothingYet
         );
         let w = Window {
             start: t("2024-01-01"),
             end: t("2024-01-05"),
         };
-        commit(&mut conn, run, vec![], Progress::WindowDone { window: w });
+        commit(db, run, vec![], Progress::WindowDone { window: w });
         assert_eq!(
-            rewind_live(&mut conn, "p", t("2024-01-06"), "x").unwrap(),
+            rewind_live(db, "p", t("2024-01-06"), "x").unwrap(),
             Rewind::NotBack {
                 watermark: t("2024-01-05")
             }
         );
         let Rewind::Done { from, to, run_id } =
-            rewind_live(&mut conn, "p", t("2024-01-02"), "anna").unwrap()
+            rewind_live(db, "p", t("2024-01-02"), "anna").unwrap()
         else {
             panic!("not rewound")
         };
         assert_eq!((from, to), (t("2024-01-05"), t("2024-01-02")));
-        assert_eq!(
-            watermark(&mut conn, "p", "live").unwrap(),
-            Some(t("2024-01-02"))
-        );
-        let detail: String = conn
-            .query_row("SELECT detail FROM runs WHERE id = ?1", [run_id], |r| {
-                r.get(0)
-            })
+        assert_eq!(watermark(db, "p", "live").unwrap(), Some(t("2024-01-02")));
+        let detail: String = db
+            .query_value("SELECT detail FROM runs WHERE id = ?1", args![run_id])
             .unwrap();
         assert_eq!(
             detail,
             "live watermark 2024-01-05 00:00:00 → 2024-01-02 00:00:00, by anna"
         );
-        let covered: String = conn
-            .query_row("SELECT range_end FROM coverage", [], |r| r.get(0))
-            .unwrap();
         assert_eq!(
-            covered, "2024-01-05 00:00:00.000",
+            text(db, "SELECT range_end FROM coverage"),
+            "2024-01-05 00:00:00.000",
             "coverage is not un-covered"
         );
     }

@@ -85,7 +85,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use crate::store::open_connection;
-    use crate::store::test_support::count;
+    use crate::store::pg::PgError;
+    use crate::store::sql::{Db, Dialect};
+    use crate::store::test_support::{count, on_both_engines, TestDb};
+
+    on_both_engines!(migrations_are_idempotent_and_versioned);
 
     #[test]
     fn a_version_2_database_migrates_to_rowid_tables_keeping_every_row() {
@@ -108,17 +112,23 @@ mod tests {
             )
             .unwrap();
         }
-        let conn = open_connection(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), schema_version());
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM orders"), 2);
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM sub_orders"), 3);
+        let mut conn = open_connection(&path).unwrap();
+        assert_eq!(count(&mut conn, "PRAGMA user_version"), schema_version());
+        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM orders"), 2);
+        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM sub_orders"), 3);
         assert_eq!(
-            count(&conn, "SELECT COUNT(*) FROM sub_orders WHERE raw IS NULL"),
+            count(
+                &mut conn,
+                "SELECT COUNT(*) FROM sub_orders WHERE raw IS NULL"
+            ),
             1,
             "only the line that repeated its order's row lost its copy"
         );
-        assert_eq!(count(&conn, "SELECT SUM(pay_amount) FROM order_lines"), 130);
-        assert_eq!(count(&conn, "SELECT SUM(gmv) FROM daily_summary"), 130);
+        assert_eq!(
+            count(&mut conn, "SELECT SUM(pay_amount) FROM order_lines"),
+            130
+        );
+        assert_eq!(count(&mut conn, "SELECT SUM(gmv) FROM daily_summary"), 130);
         let rowid: i64 = conn
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_schema WHERE sql LIKE '%WITHOUT ROWID%'",
@@ -128,7 +138,7 @@ mod tests {
             .unwrap();
         assert_eq!(rowid, 0);
         assert_eq!(
-            count(&conn, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
+            count(&mut conn, "SELECT COUNT(*) FROM pragma_foreign_key_check"),
             0
         );
         let fk_on: i64 = conn
@@ -137,19 +147,52 @@ mod tests {
         assert_eq!(fk_on, 1, "foreign keys are enforced again after migrating");
     }
 
-    #[test]
-    fn migrations_are_idempotent_and_versioned() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.db");
-        drop(open_connection(&path).unwrap());
-        let conn = open_connection(&path).unwrap();
-        assert_eq!(count(&conn, "PRAGMA user_version"), schema_version());
+    /// The schema version a database records: SQLite's `user_version`, PostgreSQL's
+    /// `schema_version` table (one row per migration applied).
+    fn stored_version(db: &mut dyn Db) -> i64 {
+        match db.dialect() {
+            Dialect::Sqlite => count(db, "PRAGMA user_version"),
+            Dialect::Postgres => count(db, "SELECT MAX(version) FROM schema_version"),
+        }
+    }
+
+    /// Records `version` as applied, as a newer ordersync would have.
+    fn record_version(db: &mut dyn Db, version: i64) {
+        db.batch(&match db.dialect() {
+            Dialect::Sqlite => format!("PRAGMA user_version = {version}"),
+            Dialect::Postgres => format!("INSERT INTO schema_version (version) VALUES ({version})"),
+        })
+        .unwrap();
+    }
+
+    fn migrations_are_idempotent_and_versioned(db: &mut TestDb, _run: i64) {
         assert!(schema_version() >= 1);
-        conn.pragma_update(None, "user_version", 999).unwrap();
-        drop(conn);
-        assert!(matches!(
-            open_connection(&path),
-            Err(StoreError::TooNew { found: 999, .. })
-        ));
+        // Connecting again, as every process and restart does, applies nothing twice.
+        drop(db.connect_again().unwrap());
+        let mut again = db.connect_again().unwrap();
+        assert_eq!(stored_version(&mut *again), schema_version());
+        if again.dialect() == Dialect::Postgres {
+            // Its first migration is SQLite's 6th (pg/schema.sql), each recorded once.
+            assert_eq!(
+                count(&mut *again, "SELECT COUNT(*) FROM schema_version"),
+                schema_version() - 5
+            );
+        }
+        assert_eq!(count(&mut *again, "SELECT COUNT(*) FROM runs"), 1, "kept");
+        record_version(&mut *again, 999);
+        drop(again);
+        let refused = db.connect_again().err();
+        assert!(
+            matches!(
+                refused,
+                Some(
+                    StoreError::TooNew { found: 999, .. }
+                        | StoreError::Postgres(PgError::TooNew { found: 999, .. })
+                )
+            ),
+            "{refused:?}"
+        );
+        // The database still answers the connection already open, unchanged.
+        assert_eq!(stored_version(db), 999);
     }
 }

@@ -348,7 +348,32 @@ fn checkpoint_and_close(conn: Connection, path: &str) -> Result<(), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::count;
+    use crate::store::test_support::{count, on_both_engines, TestDb};
+
+    on_both_engines!(a_closed_store_has_committed_its_jobs_and_refuses_more);
+
+    fn a_closed_store_has_committed_its_jobs_and_refuses_more(db: &mut TestDb, _run: i64) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Store::open_at(db.location()).unwrap();
+        runtime.block_on(async {
+            store
+                .call(|conn| ensure_track(conn, "q", "live", None).map(|_| ()))
+                .await
+                .unwrap();
+            store.close().await.unwrap();
+            assert!(matches!(
+                store.call(|_| Ok(())).await,
+                Err(StoreError::WriterGone)
+            ));
+        });
+        assert_eq!(
+            count(db, "SELECT COUNT(*) FROM checkpoints WHERE pipeline = 'q'"),
+            1
+        );
+    }
 
     #[tokio::test]
     async fn close_checkpoints_the_wal_into_the_database_file_and_stops_the_writer() {
@@ -357,8 +382,8 @@ mod tests {
         let store = Store::open(&path).unwrap();
         // Another connection stays open, so what empties the WAL is the checkpoint, not SQLite's
         // own one when the last connection closes.
-        let reader = Connection::open(&path).unwrap();
-        assert!(count(&reader, "SELECT COUNT(*) FROM sqlite_schema") > 0);
+        let mut reader = Connection::open(&path).unwrap();
+        assert!(count(&mut reader, "SELECT COUNT(*) FROM sqlite_schema") > 0);
         store
             .call(|conn| ensure_track(conn, "p", "live", None).map(|_| ()))
             .await
@@ -369,7 +394,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         assert_eq!(
             count(
-                &reader,
+                &mut reader,
                 "SELECT COUNT(*) FROM checkpoints WHERE pipeline = 'p'"
             ),
             1

@@ -169,7 +169,7 @@ mod tests {
     use crate::model::SourceKind;
     use crate::model::{Kind, OrderRow, Status};
     use crate::planner::Window;
-    use crate::store::test_support::{commit, count, setup, t};
+    use crate::store::test_support::{commit, count, on_both_engines, t, text, TestDb};
     use crate::store::Progress;
 
     fn line(
@@ -208,9 +208,9 @@ mod tests {
         o
     }
 
-    #[test]
-    fn lines_split_across_pages_add_up_and_never_regress() {
-        let (_d, mut conn, run) = setup();
+    on_both_engines!(lines_split_across_pages_add_up_and_never_regress);
+
+    fn lines_split_across_pages_add_up_and_never_regress(db: &mut TestDb, run: i64) {
         let w = Window {
             start: t("2024-01-01"),
             end: t("2024-01-02"),
@@ -235,13 +235,12 @@ mod tests {
             None,
             "2024-01-01 10:00:00",
         );
-        commit(&mut conn, run, vec![a.clone()], p());
-        commit(&mut conn, run, vec![b], p());
-        let pay: i64 = count(&conn, "SELECT pay_amount FROM orders");
-        assert_eq!(pay, 350);
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM sub_orders"), 2);
+        commit(db, run, vec![a.clone()], p());
+        commit(db, run, vec![b], p());
+        assert_eq!(count(db, "SELECT pay_amount FROM orders"), 350);
+        assert_eq!(count(db, "SELECT COUNT(*) FROM sub_orders"), 2);
         // The same line again changes nothing.
-        assert_eq!(commit(&mut conn, run, vec![a.clone()], p()).changed, 0);
+        assert_eq!(commit(db, run, vec![a.clone()], p()).changed, 0);
         // One line refunded later: the order stays paid (its other line is), refund is that line's.
         let b_refunded = line(
             "9007199254740993001",
@@ -251,13 +250,14 @@ mod tests {
             Some(250),
             "2024-01-01 12:00:00",
         );
-        commit(&mut conn, run, vec![b_refunded], p());
-        let (status, refund, updated): (String, i64, String) = conn
-            .query_row(
+        commit(db, run, vec![b_refunded], p());
+        let (status, refund, updated): (String, i64, String) = db
+            .query_opt_map(
                 "SELECT status, refund_amount, updated_at FROM orders",
-                [],
+                &[],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
+            .unwrap()
             .unwrap();
         assert_eq!(
             (status.as_str(), refund, updated.as_str()),
@@ -272,8 +272,8 @@ mod tests {
             None,
             "2024-01-01 10:00:00",
         );
-        assert_eq!(commit(&mut conn, run, vec![b_old], p()).changed, 0);
-        assert_eq!(count(&conn, "SELECT refund_amount FROM orders"), 250);
+        assert_eq!(commit(db, run, vec![b_old], p()).changed, 0);
+        assert_eq!(count(db, "SELECT refund_amount FROM orders"), 250);
         // Both refunded: the order is refunded, one history row for that change.
         let a_refunded = line(
             "9007199254740993001",
@@ -283,16 +283,11 @@ mod tests {
             Some(100),
             "2024-01-01 13:00:00",
         );
-        commit(&mut conn, run, vec![a_refunded], p());
-        let status: String = conn
-            .query_row("SELECT status FROM orders", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(status, "refunded");
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 2);
-        let raw: String = conn
-            .query_row("SELECT raw FROM orders", [], |r| r.get(0))
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        commit(db, run, vec![a_refunded], p());
+        assert_eq!(text(db, "SELECT status FROM orders"), "refunded");
+        assert_eq!(count(db, "SELECT COUNT(*) FROM order_status_history"), 2);
+        let v: serde_json::Value =
+            serde_json::from_str(&text(db, "SELECT raw FROM orders")).unwrap();
         assert_eq!(v["sub_orders"].as_array().map(Vec::len), Some(2));
     }
 }

@@ -83,12 +83,15 @@ mod tests {
     use crate::model::SourceKind;
     use crate::model::{OrderRow, RejectedRow};
     use crate::planner::Window;
-    use crate::store::test_support::{count, order, setup, t};
+    use crate::store::test_support::{count, on_both_engines, order, t, TestDb};
     use crate::store::{commit_page, PageCommit, Progress};
 
-    #[test]
-    fn a_rejected_row_is_kept_once_counted_each_time_and_resolved_by_a_good_copy() {
-        let (_d, mut conn, run) = setup();
+    on_both_engines!(a_rejected_row_is_kept_once_counted_each_time_and_resolved_by_a_good_copy);
+
+    fn a_rejected_row_is_kept_once_counted_each_time_and_resolved_by_a_good_copy(
+        db: &mut TestDb,
+        run: i64,
+    ) {
         let w = Window {
             start: t("2024-01-01"),
             end: t("2024-01-02"),
@@ -113,14 +116,14 @@ mod tests {
                 cursor: "c1".into(),
             },
         };
-        let first = commit_page(&mut conn, &page(vec![], vec![bad.clone()])).unwrap();
+        let first = commit_page(db, &page(vec![], vec![bad.clone()])).unwrap();
         assert_eq!(first.rejected, 1);
         assert_eq!(
             first.newly_rejected,
             vec![(Some("7".into()), bad.reason.clone())]
         );
         let again = commit_page(
-            &mut conn,
+            db,
             &page(
                 vec![order("8", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
                 vec![bad.clone()],
@@ -128,25 +131,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!((again.rejected, again.newly_rejected.len()), (1, 0));
-        let (kept, seen, cursor): (i64, i64, String) = conn
-            .query_row(
+        let (kept, seen, cursor): (i64, i64, String) = db
+            .query_opt_map(
                 "SELECT COUNT(*), MAX(times_seen), MAX(cursor) FROM rejected_rows",
-                [],
+                &[],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
+            .unwrap()
             .unwrap();
         assert_eq!((kept, seen, cursor.as_str()), (1, 2, "c0"));
-        assert_eq!(count(&conn, "SELECT rows_rejected FROM runs"), 2);
+        assert_eq!(count(db, "SELECT rows_rejected FROM runs"), 2);
         assert_eq!(
             count(
-                &conn,
+                db,
                 "SELECT COUNT(*) FROM rejected_rows WHERE resolved_at IS NULL"
             ),
             1,
             "another order's good copy resolves nothing"
         );
         commit_page(
-            &mut conn,
+            db,
             &page(
                 vec![order("7", "PAY_SUCC", "2024-01-01 10:00:00", "{}")],
                 vec![],
@@ -155,7 +159,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             count(
-                &conn,
+                db,
                 "SELECT COUNT(*) FROM rejected_rows WHERE resolved_at IS NULL"
             ),
             0,

@@ -450,15 +450,18 @@ mod tests {
     use crate::model::RejectedRow;
     use crate::model::SourceKind;
     use crate::planner::Window;
-    use crate::store::test_support::{order, setup, t};
+    use crate::store::test_support::{on_both_engines, order, t, TestDb};
     use crate::store::{begin_run, commit_page, ensure_track, finish_run, Outcome};
     use crate::store::{PageCommit, Progress};
 
-    #[test]
-    fn the_reports_read_back_what_page_commits_wrote() {
-        let (_d, mut conn, run) = setup();
+    on_both_engines!(
+        the_reports_read_back_what_page_commits_wrote,
+        live_run_health_counts_failures_since_the_last_ok_live_run,
+    );
+
+    fn the_reports_read_back_what_page_commits_wrote(db: &mut TestDb, run: i64) {
         ensure_track(
-            &mut conn,
+            db,
             "p",
             "backfill a",
             Some((t("2024-01-01"), t("2024-01-09"))),
@@ -485,23 +488,23 @@ mod tests {
                 seen_floor: String::new(),
                 progress: Progress::WindowDone { window: day(d) },
             };
-            commit_page(&mut conn, &page).unwrap();
+            commit_page(db, &page).unwrap();
         }
-        finish_run(&mut conn, run, Outcome::Failed, Some("boom"), 1).unwrap();
-        begin_run(&mut conn, "p", "sync", "live").unwrap();
+        finish_run(db, run, Outcome::Failed, Some("boom"), 1).unwrap();
+        begin_run(db, "p", "sync", "live").unwrap();
 
-        assert_eq!(pipelines(&mut conn).unwrap(), ["p"]);
-        let last = last_run(&mut conn, "p").unwrap().unwrap();
+        assert_eq!(pipelines(db).unwrap(), ["p"]);
+        let last = last_run(db, "p").unwrap().unwrap();
         assert_eq!((last.outcome.as_str(), last.rows_seen), ("running", 0));
-        assert_eq!(last_error(&mut conn, "p").unwrap().as_deref(), Some("boom"));
-        assert_eq!(open_rejections(&mut conn, "p").unwrap(), 2);
-        let scopes: Vec<String> = checkpoints(&mut conn, "p")
+        assert_eq!(last_error(db, "p").unwrap().as_deref(), Some("boom"));
+        assert_eq!(open_rejections(db, "p").unwrap(), 2);
+        let scopes: Vec<String> = checkpoints(db, "p")
             .unwrap()
             .into_iter()
             .map(|c| c.scope)
             .collect();
         assert_eq!(scopes, ["live", "backfill a"], "live first");
-        let covered: Vec<(String, String)> = coverage(&mut conn, "p")
+        let covered: Vec<(String, String)> = coverage(db, "p")
             .unwrap()
             .into_iter()
             .map(|r| (r.start, r.end))
@@ -509,13 +512,13 @@ mod tests {
         assert_eq!(covered.len(), 2, "two ranges with a gap: {covered:?}");
         assert!(covered[0].0 < covered[1].0);
 
-        let outcomes = runs_by_outcome(&mut conn).unwrap();
+        let outcomes = runs_by_outcome(db).unwrap();
         assert_eq!(outcomes.len(), 1, "the running run is left out");
         assert_eq!(
             (outcomes[0].outcome.as_str(), outcomes[0].runs),
             ("failed", 1)
         );
-        let totals = run_totals(&mut conn).unwrap();
+        let totals = run_totals(db).unwrap();
         assert_eq!(
             totals,
             [RunTotals {
@@ -528,68 +531,55 @@ mod tests {
                 rescan_rows_changed: 0,
             }]
         );
-        let live = live_runs(&mut conn, "p").unwrap();
+        let live = live_runs(db, "p").unwrap();
         assert_eq!(
             live.last_finished.map(|r| r.outcome).as_deref(),
             Some("failed"),
             "the running run is not finished"
         );
         assert_eq!((live.last_ok_finished_at, live.failed_in_a_row), (None, 1));
-        let timeline = runs_since(&mut conn, "2000-01-01 00:00:00").unwrap();
+        let timeline = runs_since(db, "2000-01-01 00:00:00").unwrap();
         assert_eq!(timeline.len(), 2);
         assert_eq!(timeline[1].finished_at, None);
         assert_eq!(
-            runs_since(&mut conn, "2999-01-01 00:00:00").unwrap().len(),
+            runs_since(db, "2999-01-01 00:00:00").unwrap().len(),
             1,
             "a running run is always on the timeline"
         );
-        let watermarks = live_watermarks(&mut conn).unwrap();
+        let watermarks = live_watermarks(db).unwrap();
         assert_eq!(watermarks.len(), 1);
         assert_eq!(watermarks[0].watermark, "2024-01-04 00:00:00.000");
 
-        assert_eq!(rejections(&mut conn, &[], false).unwrap().len(), 2);
-        assert!(rejections(&mut conn, &["other".into()], true)
-            .unwrap()
-            .is_empty());
+        assert_eq!(rejections(db, &[], false).unwrap().len(), 2);
+        assert!(rejections(db, &["other".into()], true).unwrap().is_empty());
     }
 
-    #[test]
-    fn live_run_health_counts_failures_since_the_last_ok_live_run() {
-        let (_d, mut conn, first) = setup();
-        finish_run(
-            &mut conn,
-            first,
-            Outcome::Failed,
-            Some("before the ok one"),
-            0,
-        )
-        .unwrap();
-        let live = |conn: &mut Connection, pipeline: &str, scope: &str, outcome: Outcome| {
-            let id = begin_run(conn, pipeline, "sync", scope).unwrap();
-            finish_run(conn, id, outcome, None, 0).unwrap();
+    fn live_run_health_counts_failures_since_the_last_ok_live_run(db: &mut TestDb, first: i64) {
+        finish_run(db, first, Outcome::Failed, Some("before the ok one"), 0).unwrap();
+        let live = |db: &mut dyn Db, pipeline: &str, scope: &str, outcome: Outcome| {
+            let id = begin_run(db, pipeline, "sync", scope).unwrap();
+            finish_run(db, id, outcome, None, 0).unwrap();
             id
         };
-        let ok = live(&mut conn, "p", "live", Outcome::Ok);
-        live(&mut conn, "p", "live", Outcome::Failed);
-        live(&mut conn, "p", "live", Outcome::Interrupted);
-        let crashed = live(&mut conn, "p", "live", Outcome::Failed);
-        conn.execute(
+        let ok = live(db, "p", "live", Outcome::Ok);
+        live(db, "p", "live", Outcome::Failed);
+        live(db, "p", "live", Outcome::Interrupted);
+        let crashed = live(db, "p", "live", Outcome::Failed);
+        db.execute(
             "UPDATE runs SET outcome = 'abandoned' WHERE id = ?1",
-            [crashed],
+            args![crashed],
         )
         .unwrap();
-        live(&mut conn, "p", "backfill a", Outcome::Failed);
-        live(&mut conn, "q", "live", Outcome::Failed);
-        live(&mut conn, "q", "live", Outcome::Failed);
-        live(&mut conn, "r", "backfill a", Outcome::Ok);
-        let ok_finished: String = conn
-            .query_row("SELECT finished_at FROM runs WHERE id = ?1", [ok], |r| {
-                r.get(0)
-            })
+        live(db, "p", "backfill a", Outcome::Failed);
+        live(db, "q", "live", Outcome::Failed);
+        live(db, "q", "live", Outcome::Failed);
+        live(db, "r", "backfill a", Outcome::Ok);
+        let ok_finished: String = db
+            .query_value("SELECT finished_at FROM runs WHERE id = ?1", args![ok])
             .unwrap();
 
         assert_eq!(
-            live_run_health(&mut conn).unwrap(),
+            live_run_health(db).unwrap(),
             [
                 LiveRunHealth {
                     pipeline: "p".into(),

@@ -240,11 +240,17 @@ fn add_coverage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::{commit, setup, t};
+    use crate::store::test_support::{commit, count, on_both_engines, t, TestDb};
 
-    #[test]
-    fn windows_finishing_out_of_order_never_take_the_watermark_past_an_unfinished_one() {
-        let (_d, mut conn, run) = setup();
+    on_both_engines!(
+        windows_finishing_out_of_order_never_take_the_watermark_past_an_unfinished_one,
+        window_done_moves_watermark_and_merges_coverage,
+    );
+
+    fn windows_finishing_out_of_order_never_take_the_watermark_past_an_unfinished_one(
+        db: &mut TestDb,
+        run: i64,
+    ) {
         let day = |d: u32| t(&format!("2024-01-{d:02}"));
         let w = |a: u32, b: u32| Window {
             start: day(a),
@@ -253,10 +259,10 @@ mod tests {
         let planned: Vec<(Window, String)> = [w(1, 3), w(3, 5), w(5, 7)]
             .map(|w| (w, "0".to_string()))
             .to_vec();
-        register_windows(&mut conn, "p", "live", &planned).unwrap();
+        register_windows(db, "p", "live", &planned).unwrap();
         // Registering again (a resumed run) keeps the saved cursors.
         commit(
-            &mut conn,
+            db,
             run,
             vec![],
             Progress::Next {
@@ -264,64 +270,43 @@ mod tests {
                 cursor: "c9".into(),
             },
         );
-        register_windows(&mut conn, "p", "live", &planned).unwrap();
-        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
+        register_windows(db, "p", "live", &planned).unwrap();
+        let track = ensure_track(db, "p", "live", None).unwrap();
         assert_eq!(track.in_progress[0], (w(1, 3), "c9".to_string()));
         assert_eq!(track.in_progress.len(), 3);
-        commit(
-            &mut conn,
-            run,
-            vec![],
-            Progress::WindowDone { window: w(3, 5) },
-        );
+        commit(db, run, vec![], Progress::WindowDone { window: w(3, 5) });
         assert_eq!(
-            watermark(&mut conn, "p", "live").unwrap(),
+            watermark(db, "p", "live").unwrap(),
             Some(day(1)),
             "not past 1..3"
         );
-        commit(
-            &mut conn,
-            run,
-            vec![],
-            Progress::WindowDone { window: w(1, 3) },
-        );
-        assert_eq!(watermark(&mut conn, "p", "live").unwrap(), Some(day(5)));
-        commit(
-            &mut conn,
-            run,
-            vec![],
-            Progress::WindowDone { window: w(5, 7) },
-        );
-        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
+        commit(db, run, vec![], Progress::WindowDone { window: w(1, 3) });
+        assert_eq!(watermark(db, "p", "live").unwrap(), Some(day(5)));
+        commit(db, run, vec![], Progress::WindowDone { window: w(5, 7) });
+        let track = ensure_track(db, "p", "live", None).unwrap();
         assert_eq!((track.watermark, track.in_progress), (Some(day(7)), vec![]));
-        let ranges: i64 = conn
-            .query_row("SELECT COUNT(*) FROM coverage", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(ranges, 1, "merged as they finished");
+        assert_eq!(
+            count(db, "SELECT COUNT(*) FROM coverage"),
+            1,
+            "merged as they finished"
+        );
         // The last window finishing first: once all are, the watermark is its end, not the end
         // of the one that finished last.
         let planned: Vec<(Window, String)> = [w(7, 9), w(9, 11), w(11, 13)]
             .map(|w| (w, "0".to_string()))
             .to_vec();
-        register_windows(&mut conn, "p", "live", &planned).unwrap();
+        register_windows(db, "p", "live", &planned).unwrap();
         for done in [w(11, 13), w(7, 9), w(9, 11)] {
-            commit(
-                &mut conn,
-                run,
-                vec![],
-                Progress::WindowDone { window: done },
-            );
+            commit(db, run, vec![], Progress::WindowDone { window: done });
         }
-        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
+        let track = ensure_track(db, "p", "live", None).unwrap();
         assert_eq!(
             (track.watermark, track.planned_until),
             (Some(day(13)), None)
         );
     }
 
-    #[test]
-    fn window_done_moves_watermark_and_merges_coverage() {
-        let (_d, mut conn, run) = setup();
+    fn window_done_moves_watermark_and_merges_coverage(db: &mut TestDb, run: i64) {
         let a = Window {
             start: t("2024-01-01"),
             end: t("2024-01-02"),
@@ -335,7 +320,7 @@ mod tests {
             end: t("2024-02-02"),
         };
         commit(
-            &mut conn,
+            db,
             run,
             vec![],
             Progress::Next {
@@ -343,21 +328,21 @@ mod tests {
                 cursor: "x".into(),
             },
         );
-        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
+        let track = ensure_track(db, "p", "live", None).unwrap();
         assert_eq!(track.in_progress, vec![(a, "x".to_string())]);
         assert_eq!(track.watermark, None);
-        commit(&mut conn, run, vec![], Progress::WindowDone { window: a });
-        commit(&mut conn, run, vec![], Progress::WindowDone { window: b });
-        commit(&mut conn, run, vec![], Progress::WindowDone { window: far });
-        let track = ensure_track(&mut conn, "p", "live", None).unwrap();
+        commit(db, run, vec![], Progress::WindowDone { window: a });
+        commit(db, run, vec![], Progress::WindowDone { window: b });
+        commit(db, run, vec![], Progress::WindowDone { window: far });
+        let track = ensure_track(db, "p", "live", None).unwrap();
         assert_eq!(track.in_progress, vec![]);
         assert_eq!(track.watermark, Some(t("2024-02-02")));
-        let ranges: Vec<(String, String)> = conn
-            .prepare("SELECT range_start, range_end FROM coverage ORDER BY range_start")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
+        let ranges: Vec<(String, String)> = db
+            .query_map(
+                "SELECT range_start, range_end FROM coverage ORDER BY range_start",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!(ranges.len(), 2, "{ranges:?}");
         assert_eq!(ranges[0].0, "2024-01-01 00:00:00.000");

@@ -248,12 +248,18 @@ pub(super) fn write_line(
 #[cfg(test)]
 mod tests {
     use crate::planner::Window;
-    use crate::store::test_support::{commit, count, order, setup, t};
+    use crate::store::sql::{Begin, Db, Dialect, Tx};
+    use crate::store::test_support::{commit, count, on_both_engines, order, t, text, TestDb};
+    use crate::store::upsert::{upsert_order, Stamp};
     use crate::store::Progress;
 
-    #[test]
-    fn older_copy_never_overwrites_newer_and_same_copy_is_not_rewritten() {
-        let (_d, mut conn, run) = setup();
+    on_both_engines!(
+        older_copy_never_overwrites_newer_and_same_copy_is_not_rewritten,
+        an_unchanged_copy_writes_last_seen_at_only_below_the_floor,
+        status_change_adds_exactly_one_history_row,
+    );
+
+    fn older_copy_never_overwrites_newer_and_same_copy_is_not_rewritten(db: &mut TestDb, run: i64) {
         let w = Window {
             start: t("2024-01-01"),
             end: t("2024-01-02"),
@@ -265,37 +271,39 @@ mod tests {
         let newer = order("1", "REFUND", "2024-01-01 12:00:00", "{\"v\":2}");
         let older = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{\"v\":1}");
         assert_eq!(
-            commit(&mut conn, run, vec![newer.clone()], next.clone()).changed,
+            commit(db, run, vec![newer.clone()], next.clone()).changed,
             1
         );
-        assert_eq!(commit(&mut conn, run, vec![older], next.clone()).changed, 0);
-        assert_eq!(commit(&mut conn, run, vec![newer], next).changed, 0);
-        let (status, raw): (String, String) = conn
-            .query_row(
-                "SELECT status_raw, raw FROM orders WHERE order_id = '1'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((status.as_str(), raw.as_str()), ("REFUND", "{\"v\":2}"));
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
+        assert_eq!(commit(db, run, vec![older], next.clone()).changed, 0);
+        assert_eq!(commit(db, run, vec![newer], next).changed, 0);
+        assert_eq!(
+            text(db, "SELECT status_raw FROM orders WHERE order_id = '1'"),
+            "REFUND"
+        );
+        // SQLite keeps the upstream text as it came; PostgreSQL keeps its value as `jsonb`, which
+        // reads back in jsonb's own spelling (README "PostgreSQL").
+        let raw = text(db, "SELECT raw FROM orders WHERE order_id = '1'");
+        let expected = match db.dialect() {
+            Dialect::Sqlite => r#"{"v":2}"#,
+            Dialect::Postgres => r#"{"v": 2}"#,
+        };
+        assert_eq!(raw, expected);
+        assert_eq!(count(db, "SELECT COUNT(*) FROM order_status_history"), 1);
     }
 
-    #[test]
-    fn an_unchanged_copy_writes_last_seen_at_only_below_the_floor() {
-        use crate::store::upsert::{upsert_order, Stamp};
-        let (_d, mut conn, _run) = setup();
-        let o = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a");
-        let seen = |conn: &rusqlite::Connection| -> (String, String) {
-            conn.query_row("SELECT last_seen_at, synced_at FROM orders", [], |r| {
+    fn an_unchanged_copy_writes_last_seen_at_only_below_the_floor(db: &mut TestDb, _run: i64) {
+        let o = order("1", "PAY_SUCC", "2024-01-01 10:00:00", "{}");
+        let seen = |db: &mut dyn Db| -> (String, String) {
+            db.query_opt_map("SELECT last_seen_at, synced_at FROM orders", &[], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .unwrap()
+            .unwrap()
         };
-        let write = |conn: &mut rusqlite::Connection, now: &str, floor: &str| {
-            let mut tx = conn.transaction().unwrap();
+        let write = |db: &mut dyn Db, now: &str, floor: &str| {
+            let mut tx = Tx::begin(db, Begin::Write).unwrap();
             let changed = upsert_order(
-                &mut tx,
+                &mut *tx,
                 "p",
                 &o,
                 Stamp {
@@ -307,34 +315,20 @@ mod tests {
             tx.commit().unwrap();
             changed
         };
-        assert!(write(
-            &mut conn,
-            "2024-02-01 08:00:00",
-            "2024-02-01 00:00:00"
-        ));
+        assert!(write(db, "2024-02-01 08:00:00", "2024-02-01 00:00:00"));
         // The same day, a live sync reads it again: nothing is written.
-        assert!(!write(
-            &mut conn,
-            "2024-02-01 09:00:00",
-            "2024-02-01 00:00:00"
-        ));
-        assert_eq!(seen(&conn).0, "2024-02-01 08:00:00");
+        assert!(!write(db, "2024-02-01 09:00:00", "2024-02-01 00:00:00"));
+        assert_eq!(seen(db).0, "2024-02-01 08:00:00");
         // A rescan starting later stamps it, and only that column.
-        assert!(!write(
-            &mut conn,
-            "2024-02-01 10:00:00",
-            "2024-02-01 10:00:00"
-        ));
+        assert!(!write(db, "2024-02-01 10:00:00", "2024-02-01 10:00:00"));
         assert_eq!(
-            seen(&conn),
+            seen(db),
             ("2024-02-01 10:00:00".into(), "2024-02-01 08:00:00".into())
         );
-        assert_eq!(count(&conn, "SELECT COUNT(*) FROM order_status_history"), 1);
+        assert_eq!(count(db, "SELECT COUNT(*) FROM order_status_history"), 1);
     }
 
-    #[test]
-    fn status_change_adds_exactly_one_history_row() {
-        let (_d, mut conn, run) = setup();
+    fn status_change_adds_exactly_one_history_row(db: &mut TestDb, run: i64) {
         let w = Window {
             start: t("2024-01-01"),
             end: t("2024-01-02"),
@@ -344,31 +338,41 @@ mod tests {
             cursor: "c".into(),
         };
         commit(
-            &mut conn,
+            db,
             run,
-            vec![order("1", "PAY_SUCC", "2024-01-01 10:00:00", "a")],
+            vec![order(
+                "1",
+                "PAY_SUCC",
+                "2024-01-01 10:00:00",
+                r#"{"v":"a"}"#,
+            )],
             p(),
         );
         // Same status, new content (commission changed): updated, no history row.
         commit(
-            &mut conn,
+            db,
             run,
-            vec![order("1", "PAY_SUCC", "2024-01-01 10:05:00", "b")],
+            vec![order(
+                "1",
+                "PAY_SUCC",
+                "2024-01-01 10:05:00",
+                r#"{"v":"b"}"#,
+            )],
             p(),
         );
         commit(
-            &mut conn,
+            db,
             run,
-            vec![order("1", "CONFIRM", "2024-01-01 11:00:00", "c")],
+            vec![order("1", "CONFIRM", "2024-01-01 11:00:00", r#"{"v":"c"}"#)],
             p(),
         );
         assert_eq!(
             count(
-                &conn,
+                db,
                 "SELECT COUNT(*) FROM order_status_history WHERE order_id = '1'"
             ),
             2
         );
-        assert_eq!(count(&conn, "SELECT rows_changed FROM runs"), 3);
+        assert_eq!(count(db, "SELECT rows_changed FROM runs"), 3);
     }
 }

@@ -3,9 +3,10 @@
 //! (`fixture`), the binary as a child process (`process`) and as a running daemon (`daemon`),
 //! the daemon's HTTP side and metrics (`metrics`), the seeds of the randomised tests (`seeds`),
 //! rows staged for states a real run cannot reach quickly (`staged`), the external programs some
-//! tests drive (`tools`), a throwaway PostgreSQL cluster (`pg`), and a host that vanished
-//! (`blackhole`). Test modules `use crate::common::*`; the five-source harness, `all_sources`, is
-//! imported by name by the tests that use it. No test module imports another.
+//! tests drive (`tools`), a host that vanished (`blackhole`), and, re-exported, a throwaway
+//! PostgreSQL cluster (crate `ordersync-testpg`, `testpg/`, shared with the library's unit tests).
+//! Test modules `use crate::common::*`; the five-source harness, `all_sources`, is imported by
+//! name by the tests that use it. No test module imports another.
 
 #![allow(dead_code)]
 
@@ -16,7 +17,6 @@ mod db;
 mod fixture;
 mod harness;
 mod metrics;
-mod pg;
 mod process;
 mod seeds;
 mod staged;
@@ -29,7 +29,7 @@ pub use db::*;
 pub use fixture::*;
 pub use harness::*;
 pub use metrics::*;
-pub use pg::*;
+pub use ordersync_testpg::*;
 pub use process::*;
 pub use seeds::*;
 pub use staged::*;

@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+/// The skip-or-fail policy lives with the PostgreSQL cluster, which the library's unit tests use too.
+pub use ordersync_testpg::tool_missing;
+
 /// Whether `program --version` runs. When it does not: prints `SKIPPED: <program> is not
 /// installed (.ci/run installs it)` and returns false, or panics with that sentence when
 /// `ORDERSYNC_REQUIRE_TOOLS` is set.
@@ -17,14 +20,4 @@ pub fn tool_available(program: &str) -> bool {
     }
     tool_missing(program);
     false
-}
-
-/// Says `what` is missing: `SKIPPED: <what> is not installed (.ci/run installs it)`, or a panic
-/// with that sentence when `ORDERSYNC_REQUIRE_TOOLS` is set.
-pub fn tool_missing(what: &str) {
-    let why = format!("{what} is not installed (.ci/run installs it)");
-    if std::env::var_os("ORDERSYNC_REQUIRE_TOOLS").is_some() {
-        panic!("{why}, and ORDERSYNC_REQUIRE_TOOLS is set");
-    }
-    eprintln!("SKIPPED: {why}");
 }

@@ -1,18 +1,28 @@
-//! A throwaway PostgreSQL cluster for the tests that need one: started once per test process on a
-//! free loopback port (its unix socket in its own temp dir too), password auth for one test role,
-//! a fresh database per test, and stopped when the process exits — or, if the process is killed,
-//! by a watchdog shell that waits for it to go. initdb refuses to run as root: as root (CI), the
-//! server runs as the `postgres` system user, which owns the temp dir.
+//! A throwaway PostgreSQL cluster for ordersync's tests — the library's unit tests (the store's
+//! behaviours on both engines) and the integration tests alike, hence a crate of its own: started
+//! once per test process on a free loopback port (its unix socket in its own temp dir too),
+//! password auth for one test role, a fresh database per test, and stopped when the process exits
+//! — or, if the process is killed, by a watchdog shell that waits for it to go. initdb refuses to
+//! run as root: as root (CI), the server runs as the `postgres` system user, which owns the temp dir.
 //!
 //! Without PostgreSQL's programs (initdb, pg_ctl, postgres on PATH or in /usr/lib/postgresql/*/bin)
-//! the tests that need one are skipped, as `tools` does, unless `ORDERSYNC_REQUIRE_TOOLS` is set.
+//! the tests that need one are skipped ([`tool_missing`]), unless `ORDERSYNC_REQUIRE_TOOLS` is set.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use super::tool_missing;
+/// Says `what` is missing: `SKIPPED: <what> is not installed (.ci/run installs it)`, or a panic
+/// with that sentence when `ORDERSYNC_REQUIRE_TOOLS` is set (`.ci/run` sets it after installing
+/// them), where a missing program fails the test instead of passing it unseen.
+pub fn tool_missing(what: &str) {
+    let why = format!("{what} is not installed (.ci/run installs it)");
+    if std::env::var_os("ORDERSYNC_REQUIRE_TOOLS").is_some() {
+        panic!("{why}, and ORDERSYNC_REQUIRE_TOOLS is set");
+    }
+    eprintln!("SKIPPED: {why}");
+}
 
 /// The role the tests connect as (the cluster's superuser) and its password.
 pub const PG_USER: &str = "ordersync_test";
