@@ -204,4 +204,11 @@ fn a_page_of_a_run_this_session_does_not_hold_is_refused_whole() {
     );
     store::commit_page(&mut holder, &page).unwrap();
     assert_eq!(count(&mut other), 1);
+
+    // A run begun again on the session holding an unfinished one takes the lock over, not twice:
+    // once it finishes, another worker may begin.
+    let again = store::begin_run(&mut holder, "p", "sync", "live").unwrap();
+    store::finish_run(&mut holder, again, store::Outcome::Ok, None, 0).unwrap();
+    let next = store::begin_run(&mut other, "p", "sync", "live");
+    assert!(next.is_ok(), "{next:?}");
 }

@@ -60,6 +60,18 @@ fn try_lock(db: &mut dyn Db, key: i64) -> Result<bool, StoreError> {
     db.query_value("SELECT pg_try_advisory_lock(?1)", args![key])
 }
 
+/// Whether this session holds the run lock `key` (from `pg_locks`, where a bigint key is kept as
+/// its high and low halves).
+fn held_here(db: &mut dyn Db, key: i64) -> Result<bool, StoreError> {
+    let key = key as u64;
+    db.query_value(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND pid = pg_backend_pid() AND objsubid = 1 \
+           AND classid::bigint = ?1 AND objid::bigint = ?2)",
+        args![(key >> 32) as i64, (key & 0xffff_ffff) as i64],
+    )
+}
+
 fn unlock(db: &mut dyn Db, key: i64) -> Result<(), StoreError> {
     db.query_value::<bool>("SELECT pg_advisory_unlock(?1)", args![key])
         .map(|_| ())
@@ -226,14 +238,7 @@ pub(super) fn check_still_held(db: &mut dyn Db, run_id: i64) -> Result<(), Store
     let Some((pipeline, scope)) = run else {
         return Ok(());
     };
-    let key = run_lock(&pipeline, &scope) as u64;
-    let held: bool = db.query_value(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-           AND pid = pg_backend_pid() AND objsubid = 1 \
-           AND classid::bigint = ?1 AND objid::bigint = ?2)",
-        args![(key >> 32) as i64, (key & 0xffff_ffff) as i64],
-    )?;
-    if held {
+    if held_here(db, run_lock(&pipeline, &scope))? {
         Ok(())
     } else {
         Err(StoreError::RunLost { pipeline, scope })
@@ -256,7 +261,10 @@ pub fn begin_run(
     // refusal or failure below lets it go again.
     let lock = (tx.dialect() == Dialect::Postgres).then(|| run_lock(pipeline, scope));
     if let Some(key) = lock {
-        if !try_lock(&mut *tx, key)? {
+        // A lock this session holds already (a run of it whose finish_run failed) is not taken
+        // again: taken twice, one unlock would leave it held, and every other worker would see
+        // the pipeline busy for as long as this process lives.
+        if !held_here(&mut *tx, key)? && !try_lock(&mut *tx, key)? {
             let pid = tx
                 .query_opt_map(
                     "SELECT pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running' \
