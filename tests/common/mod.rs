@@ -3,9 +3,9 @@
 //! (`fixture`), the binary as a child process (`process`) and as a running daemon (`daemon`),
 //! the daemon's HTTP side and metrics (`metrics`), the seeds of the randomised tests (`seeds`),
 //! rows staged for states a real run cannot reach quickly (`staged`), the external programs some
-//! tests drive (`tools`), and a throwaway PostgreSQL cluster (`pg`). Test modules
-//! `use crate::common::*`; the five-source harness, `all_sources`, is imported by name by the tests
-//! that use it. No test module imports another.
+//! tests drive (`tools`), a throwaway PostgreSQL cluster (`pg`), and the README's SQL on both
+//! engines (`readme_sql`). Test modules `use crate::common::*`; the five-source harness,
+//! `all_sources`, is imported by name by the tests that use it. No test module imports another.
 
 #![allow(dead_code)]
 
@@ -17,6 +17,7 @@ mod harness;
 mod metrics;
 mod pg;
 mod process;
+mod readme_sql;
 mod seeds;
 mod staged;
 mod tools;
@@ -29,6 +30,7 @@ pub use harness::*;
 pub use metrics::*;
 pub use pg::*;
 pub use process::*;
+pub use readme_sql::*;
 pub use seeds::*;
 pub use staged::*;
 pub use tools::*;
