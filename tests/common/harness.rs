@@ -102,6 +102,17 @@ vekey = {{ env = "TEST_VEKEY" }}
         self.command(args).output().expect("binary runs")
     }
 
+    /// The binary on the PostgreSQL database at `url` (`--db`; one of `ordersync_testpg`'s, whose
+    /// password goes in `PGPASSWORD`) instead of the config's SQLite file.
+    pub fn run_on(&self, url: &str, args: &[&str]) -> Output {
+        let mut all = vec!["--db", url];
+        all.extend_from_slice(args);
+        self.command(&all)
+            .env("PGPASSWORD", super::PG_PASSWORD)
+            .output()
+            .expect("binary runs")
+    }
+
     pub fn db(&self) -> Connection {
         Connection::open(self.db_path()).expect("open db")
     }

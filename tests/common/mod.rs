@@ -3,10 +3,11 @@
 //! (`fixture`), the binary as a child process (`process`) and as a running daemon (`daemon`),
 //! the daemon's HTTP side and metrics (`metrics`), the seeds of the randomised tests (`seeds`),
 //! rows staged for states a real run cannot reach quickly (`staged`), the external programs some
-//! tests drive (`tools`), a host that vanished (`blackhole`), and, re-exported, a throwaway
-//! PostgreSQL cluster (crate `ordersync-testpg`, `testpg/`, shared with the library's unit tests).
-//! Test modules `use crate::common::*`; the five-source harness, `all_sources`, is imported by
-//! name by the tests that use it. No test module imports another.
+//! tests drive (`tools`), a host that vanished (`blackhole`), the README's SQL on both engines
+//! (`readme_sql`), and, re-exported, a throwaway PostgreSQL cluster (crate `ordersync-testpg`,
+//! `testpg/`, shared with the library's unit tests). Test modules `use crate::common::*`; the
+//! five-source harness, `all_sources`, is imported by name by the tests that use it. No test
+//! module imports another.
 
 #![allow(dead_code)]
 
@@ -18,6 +19,7 @@ mod fixture;
 mod harness;
 mod metrics;
 mod process;
+mod readme_sql;
 mod seeds;
 mod staged;
 mod tools;
@@ -31,6 +33,7 @@ pub use harness::*;
 pub use metrics::*;
 pub use ordersync_testpg::*;
 pub use process::*;
+pub use readme_sql::*;
 pub use seeds::*;
 pub use staged::*;
 pub use tools::*;
