@@ -13,7 +13,7 @@ use ordersync::store::sql::{Db, Param};
 use ordersync_sim::Faults;
 
 use crate::common::all_sources::{AllSources, Worlds, VE};
-use crate::common::{assert_ok, pg_database, sigterm, wait_exit, PG_PASSWORD};
+use crate::common::{assert_ok, pg_database, sigterm, wait_exit, Reaper, PG_PASSWORD};
 
 /// `(id, pid, outcome, error)` of each run of `pipeline`, oldest first.
 fn runs(db: &mut dyn Db, pipeline: &str) -> Vec<(i64, i64, String, Option<String>)> {
@@ -59,13 +59,15 @@ fn a_daemon_whose_connection_the_server_ends_stops_that_run_and_carries_on() {
     a.write_config("5s", 3);
     a.add_defaults("schedule = \"* * * * * *\"");
     let url = pg.url();
-    let mut daemon = a
-        .command(&["--db", &url, "run"])
-        .env("PGPASSWORD", PG_PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut reaper = Reaper(
+        a.command(&["--db", &url, "run"])
+            .env("PGPASSWORD", PG_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let daemon = &mut reaper.0;
     let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
     let mut db = PgDb::connect(&target).unwrap();
     let daemon_pid = i64::from(daemon.id());
@@ -122,8 +124,8 @@ fn a_daemon_whose_connection_the_server_ends_stops_that_run_and_carries_on() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    sigterm(&daemon);
-    assert_eq!(wait_exit(&mut daemon, Duration::from_secs(30)), Some(0));
+    sigterm(daemon);
+    assert_eq!(wait_exit(daemon, Duration::from_secs(30)), Some(0));
     let cut = after.iter().find(|r| r.0 == cut_run).unwrap();
     assert_eq!(cut.2, "failed", "{after:?}");
     let error = cut.3.clone().unwrap_or_default();

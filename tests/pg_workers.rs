@@ -15,7 +15,7 @@ use ordersync::timefmt;
 use ordersync_sim::Faults;
 
 use crate::common::all_sources::{AllSources, Worlds, VE};
-use crate::common::{assert_ok, pg_database, sigterm, wait_exit, Blackhole, PG_PASSWORD};
+use crate::common::{assert_ok, pg_database, sigterm, wait_exit, Blackhole, Reaper, PG_PASSWORD};
 
 /// One run as `runs` has it.
 #[derive(Debug, Clone)]
@@ -114,7 +114,8 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
             .spawn()
             .unwrap()
     };
-    let mut workers: Vec<Child> = (0..3).map(|_| worker()).collect();
+    // Killed if the test fails half way: a worker left running would outlive the test.
+    let mut workers: Vec<Reaper> = (0..3).map(|_| Reaper(worker())).collect();
     let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
     let mut db: Option<PgDb> = None;
     let mut watch = |want: &dyn Fn(&[RunRow]) -> bool, within: Duration, what: &str| {
@@ -137,7 +138,7 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     };
 
     // Every pipeline has run once; then the worker that is in the middle of a run is killed.
-    let pids: Vec<i64> = workers.iter().map(|w| i64::from(w.id())).collect();
+    let pids: Vec<i64> = workers.iter().map(|w| i64::from(w.0.id())).collect();
     let ran_all = |rows: &[RunRow]| {
         pipelines
             .iter()
@@ -160,8 +161,8 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     let victim = pids.iter().position(|p| *p == victim_pid).unwrap();
     // Its runs end at the latest here; another worker may begin one a moment later.
     let kill_sent = timefmt::fmt_millis(timefmt::beijing_now());
-    workers[victim].kill().unwrap();
-    workers[victim].wait().unwrap();
+    workers[victim].0.kill().unwrap();
+    workers[victim].0.wait().unwrap();
     let killed_at = timefmt::fmt_millis(timefmt::beijing_now());
 
     // The others pick up every pipeline the killed one ran, and run it to the end.
@@ -183,8 +184,8 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     );
     for (i, w) in workers.iter_mut().enumerate() {
         if i != victim {
-            sigterm(w);
-            assert_eq!(wait_exit(w, Duration::from_secs(30)), Some(0));
+            sigterm(&w.0);
+            assert_eq!(wait_exit(&mut w.0, Duration::from_secs(30)), Some(0));
         }
     }
 
@@ -289,11 +290,14 @@ fn status_names_the_worker(db: Option<(&str, &str)>) {
             .clone()
     };
     assert_eq!(status()["running"], serde_json::json!([]));
-    let mut sync = with_db(&["sync", VE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut reaper = Reaper(
+        with_db(&["sync", VE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sync = &mut reaper.0;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let worker = format!("{} pid {}", host.trim(), sync.id());
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -373,11 +377,14 @@ fn a_vanished_hosts_pipeline_is_free_within_dead_peer() {
         cmd.env("PGPASSWORD", PG_PASSWORD);
         cmd
     };
-    let mut doomed = into_pg(&["sync", VE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut reaper = Reaper(
+        into_pg(&["sync", VE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let doomed = &mut reaper.0;
     let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
     let mut watcher = PgDb::connect_for_reading(&target).unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
