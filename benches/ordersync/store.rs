@@ -1,0 +1,284 @@
+//! Part 2, the store without HTTP: the same veapi pages, already fetched, parsed and committed page
+//! by page through `commit_page`, against bare rusqlite inserts of the same rows into the same schema.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as ChronoDuration, NaiveDateTime};
+use ordersync::config::Auth;
+use ordersync::planner::Window;
+use ordersync::sources::{self, Axis, PageQuery, SourceKind, SourceOptions};
+use ordersync::store::{self, PageCommit, Progress};
+use ordersync_sim::{beijing_now, Faults, VeapiSim, VeapiSimConfig};
+
+use crate::DAYS;
+
+/// Prints part 2's table.
+pub fn run(rt: &tokio::runtime::Runtime) {
+    println!("\n## 2. normalise + upsert without HTTP vs bare rusqlite inserts (veapi rows)\n");
+    let n = 100_000;
+    let rates = store_rates(rt, n);
+    println!("| path ({n} orders, a transaction per 50) | rows/s | CPU µs/order |");
+    println!("|---|---:|---:|");
+    for (path, r) in [
+        (
+            "ordersync: parse + normalise + commit_page (lines, history, checkpoint, run)",
+            rates.ours,
+        ),
+        ("bare: one prepared INSERT into orders", rates.bare),
+        (
+            "bare, every table: INSERTs into orders, sub_orders and history",
+            rates.bare_all,
+        ),
+    ] {
+        println!("| {path} | {:.0} | {:.1} |", r.rows_per_s, r.cpu_us_per_row);
+    }
+    println!(
+        "\nratio ordersync / bare = {:.2}; ordersync / bare, every table = {:.2}",
+        rates.ours.rows_per_s / rates.bare.rows_per_s,
+        rates.ours.rows_per_s / rates.bare_all.rows_per_s
+    );
+}
+
+/// Rate and CPU cost of one way of storing rows.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    rows_per_s: f64,
+    cpu_us_per_row: f64,
+}
+
+struct StoreRates {
+    ours: Rate,
+    bare: Rate,
+    bare_all: Rate,
+}
+
+/// CPU time (user + sys) this thread has used: the store paths below run on it alone.
+fn thread_cpu() -> Duration {
+    // SAFETY: `rusage` is plain data that getrusage fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Times `work`, which stores `n` rows, by the wall clock and this thread's CPU.
+fn rate(n: usize, work: impl FnOnce()) -> Rate {
+    let (started, cpu) = (Instant::now(), thread_cpu());
+    work();
+    Rate {
+        rows_per_s: n as f64 / started.elapsed().as_secs_f64(),
+        cpu_us_per_row: (thread_cpu() - cpu).as_secs_f64() * 1e6 / n as f64,
+    }
+}
+
+/// ordersync's store path against bare inserts of the same `n` veapi orders.
+fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
+    let now = beijing_now();
+    let sim = rt
+        .block_on(VeapiSim::start(VeapiSimConfig {
+            seed: 2,
+            vekey: "bench".into(),
+            orders: n,
+            days: DAYS,
+            now,
+            faults: Faults::default(),
+        }))
+        .expect("simulator");
+    let auth: Auth = [("vekey", "bench")].into_iter().collect();
+    let options = SourceOptions::parse(SourceKind::Veapi, &toml::Table::new()).expect("options");
+    let window = Window {
+        start: now - ChronoDuration::days(DAYS + 1),
+        end: now,
+    };
+    let endpoint = sim.endpoint();
+    // Fetch every page once, untimed.
+    let client = reqwest::Client::new();
+    let mut bodies: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut cursor = sources::first_cursor(SourceKind::Veapi).to_string();
+    loop {
+        let q = veapi_query(&endpoint, &auth, &options, window, &cursor);
+        let req = sources::build_request(&q).expect("request");
+        let body = rt
+            .block_on(async { client.get(req.url).send().await?.bytes().await })
+            .expect("page")
+            .to_vec();
+        let page = sources::parse_page(&q, 200, &body).expect("parses");
+        bodies.push((cursor.clone(), body));
+        match page.next_cursor {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+
+    // ordersync: parse + normalise + commit_page, page by page, as a run does.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = store::open_connection(&dir.path().join("ours.db")).expect("db");
+    store::ensure_track(&mut conn, "p", "live", None).expect("track");
+    let run_id = store::begin_run(&mut conn, "p", "sync", "live").expect("run");
+    let mut rows = 0usize;
+    let ours = rate(n, || {
+        for (i, (cursor, body)) in bodies.iter().enumerate() {
+            let page = sources::parse_page(
+                &veapi_query(&endpoint, &auth, &options, window, cursor),
+                200,
+                body,
+            )
+            .expect("parses");
+            let progress = match bodies.get(i + 1) {
+                Some((next, _)) => Progress::Next {
+                    window,
+                    cursor: next.clone(),
+                },
+                None => Progress::WindowDone { window },
+            };
+            rows += page.orders.len();
+            store::commit_page(
+                &mut conn,
+                &PageCommit {
+                    run_id,
+                    pipeline: "p".into(),
+                    scope: "live".into(),
+                    source: SourceKind::Veapi,
+                    orders: page.orders,
+                    rejected: page.rejected,
+                    asked: (window, cursor.clone()),
+                    requests: 1,
+                    seen_floor: String::new(),
+                    progress,
+                },
+            )
+            .expect("commit");
+        }
+    });
+    assert_eq!(rows, n);
+
+    // Bare: the same normalised rows, one prepared statement, a transaction per page.
+    let pages: Vec<Vec<ordersync::model::OrderRow>> = bodies
+        .iter()
+        .map(|(cursor, body)| {
+            sources::parse_page(
+                &veapi_query(&endpoint, &auth, &options, window, cursor),
+                200,
+                body,
+            )
+            .expect("parses")
+            .orders
+        })
+        .collect();
+    let bare = bare_insert(&dir.path().join("bare.db"), &pages, false);
+    let bare_all = bare_insert(&dir.path().join("bare_all.db"), &pages, true);
+    assert!(pages.iter().map(Vec::len).sum::<usize>() == n);
+    StoreRates {
+        ours,
+        bare,
+        bare_all,
+    }
+}
+
+/// The same normalised rows, prepared statements, a transaction per page: into `orders` only, or
+/// (`every_table`) with each order's lines and one history row too, as ordersync stores them.
+fn bare_insert(path: &Path, pages: &[Vec<ordersync::model::OrderRow>], every_table: bool) -> Rate {
+    let n = pages.iter().map(Vec::len).sum();
+    let mut conn = store::open_connection(path).expect("db");
+    let fmt = |t: Option<NaiveDateTime>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string());
+    rate(n, || {
+        for page in pages {
+            let tx = conn.transaction().expect("tx");
+            {
+                let mut order_stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO orders (source, order_id, pipeline, kind, status, status_raw, pay_amount, \
+                         commission, paid_at, updated_at, shop_id, shop_name, product_id, product_name, item_num, raw, \
+                         first_seen_at, synced_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
+                    )
+                    .expect("prepare");
+                let mut line_stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO sub_orders (source, order_id, sub_order_id, sku_id, product_id, product_name, \
+                         item_num, pay_amount, status, status_raw, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .expect("prepare");
+                let mut history_stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO order_status_history (source, order_id, status, status_raw, observed_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .expect("prepare");
+                for o in page {
+                    order_stmt
+                        .execute(rusqlite::params![
+                            o.source.as_str(),
+                            o.order_id,
+                            "p",
+                            o.kind.as_str(),
+                            o.status.as_str(),
+                            o.status_raw,
+                            o.pay_amount,
+                            o.commission,
+                            fmt(o.paid_at),
+                            fmt(o.updated_at),
+                            o.shop_id,
+                            o.shop_name,
+                            o.product_id,
+                            o.product_name,
+                            o.item_num,
+                            o.raw,
+                            "2024-01-01 00:00:00",
+                        ])
+                        .expect("insert");
+                    if !every_table {
+                        continue;
+                    }
+                    for s in &o.sub_orders {
+                        line_stmt
+                            .execute(rusqlite::params![
+                                o.source.as_str(),
+                                o.order_id,
+                                s.sub_order_id,
+                                s.sku_id,
+                                s.product_id,
+                                s.product_name,
+                                s.item_num,
+                                s.pay_amount,
+                                s.status.as_str(),
+                                s.status_raw,
+                                (!s.raw.is_empty()).then_some(s.raw.as_str()),
+                            ])
+                            .expect("insert line");
+                    }
+                    history_stmt
+                        .execute(rusqlite::params![
+                            o.source.as_str(),
+                            o.order_id,
+                            o.status.as_str(),
+                            o.status_raw,
+                            "2024-01-01 00:00:00",
+                        ])
+                        .expect("insert history");
+                }
+            }
+            tx.commit().expect("commit");
+        }
+    })
+}
+
+fn veapi_query<'a>(
+    endpoint: &'a str,
+    auth: &'a Auth,
+    options: &'a SourceOptions,
+    window: Window,
+    cursor: &'a str,
+) -> PageQuery<'a> {
+    PageQuery {
+        endpoint,
+        auth,
+        options,
+        window,
+        cursor,
+        page_size: 50,
+        axis: Axis::Live,
+        start: window.start,
+    }
+}
