@@ -1,5 +1,5 @@
-//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency|parallel|hostile|budget] [--source veapi|damaijia]`:
-//! what ordersync costs, measured, as one table.
+//! `cargo bench --bench ordersync [-- --1m] [--only sync|store|concurrency|parallel|hostile|budget] [--source veapi|damaijia]
+//! [--engine sqlite|postgres|both] [--pg-synchronous-commit]`: what ordersync costs, measured, as one table.
 //!
 //! Simulators run in this process; the real release `ordersync` binary runs as a child, so its CPU
 //! time (user + sys from `wait4`'s rusage) and peak RSS are the client's alone, never the
@@ -9,11 +9,13 @@
 //! 1. full sync of worlds of 10k and 100k orders (1M with `--1m`) for veapi (one order per row)
 //!    and damaijia (orders with SKU lines): wall time, CPU per order, peak RSS, rows per second,
 //!    requests made against the fewest pages that world can be read in; then a resync with
-//!    nothing new upstream: order rows written and requests;
+//!    nothing new upstream: order rows written (which must be 0) and requests. Each world is
+//!    synced into SQLite and into PostgreSQL on loopback (`--engine`; a throwaway cluster the
+//!    bench starts, `pg`), whose rows add the server's CPU per order;
 //! 2. the store without HTTP: the same veapi pages, already fetched, parsed and committed page by
 //!    page through `commit_page` (history, checkpoint and run counters included), against a bare
 //!    rusqlite loop inserting the same normalised rows with one prepared statement, batched in
-//!    transactions of a page, into the same schema;
+//!    transactions of a page, into the same schema; and the same `commit_page` into PostgreSQL;
 //! 3. all five sources in one `sync`, every simulated answer 50 ms late, against each pipeline
 //!    alone: the wall-time ratio says whether pipelines overlap;
 //! 5. (`--only parallel`) a backfill of 100k veapi orders over 360 days, every answer 100 ms late,
@@ -34,11 +36,28 @@ mod child;
 mod concurrency;
 mod hostile;
 mod parallel;
+mod pg;
 mod store;
 mod sync;
 
 /// Days of the veapi and damaijia worlds: under veapi's 90-day window, so one window each.
 pub const DAYS: i64 = 80;
+
+/// The database a `sync` or `store` row writes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        })
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -56,6 +75,18 @@ fn main() {
         .position(|a| a == "--source")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
+    // `--engine sqlite|postgres|both` (default both): the databases parts 1 and 2 write into.
+    let engines = match args
+        .iter()
+        .position(|a| a == "--engine")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("both") => vec![Engine::Sqlite, Engine::Postgres],
+        Some("sqlite") => vec![Engine::Sqlite],
+        Some("postgres") => vec![Engine::Postgres],
+        Some(other) => panic!("--engine {other}: expected sqlite, postgres or both"),
+    };
     let mut sizes = vec![10_000usize, 100_000];
     if million {
         sizes.push(1_000_000);
@@ -67,13 +98,20 @@ fn main() {
         .expect("runtime");
     println!("machine: {}", machine());
     println!("ordersync binary: {}\n", child::bin());
+    // One cluster for every PostgreSQL row, stopped when it drops at the end; or why there is none.
+    let pg = if engines.contains(&Engine::Postgres) && (part("sync") || part("store")) {
+        pg::Cluster::start(args.iter().any(|a| a == "--pg-synchronous-commit"))
+    } else {
+        Err("not asked for".to_string())
+    };
+    let pg = pg.as_ref().map_err(String::as_str);
 
     if part("sync") {
-        sync::run(&rt, &sizes, source);
+        sync::run(&rt, &sizes, source, &engines, pg);
     }
 
     if part("store") {
-        store::run(&rt);
+        store::run(&rt, &engines, pg);
     }
 
     if part("concurrency") {

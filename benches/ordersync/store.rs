@@ -1,5 +1,6 @@
 //! Part 2, the store without HTTP: the same veapi pages, already fetched, parsed and committed page
-//! by page through `commit_page`, against bare rusqlite inserts of the same rows into the same schema.
+//! by page through `commit_page`, against bare rusqlite inserts of the same rows into the same
+//! schema; and the same `commit_page` into PostgreSQL on loopback.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,18 +9,34 @@ use chrono::{Duration as ChronoDuration, NaiveDateTime};
 use ordersync::config::Auth;
 use ordersync::planner::Window;
 use ordersync::sources::{self, Axis, PageQuery, SourceKind, SourceOptions};
+use ordersync::store::sql::Db;
 use ordersync::store::{self, PageCommit, Progress};
 use ordersync_sim::{beijing_now, Faults, VeapiSim, VeapiSimConfig};
 
-use crate::DAYS;
+use crate::pg::Cluster;
+use crate::{Engine, DAYS};
 
-/// Prints part 2's table.
-pub fn run(rt: &tokio::runtime::Runtime) {
+/// Prints part 2's table; its PostgreSQL row when `engines` has it (`pg`: the cluster, or why
+/// there is none).
+pub fn run(rt: &tokio::runtime::Runtime, engines: &[Engine], pg: Result<&Cluster, &str>) {
     println!("\n## 2. normalise + upsert without HTTP vs bare rusqlite inserts (veapi rows)\n");
     let n = 100_000;
-    let rates = store_rates(rt, n);
-    println!("| path ({n} orders, a transaction per 50) | rows/s | CPU µs/order |");
-    println!("|---|---:|---:|");
+    let pg = engines.contains(&Engine::Postgres).then_some(pg);
+    let rates = store_rates(rt, n, pg);
+    println!(
+        "| path ({n} orders, a transaction per 50) | rows/s | CPU µs/order | server CPU µs/order |"
+    );
+    println!("|---|---:|---:|---:|");
+    match rates.ours_pg {
+        None => {}
+        Some(Err(why)) => println!("| ordersync: commit_page into PostgreSQL | skipped: {why} |"),
+        Some(Ok((r, server))) => println!(
+            "| ordersync: parse + normalise + commit_page into PostgreSQL on loopback | {:.0} | {:.1} | {:.1} |",
+            r.rows_per_s,
+            r.cpu_us_per_row,
+            server.as_secs_f64() * 1e6 / n as f64
+        ),
+    }
     for (path, r) in [
         (
             "ordersync: parse + normalise + commit_page (lines, history, checkpoint, run)",
@@ -31,7 +48,10 @@ pub fn run(rt: &tokio::runtime::Runtime) {
             rates.bare_all,
         ),
     ] {
-        println!("| {path} | {:.0} | {:.1} |", r.rows_per_s, r.cpu_us_per_row);
+        println!(
+            "| {path} | {:.0} | {:.1} | — |",
+            r.rows_per_s, r.cpu_us_per_row
+        );
     }
     println!(
         "\nratio ordersync / bare = {:.2}; ordersync / bare, every table = {:.2}",
@@ -49,6 +69,8 @@ struct Rate {
 
 struct StoreRates {
     ours: Rate,
+    /// Into PostgreSQL: the client thread's rate and CPU, and the cluster's CPU; or why not.
+    ours_pg: Option<Result<(Rate, Duration), String>>,
     bare: Rate,
     bare_all: Rate,
 }
@@ -73,8 +95,13 @@ fn rate(n: usize, work: impl FnOnce()) -> Rate {
     }
 }
 
-/// ordersync's store path against bare inserts of the same `n` veapi orders.
-fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
+/// ordersync's store path against bare inserts of the same `n` veapi orders, and into PostgreSQL
+/// when `pg` is given.
+fn store_rates(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    pg: Option<Result<&Cluster, &str>>,
+) -> StoreRates {
     let now = beijing_now();
     let sim = rt
         .block_on(VeapiSim::start(VeapiSimConfig {
@@ -112,47 +139,33 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
         }
     }
 
+    let fetched = Fetched {
+        endpoint: &endpoint,
+        auth: &auth,
+        options: &options,
+        window,
+        bodies: &bodies,
+    };
     // ordersync: parse + normalise + commit_page, page by page, as a run does.
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conn = store::open_connection(&dir.path().join("ours.db")).expect("db");
-    store::ensure_track(&mut conn, "p", "live", None).expect("track");
-    let run_id = store::begin_run(&mut conn, "p", "sync", "live").expect("run");
-    let mut rows = 0usize;
-    let ours = rate(n, || {
-        for (i, (cursor, body)) in bodies.iter().enumerate() {
-            let page = sources::parse_page(
-                &veapi_query(&endpoint, &auth, &options, window, cursor),
-                200,
-                body,
-            )
-            .expect("parses");
-            let progress = match bodies.get(i + 1) {
-                Some((next, _)) => Progress::Next {
-                    window,
-                    cursor: next.clone(),
-                },
-                None => Progress::WindowDone { window },
-            };
-            rows += page.orders.len();
-            store::commit_page(
-                &mut conn,
-                &PageCommit {
-                    run_id,
-                    pipeline: "p".into(),
-                    scope: "live".into(),
-                    source: SourceKind::Veapi,
-                    orders: page.orders,
-                    rejected: page.rejected,
-                    asked: (window, cursor.clone()),
-                    requests: 1,
-                    seen_floor: String::new(),
-                    progress,
-                },
-            )
-            .expect("commit");
-        }
+    let ours = commit_all(&mut conn, &fetched, n);
+    // The same into PostgreSQL. The client runs on this thread (the synchronous client drives its
+    // connection in the caller's thread), so its CPU is this thread's; the server's is the
+    // cluster's over the same span, this connection's backend being alive in it.
+    let ours_pg = pg.map(|pg| {
+        pg.map(|cluster| {
+            cluster.create_database("bench_store");
+            let mut db = store::open_db(&cluster.location("bench_store")).expect("db");
+            let before = cluster.cpu();
+            let rate = commit_all(db.as_mut(), &fetched, n);
+            let server = cluster.cpu() - before;
+            drop(db);
+            cluster.drop_database("bench_store");
+            (rate, server)
+        })
+        .map_err(str::to_string)
     });
-    assert_eq!(rows, n);
 
     // Bare: the same normalised rows, one prepared statement, a transaction per page.
     let pages: Vec<Vec<ordersync::model::OrderRow>> = bodies
@@ -172,9 +185,71 @@ fn store_rates(rt: &tokio::runtime::Runtime, n: usize) -> StoreRates {
     assert!(pages.iter().map(Vec::len).sum::<usize>() == n);
     StoreRates {
         ours,
+        ours_pg,
         bare,
         bare_all,
     }
+}
+
+/// Veapi pages fetched once, untimed, with what parsing them again needs.
+struct Fetched<'a> {
+    endpoint: &'a str,
+    auth: &'a Auth,
+    options: &'a SourceOptions,
+    window: Window,
+    /// Each page's cursor and body, in order.
+    bodies: &'a [(String, Vec<u8>)],
+}
+
+/// Parses, normalises and commits every fetched page through `commit_page` into `db` (a run of
+/// its own begun first, untimed), as a run does: the rate of `n` rows.
+fn commit_all(db: &mut dyn Db, fetched: &Fetched, n: usize) -> Rate {
+    let Fetched {
+        endpoint,
+        auth,
+        options,
+        window,
+        bodies,
+    } = *fetched;
+    store::ensure_track(db, "p", "live", None).expect("track");
+    let run_id = store::begin_run(db, "p", "sync", "live").expect("run");
+    let mut rows = 0usize;
+    let rate = rate(n, || {
+        for (i, (cursor, body)) in bodies.iter().enumerate() {
+            let page = sources::parse_page(
+                &veapi_query(endpoint, auth, options, window, cursor),
+                200,
+                body,
+            )
+            .expect("parses");
+            let progress = match bodies.get(i + 1) {
+                Some((next, _)) => Progress::Next {
+                    window,
+                    cursor: next.clone(),
+                },
+                None => Progress::WindowDone { window },
+            };
+            rows += page.orders.len();
+            store::commit_page(
+                db,
+                &PageCommit {
+                    run_id,
+                    pipeline: "p".into(),
+                    scope: "live".into(),
+                    source: SourceKind::Veapi,
+                    orders: page.orders,
+                    rejected: page.rejected,
+                    asked: (window, cursor.clone()),
+                    requests: 1,
+                    seen_floor: String::new(),
+                    progress,
+                },
+            )
+            .expect("commit");
+        }
+    });
+    assert_eq!(rows, n);
+    rate
 }
 
 /// The same normalised rows, prepared statements, a transaction per page: into `orders` only, or
