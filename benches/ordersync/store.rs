@@ -27,31 +27,34 @@ pub fn run(rt: &tokio::runtime::Runtime, engines: &[Engine], pg: Result<&Cluster
         "| path ({n} orders, a transaction per 50) | rows/s | CPU µs/order | server CPU µs/order |"
     );
     println!("|---|---:|---:|---:|");
+    let sqlite = |path: &str, r: Rate| {
+        println!(
+            "| {path} | {:.0} | {:.1} | — |",
+            r.rows_per_s, r.cpu_us_per_row
+        );
+    };
+    sqlite(
+        "ordersync: parse + normalise + commit_page (lines, history, checkpoint, run)",
+        rates.ours,
+    );
     match rates.ours_pg {
         None => {}
         Some(Err(why)) => println!("| ordersync: commit_page into PostgreSQL | skipped: {why} |"),
         Some(Ok((r, server))) => println!(
-            "| ordersync: parse + normalise + commit_page into PostgreSQL on loopback | {:.0} | {:.1} | {:.1} |",
+            "| ordersync: parse + normalise + commit_page, into PostgreSQL on loopback | {:.0} | {:.1} | {:.1} |",
             r.rows_per_s,
             r.cpu_us_per_row,
             server.as_secs_f64() * 1e6 / n as f64
         ),
     }
     for (path, r) in [
-        (
-            "ordersync: parse + normalise + commit_page (lines, history, checkpoint, run)",
-            rates.ours,
-        ),
         ("bare: one prepared INSERT into orders", rates.bare),
         (
             "bare, every table: INSERTs into orders, sub_orders and history",
             rates.bare_all,
         ),
     ] {
-        println!(
-            "| {path} | {:.0} | {:.1} | — |",
-            r.rows_per_s, r.cpu_us_per_row
-        );
+        sqlite(path, r);
     }
     println!(
         "\nratio ordersync / bare = {:.2}; ordersync / bare, every table = {:.2}",
