@@ -1,7 +1,7 @@
-//! The bench's throwaway PostgreSQL cluster for its `postgres` rows, started as tests/common/pg.rs
-//! starts the tests' one (initdb + pg_ctl on a free loopback port, its socket in its own temp dir,
-//! password auth; as root the server runs as the `postgres` system user), stopped when the bench
-//! ends, or, if the bench is killed, by a watchdog shell. It also reads the server's CPU time.
+//! The bench's throwaway PostgreSQL cluster for its `postgres` rows: the tests' kind of cluster
+//! (`ordersync_testpg::cluster`: initdb + pg_ctl on a free loopback port, password auth, stopped by
+//! a watchdog if the bench is killed) with the bench's settings, stopped when the bench ends. It
+//! also reads the server's CPU time.
 //!
 //! Settings are PostgreSQL's defaults (fsync and full-page writes on) but one:
 //! `synchronous_commit = off`, the durability SQLite's rows run with (WAL, `synchronous = NORMAL`):
@@ -9,96 +9,42 @@
 //! before a power cut, which the checkpoint written in the same transaction makes safe to re-read.
 //! `--pg-synchronous-commit` keeps PostgreSQL's default (`on`): every page waits for a WAL flush.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ordersync::secret::Secret;
 use ordersync::store::pg::PgTarget;
 use ordersync::store::Location;
+use ordersync_testpg::cluster::{self, Spec};
 
 /// The role the bench connects as (the cluster's superuser) and its password.
 const PG_USER: &str = "ordersync_bench";
 pub const PG_PASSWORD: &str = "bench-pg-pass";
 
-pub struct Cluster {
-    port: u16,
-    dir: PathBuf,
-    bindir: PathBuf,
-    as_postgres: bool,
-}
+pub struct Cluster(cluster::Cluster);
 
 impl Cluster {
     /// Starts a cluster, or says why not: `Err` when PostgreSQL's programs are not installed.
     pub fn start(synchronous_commit: bool) -> Result<Cluster, String> {
-        let bindir = find_bindir().ok_or("PostgreSQL not installed")?;
-        let as_postgres = unsafe { libc::geteuid() } == 0;
-        let dir = tempfile::Builder::new()
-            .prefix("ordersync-bench-pg-")
-            .tempdir()
-            .expect("temp dir")
-            .keep();
-        std::fs::create_dir(dir.join("sock")).expect("socket dir");
-        std::fs::write(dir.join("pwfile"), PG_PASSWORD).expect("password file");
-        if as_postgres {
-            let owned = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown runs");
-            assert!(owned.success(), "chown of the cluster's dir to postgres");
-        }
-        let mut cluster = Cluster {
-            port: 0,
-            dir,
-            bindir,
-            as_postgres,
+        let sync = if synchronous_commit {
+            "synchronous_commit=on"
+        } else {
+            "synchronous_commit=off"
         };
-        let init = cluster
-            .command("initdb")
-            .arg("-D")
-            .arg(cluster.dir.join("data"))
-            .args(["-U", PG_USER, "-A", "scram-sha-256", "-E", "UTF8"])
-            .args(["--locale=C", "--no-sync"])
-            .arg(format!("--pwfile={}", cluster.dir.join("pwfile").display()))
-            .output()
-            .expect("initdb runs");
-        assert!(
-            init.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        watch_for_exit(&cluster);
-        // A port found free may be taken before the server binds it: try a few.
-        for _ in 0..5 {
-            cluster.port = free_port();
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c synchronous_commit={}",
-                cluster.port,
-                cluster.dir.join("sock").display(),
-                if synchronous_commit { "on" } else { "off" }
-            );
-            let started = cluster
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(cluster.dir.join("data"))
-                .arg("-l")
-                .arg(cluster.dir.join("log"))
-                .args(["-w", "-t", "60", "-o", &options, "start"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("pg_ctl runs");
-            if started.status.success() {
-                return Ok(cluster);
-            }
-        }
-        let log = std::fs::read_to_string(cluster.dir.join("log")).unwrap_or_default();
-        panic!("the bench's PostgreSQL cluster did not start:\n{log}");
+        let spec = Spec {
+            user: PG_USER,
+            password: PG_PASSWORD,
+            settings: &[sync],
+            tls: false,
+            prefix: "ordersync-bench-pg-",
+        };
+        cluster::Cluster::start(&spec)
+            .map(Cluster)
+            .map_err(|missing| format!("{missing} not installed"))
     }
 
     /// The URL of database `name` (no password in it: the child gets `PGPASSWORD`).
     pub fn url(&self, name: &str) -> String {
-        format!("postgres://{PG_USER}@127.0.0.1:{}/{name}", self.port)
+        format!("postgres://{PG_USER}@127.0.0.1:{}/{name}", self.0.port)
     }
 
     /// Database `name` as ordersync's store opens it.
@@ -122,7 +68,7 @@ impl Cluster {
     fn admin(&self, sql: &str) {
         postgres::Config::new()
             .host("127.0.0.1")
-            .port(self.port)
+            .port(self.0.port)
             .user(PG_USER)
             .password(PG_PASSWORD)
             .dbname("postgres")
@@ -158,48 +104,15 @@ impl Cluster {
     }
 
     fn postmaster_pid(&self) -> i32 {
-        let text = std::fs::read_to_string(self.dir.join("data").join("postmaster.pid"))
-            .expect("postmaster.pid");
-        text.lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
+        self.0
+            .postmaster_pid()
             .expect("postmaster.pid names the postmaster")
-    }
-
-    /// One of PostgreSQL's programs, as the `postgres` user when we are root.
-    fn command(&self, program: &str) -> Command {
-        let path = self.bindir.join(program);
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    /// The shell command that stops the server at once and removes its files.
-    fn stop_script(&self) -> String {
-        let run_as = if self.as_postgres {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        };
-        format!(
-            "{run_as}'{}' -D '{}' -m immediate -w stop >/dev/null 2>&1; rm -rf '{}'",
-            self.bindir.join("pg_ctl").display(),
-            self.dir.join("data").display(),
-            self.dir.display()
-        )
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("sh")
-            .args(["-c", &self.stop_script()])
-            .stdin(Stdio::null())
-            .status();
+        self.0.stop();
     }
 }
 
@@ -255,58 +168,4 @@ fn is_backend(pid: i32) -> bool {
     let title = String::from_utf8_lossy(&cmdline);
     // A zombie has no command line left: it ended and is not reaped yet.
     title.is_empty() || title.starts_with(&format!("postgres: {PG_USER} "))
-}
-
-/// The directory holding initdb, pg_ctl and postgres: PATH first, then Debian's versioned dirs,
-/// newest first (as tests/common/pg.rs finds it).
-fn find_bindir() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect())
-        .unwrap_or_default();
-    let version = |p: &PathBuf| {
-        p.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(0)
-    };
-    debian.sort_by_key(|p| std::cmp::Reverse(version(p)));
-    on_path
-        .into_iter()
-        .filter_map(|d| std::fs::canonicalize(d.join("initdb")).ok())
-        .filter_map(|initdb| initdb.parent().map(Path::to_path_buf))
-        .chain(debian)
-        .find(|d| {
-            ["initdb", "pg_ctl", "postgres"]
-                .iter()
-                .all(|p| d.join(p).is_file())
-        })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A shell that stops the cluster once this process is gone, however it ended (a bench stopped
-/// with Ctrl-C runs no `Drop`). It is never waited for: it outlives this process by design.
-#[allow(clippy::zombie_processes)]
-fn watch_for_exit(cluster: &Cluster) {
-    let script = format!(
-        "while kill -0 {} 2>/dev/null; do sleep 0.5; done; {}",
-        std::process::id(),
-        cluster.stop_script()
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the cluster's watchdog starts");
 }
