@@ -1,8 +1,9 @@
 //! The HTTP plumbing every simulator shares: bind-then-serve on the current runtime, request
 //! parameters from the query string and a form body, and JSON answers.
 //!
-//! Invariant: the listener is bound before [`serve`] returns, so a client started afterwards never
-//! races the server; dropping the [`Server`] stops it.
+//! Invariants: the listener is bound before [`serve`] returns, so a client started afterwards never
+//! races the server; dropping the [`Server`] stops it; and every request that reaches the server
+//! is handled (so counted by its simulator), whether or not its client still waits for the answer.
 
 use std::net::SocketAddr;
 
@@ -24,13 +25,39 @@ impl Drop for Server {
     }
 }
 
-/// Binds `addr` now, then serves `router` on a task of the current tokio runtime.
+/// Binds `addr` now, then serves `router` over HTTP/1 on a task of the current tokio runtime.
+///
+/// Connections are half-closable: a request read only after its client stopped sending (a client
+/// that gave up on its timeout while the server, loaded, had not read it yet) is still handled —
+/// and counted by the handler — as an upstream's application server would. hyper's default, which
+/// `axum::serve` keeps, drops such a request unhandled when it finds the end of the stream right
+/// behind it on a connection it was already reading, so a request the client sent (and counted)
+/// went uncounted here.
 pub(crate) async fn serve(router: Router, addr: SocketAddr) -> std::io::Result<Server> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
-        // Serving only ends when the task is aborted or the listener fails; either way we stop.
-        let _ = axum::serve(listener, router).await;
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.half_close(true);
+        // Serving only ends when the task is aborted.
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // One client's failed handshake, or the process out of descriptors: never spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let connection = http1.serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(router.clone()),
+            );
+            // A connection's end, however it comes (the client gone, a reset), is its own affair.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+        }
     });
     Ok(Server { addr, task })
 }

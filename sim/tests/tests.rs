@@ -5,6 +5,7 @@
 mod common;
 mod damaijia;
 mod miaoyouquan;
+mod serving;
 mod sxt;
 mod unidesk;
 mod veapi;
