@@ -14,6 +14,7 @@
 pub mod copy;
 mod db;
 mod migrate;
+mod tables;
 mod tls;
 pub mod verify;
 

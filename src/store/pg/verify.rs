@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::copy::{CopyError, Source, TABLES};
+use super::copy::{CopyError, Source};
+use super::tables::TABLES;
 use super::PgTarget;
 
 /// What is compared per source, in this order.
