@@ -6,10 +6,8 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    backfill_time, cancel_on_signal, close_store, exit_code, open_engine, print_report,
-    progress_bar, run_with_bar, runtime, Context, Failure,
-};
+use super::oneshot::{backfill_time, print_report, progress_bar, run_with_bar};
+use super::{cancel_on_signal, close_store, exit_code, open_engine, runtime, Context, Failure};
 use crate::config::{Auth, Config, ConfigError, Pipeline};
 use crate::engine::Mode;
 use crate::store::{self, Outcome};
