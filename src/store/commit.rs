@@ -84,12 +84,15 @@ pub fn commit_stream<'p>(
     // PostgreSQL's foreign key from a line to its order is declared deferred (pg/schema.sql).
     let mut deferred = tx.dialect() != Dialect::Sqlite;
     let mut all = Vec::new();
-    let mut checked_runs: Vec<i64> = Vec::new();
+    // On PostgreSQL, each run's claim is checked once per transaction (`check_still_held`).
+    let claims = tx.dialect() == Dialect::Postgres;
+    let mut checked_runs: Vec<(String, String)> = Vec::new();
     loop {
-        for page in chunk.iter() {
-            if !checked_runs.contains(&page.run_id) {
-                check_still_held(&mut *tx, page.run_id)?;
-                checked_runs.push(page.run_id);
+        for page in chunk.iter().filter(|_| claims) {
+            let run = (page.pipeline.clone(), page.scope.clone());
+            if !checked_runs.contains(&run) {
+                check_still_held(&mut *tx, &run.0, &run.1)?;
+                checked_runs.push(run);
             }
         }
         // A partial order's lines are written before the order row they belong to; the foreign

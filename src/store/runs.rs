@@ -60,16 +60,48 @@ fn try_lock(db: &mut dyn Db, key: i64) -> Result<bool, StoreError> {
     db.query_value("SELECT pg_try_advisory_lock(?1)", args![key])
 }
 
-/// Whether this session holds the run lock `key` (from `pg_locks`, where a bigint key is kept as
-/// its high and low halves).
-fn held_here(db: &mut dyn Db, key: i64) -> Result<bool, StoreError> {
+/// The `pg_locks` rows (as `l`) of the run lock whose key is `?1` (high half) and `?2` (low half):
+/// a bigint advisory key is kept there as its two halves, in this database.
+macro_rules! run_lock_rows {
+    () => {
+        "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND l.classid::bigint = ?1 AND l.objid::bigint = ?2"
+    };
+}
+
+/// `key` as the two halves `run_lock_rows!` matches.
+fn key_halves(key: i64) -> (i64, i64) {
     let key = key as u64;
-    db.query_value(
-        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
-           AND pid = pg_backend_pid() AND objsubid = 1 \
-           AND classid::bigint = ?1 AND objid::bigint = ?2)",
-        args![(key >> 32) as i64, (key & 0xffff_ffff) as i64],
-    )
+    ((key >> 32) as i64, (key & 0xffff_ffff) as i64)
+}
+
+/// Where a run lock is held on PostgreSQL.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    Here,
+    Elsewhere,
+    Nowhere,
+}
+
+/// Who holds the run lock `key`, read from `pg_locks` without taking it (taking it to look, even
+/// for a moment, would turn another worker's `begin_run` away in that moment).
+fn lock_held(db: &mut dyn Db, key: i64) -> Result<Held, StoreError> {
+    let (high, low) = key_halves(key);
+    let here: Option<bool> = db.query_opt_map(
+        concat!(
+            "SELECT l.pid = pg_backend_pid() FROM pg_locks l WHERE ",
+            run_lock_rows!(),
+            " LIMIT 1"
+        ),
+        args![high, low],
+        |r| r.get(0),
+    )?;
+    Ok(match here {
+        Some(true) => Held::Here,
+        Some(false) => Held::Elsewhere,
+        None => Held::Nowhere,
+    })
 }
 
 fn unlock(db: &mut dyn Db, key: i64) -> Result<(), StoreError> {
@@ -86,15 +118,7 @@ fn alive_elsewhere(
 ) -> Result<bool, StoreError> {
     match db.dialect() {
         Dialect::Sqlite => Ok(pid != i64::from(std::process::id()) && pid_alive(pid)),
-        Dialect::Postgres => {
-            let key = run_lock(pipeline, scope);
-            if try_lock(db, key)? {
-                unlock(db, key)?;
-                Ok(false)
-            } else {
-                Ok(true)
-            }
-        }
+        Dialect::Postgres => Ok(lock_held(db, run_lock(pipeline, scope))? == Held::Elsewhere),
     }
 }
 
@@ -192,15 +216,15 @@ pub fn in_progress(db: &mut dyn Db, pipeline: &str) -> Result<Vec<RunInProgress>
 /// Who holds a run lock on PostgreSQL, from `pg_locks` (a bigint key is kept as its high and low
 /// halves) and the holder's `application_name`; `None` when no session holds it.
 fn lock_holder(db: &mut dyn Db, key: i64) -> Result<Option<String>, StoreError> {
-    let key = key as u64;
+    let (high, low) = key_halves(key);
     let holder = db.query_opt_map(
-        "SELECT a.application_name, a.pid, host(a.client_addr) FROM pg_locks l \
-         JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-           AND l.classid::bigint = ?1 AND l.objid::bigint = ?2 \
-         LIMIT 1",
-        args![(key >> 32) as i64, (key & 0xffff_ffff) as i64],
+        concat!(
+            "SELECT a.application_name, a.pid, host(a.client_addr) FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid WHERE ",
+            run_lock_rows!(),
+            " LIMIT 1"
+        ),
+        args![high, low],
         |r| {
             Ok((
                 r.get::<Option<String>>(0)?,
@@ -221,28 +245,25 @@ fn lock_holder(db: &mut dyn Db, key: i64) -> Result<Option<String>, StoreError> 
     }))
 }
 
-/// On PostgreSQL, refuses to write for `run_id` unless this session still holds the run's lock.
+/// On PostgreSQL, refuses to write for a run of (`pipeline`, `scope`) unless this session still
+/// holds the run's lock.
 /// A connection that dropped and was made again (the writer reconnects after a server restart or
 /// a network cut) no longer holds the locks of the runs begun on it, and another worker may
 /// already run the same pipeline: the run stops here, and its next run resumes from the last
 /// checkpoint. SQLite, one host, has nothing to check.
-pub(super) fn check_still_held(db: &mut dyn Db, run_id: i64) -> Result<(), StoreError> {
-    if db.dialect() != Dialect::Postgres {
+pub(super) fn check_still_held(
+    db: &mut dyn Db,
+    pipeline: &str,
+    scope: &str,
+) -> Result<(), StoreError> {
+    if db.dialect() != Dialect::Postgres || lock_held(db, run_lock(pipeline, scope))? == Held::Here
+    {
         return Ok(());
     }
-    let run = db.query_opt_map(
-        "SELECT pipeline, scope FROM runs WHERE id = ?1",
-        args![run_id],
-        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
-    )?;
-    let Some((pipeline, scope)) = run else {
-        return Ok(());
-    };
-    if held_here(db, run_lock(&pipeline, &scope))? {
-        Ok(())
-    } else {
-        Err(StoreError::RunLost { pipeline, scope })
-    }
+    Err(StoreError::RunLost {
+        pipeline: pipeline.into(),
+        scope: scope.into(),
+    })
 }
 
 /// Records the start of a run; refuses (`Busy`) if the same (pipeline, scope), or a rival scope
@@ -264,7 +285,7 @@ pub fn begin_run(
         // A lock this session holds already (a run of it whose finish_run failed) is not taken
         // again: taken twice, one unlock would leave it held, and every other worker would see
         // the pipeline busy for as long as this process lives.
-        if !held_here(&mut *tx, key)? && !try_lock(&mut *tx, key)? {
+        if lock_held(&mut *tx, key)? != Held::Here && !try_lock(&mut *tx, key)? {
             let pid = tx
                 .query_opt_map(
                     "SELECT pid FROM runs WHERE pipeline = ?1 AND scope = ?2 AND outcome = 'running' \
