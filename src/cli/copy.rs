@@ -94,8 +94,5 @@ fn password(file: Option<&Path>) -> Result<Option<Secret>, ConfigError> {
             .map(Some)
             .map_err(|why| ConfigError::new(None, None, format!("--password-file {why}")));
     }
-    Ok(std::env::var("PGPASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(Secret::new))
+    Ok(super::database::pgpassword())
 }

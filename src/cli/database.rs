@@ -31,6 +31,15 @@ pub(super) fn location(db: Option<&Path>, config: &Config) -> Result<Location, F
     }
 }
 
+/// `PGPASSWORD`, PostgreSQL's own variable, when no other password is given (none when unset or
+/// empty: the server may not ask for one).
+pub(super) fn pgpassword() -> Option<Secret> {
+    std::env::var("PGPASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new)
+}
+
 fn is_postgres_url(s: &str) -> bool {
     s.starts_with("postgres://") || s.starts_with("postgresql://")
 }
@@ -42,10 +51,7 @@ fn postgres(url: &str, password: Option<&SecretSource>) -> Result<Location, Fail
                 .resolve()
                 .map_err(|why| ConfigError::new(None, Some("database.password"), why))?,
         ),
-        None => std::env::var("PGPASSWORD")
-            .ok()
-            .filter(|p| !p.is_empty())
-            .map(Secret::new),
+        None => pgpassword(),
     };
     PgTarget::new(url, password)
         .map(|target| Location::Postgres(Box::new(target)))
