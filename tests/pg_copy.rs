@@ -7,8 +7,7 @@
 use std::collections::BTreeSet;
 use std::process::Stdio;
 
-use ordersync::secret::Secret;
-use ordersync::store::pg::{PgError, PgTarget};
+use ordersync::store::pg::PgError;
 use ordersync_sim::Faults;
 use rusqlite::Connection;
 
@@ -511,7 +510,7 @@ fn the_password_never_shows_and_a_url_carrying_one_is_refused() {
 #[test]
 fn two_processes_connecting_at_once_apply_the_schema_once_and_a_newer_one_is_refused() {
     let Some(db) = pg_database() else { return };
-    let target = PgTarget::new(&db.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&db.url());
     let barrier = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         let connects: Vec<_> = (0..2)

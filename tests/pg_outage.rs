@@ -6,14 +6,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ordersync::secret::Secret;
 use ordersync::store;
-use ordersync::store::pg::{PgDb, PgTarget};
+use ordersync::store::pg::PgDb;
 use ordersync::store::sql::{Db, Param};
-use ordersync_sim::Faults;
 
-use crate::common::all_sources::{AllSources, Worlds, VE};
-use crate::common::{assert_ok, pg_database, sigterm, wait_exit, Reaper, PG_PASSWORD};
+use crate::common::all_sources::{slow, AllSources, Worlds, VE};
+use crate::common::{assert_ok, pg_database, pg_target, sigterm, wait_exit, Reaper};
 
 /// `(id, pid, outcome, error)` of each run of `pipeline`, oldest first.
 fn runs(db: &mut dyn Db, pipeline: &str) -> Vec<(i64, i64, String, Option<String>)> {
@@ -39,36 +37,19 @@ fn runs(db: &mut dyn Db, pipeline: &str) -> Vec<(i64, i64, String, Option<String
 #[test]
 fn a_daemon_whose_connection_the_server_ends_stops_that_run_and_carries_on() {
     let Some(pg) = pg_database() else { return };
-    let slow = Faults {
-        p_slow: 1.0,
-        slow_ms: 150,
-        seed: 11,
-        ..Faults::default()
-    };
-    let a = AllSources::start(
-        0x0a7e,
-        Worlds {
-            ve: (300, 20),
-            myq: (10, 2),
-            ud: (10, 2),
-            dmj: (10, 2),
-            sxt: (5, 2),
-        },
-        &slow,
-    );
+    let a = AllSources::start(0x0a7e, Worlds::mostly_ve(300), &slow(150, 11));
     a.write_config("5s", 3);
     a.add_defaults("schedule = \"* * * * * *\"");
     let url = pg.url();
     let mut reaper = Reaper(
-        a.command(&["--db", &url, "run"])
-            .env("PGPASSWORD", PG_PASSWORD)
+        a.command_on(&url, &["run"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     let daemon = &mut reaper.0;
-    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&url);
     let mut db = PgDb::connect(&target).unwrap();
     let daemon_pid = i64::from(daemon.id());
 
@@ -155,7 +136,7 @@ fn a_page_of_a_run_this_session_does_not_hold_is_refused_whole() {
     use ordersync::timefmt;
 
     let Some(pg) = pg_database() else { return };
-    let target = PgTarget::new(&pg.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&pg.url());
     let mut holder = PgDb::connect(&target).unwrap();
     let mut other = PgDb::connect(&target).unwrap();
     store::ensure_track(&mut holder, "p", "live", None).unwrap();

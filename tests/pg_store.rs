@@ -3,14 +3,13 @@
 //! windows, rescan passes, rewinds, and every report — so the engine above cannot tell them apart.
 
 use ordersync::planner::Window;
-use ordersync::secret::Secret;
-use ordersync::store::pg::{PgDb, PgTarget};
+use ordersync::store::pg::PgDb;
 use ordersync::store::report;
 use ordersync::store::sql::{Db, Param};
 use ordersync::store::{self, Outcome, Rewind, StoreError};
 use ordersync::timefmt;
 
-use crate::common::{pg_database, PG_PASSWORD};
+use crate::common::{pg_database, pg_target, PG_PASSWORD};
 
 fn t(s: &str) -> chrono::NaiveDateTime {
     timefmt::parse_user_time(s).expect("a time")
@@ -209,7 +208,7 @@ fn the_store_answers_alike_on_sqlite_and_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let mut sqlite = store::open_connection(&dir.path().join("s.db")).unwrap();
     let mut sqlite_other = store::open_connection(&dir.path().join("s.db")).unwrap();
-    let target = PgTarget::new(&pg.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&pg.url());
     let mut postgres = PgDb::connect(&target).unwrap();
     let mut postgres_other = PgDb::connect(&target).unwrap();
 
@@ -303,20 +302,13 @@ fn a_sync_of_every_source_into_postgres_matches_one_into_sqlite() {
     );
     a.write_config("5s", 3);
     let url = pg.url();
-    let into_pg = |args: &[&str]| {
-        let mut all = vec!["--db", url.as_str()];
-        all.extend_from_slice(args);
-        a.command(&all)
-            .env("PGPASSWORD", PG_PASSWORD)
-            .output()
-            .expect("binary runs")
-    };
+    let into_pg = |args: &[&str]| a.command_on(&url, args).output().expect("binary runs");
     let first = into_pg(&["sync"]);
     assert_ok(&first);
     assert_ok(&a.run(&["sync"]));
     a.assert_equals_truth(None);
 
-    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&url);
     let mut postgres = PgDb::connect(&target).unwrap();
     let mut sqlite = store::open_connection(&a.db_path()).unwrap();
     let tables = [
@@ -394,18 +386,10 @@ fn a_sync_of_every_source_into_postgres_matches_one_into_sqlite() {
 fn a_sync_into_postgres_killed_mid_way_is_resumed_by_the_next_one() {
     use std::time::{Duration, Instant};
 
-    use ordersync_sim::Faults;
-
-    use crate::common::all_sources::{AllSources, Worlds};
+    use crate::common::all_sources::{slow, AllSources, Worlds};
     use crate::common::assert_ok;
 
     let Some(pg) = pg_database() else { return };
-    let slow = Faults {
-        p_slow: 1.0,
-        slow_ms: 30,
-        seed: 7,
-        ..Faults::default()
-    };
     let a = AllSources::start(
         0x6b1,
         Worlds {
@@ -415,23 +399,21 @@ fn a_sync_into_postgres_killed_mid_way_is_resumed_by_the_next_one() {
             dmj: (600, 30),
             sxt: (40, 10),
         },
-        &slow,
+        &slow(30, 7),
     );
     a.write_config("5s", 3);
     let url = pg.url();
-    let into_pg = |args: &[&str]| {
-        let mut all = vec!["--db", url.as_str()];
-        all.extend_from_slice(args);
-        let mut cmd = a.command(&all);
-        cmd.env("PGPASSWORD", PG_PASSWORD);
-        cmd
-    };
-    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
-    let mut child = into_pg(&["sync"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let into_pg = |args: &[&str]| a.command_on(&url, args);
+    let target = pg_target(&url);
+    // Killed if the test fails half way.
+    let mut reaper = crate::common::Reaper(
+        into_pg(&["sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut reaper.0;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut watcher: Option<PgDb> = None;
     loop {
@@ -501,18 +483,11 @@ fn a_nul_character_from_upstream_costs_postgres_no_order() {
     h.sim
         .poison(in_name, Some(Poison::NulIn("product_name".into())));
     let url = pg.url();
-    let into_pg = |args: &[&str]| {
-        let mut all = vec!["--db", url.as_str()];
-        all.extend_from_slice(args);
-        h.command(&all)
-            .env("PGPASSWORD", PG_PASSWORD)
-            .output()
-            .expect("binary runs")
-    };
+    let into_pg = |args: &[&str]| h.run_on(&url, args);
     assert_ok(&into_pg(&["sync"]));
     assert_ok(&h.run(&["sync"]));
 
-    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&url);
     let mut postgres = PgDb::connect(&target).unwrap();
     let mut sqlite = store::open_connection(&h.db_path()).unwrap();
     let remark = |db: &mut dyn Db| -> String {
@@ -556,14 +531,14 @@ fn a_nul_character_from_upstream_costs_postgres_no_order() {
     assert_eq!(last.rows_changed, 0, "the resync rewrote a stored row");
 
     // The SQLite file, NULs and all, copies into PostgreSQL as a sync would have written it.
-    let Some(copy_to) = pg_database() else { return };
+    let copy_to = pg_database().expect("the cluster that served the test so far");
     assert_ok(
         &h.command(&["copy", "--to", &copy_to.url()])
             .env("PGPASSWORD", PG_PASSWORD)
             .output()
             .unwrap(),
     );
-    let target = PgTarget::new(&copy_to.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&copy_to.url());
     let mut copied = PgDb::connect(&target).unwrap();
     assert_eq!(remark(&mut copied), "a\u{fffd}b");
     assert_eq!(name(&mut copied), pg_name);

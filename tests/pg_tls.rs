@@ -9,7 +9,7 @@ use ordersync::store::pg::{PgDb, PgTarget};
 use ordersync::store::sql::Db;
 use ordersync::store::StoreError;
 
-use crate::common::{assert_ok, pg_database, pg_tls, Harness, PG_PASSWORD};
+use crate::common::{assert_ok, pg_database, pg_target, pg_tls, Harness, PG_PASSWORD};
 
 /// Whether the connection to `url` is encrypted, from the server's side, or why it failed.
 fn encrypted(url: &str) -> Result<bool, String> {
@@ -87,18 +87,11 @@ fn a_sync_over_verified_tls_stores_what_a_plaintext_one_does() {
         pg.url(),
         tls.ca.display()
     );
-    let with = |url: &str, args: &[&str]| {
-        let mut all = vec!["--db", url];
-        all.extend_from_slice(args);
-        h.command(&all)
-            .env("PGPASSWORD", PG_PASSWORD)
-            .output()
-            .expect("binary runs")
-    };
+    let with = |url: &str, args: &[&str]| h.run_on(url, args);
     assert_ok(&with(&url, &["sync"]));
     let status = with(&url, &["status"]);
     assert_ok(&status);
-    let target = PgTarget::new(&pg.url(), Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&pg.url());
     let mut db = PgDb::connect(&target).unwrap();
     let orders: i64 = db.query("SELECT COUNT(*) FROM orders", &[]).unwrap()[0]
         .get(0)

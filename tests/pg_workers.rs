@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ordersync::secret::Secret;
-use ordersync::store::pg::{PgDb, PgTarget, DEAD_PEER};
+use ordersync::store::pg::{PgDb, DEAD_PEER};
 use ordersync::store::sql::{Db, Param};
 use ordersync::store::{self};
 use ordersync::timefmt;
-use ordersync_sim::Faults;
 
-use crate::common::all_sources::{AllSources, Worlds, VE};
-use crate::common::{assert_ok, pg_database, sigterm, wait_exit, Blackhole, Reaper, PG_PASSWORD};
+use crate::common::all_sources::{slow, AllSources, Worlds, VE};
+use crate::common::{assert_ok, pg_database, pg_target, sigterm, wait_exit, Blackhole, Reaper};
 
 /// One run as `runs` has it.
 #[derive(Debug, Clone)]
@@ -85,12 +83,6 @@ fn ten_pipelines(a: &AllSources) -> Vec<String> {
 #[test]
 fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     let Some(pg) = pg_database() else { return };
-    let slow = Faults {
-        p_slow: 1.0,
-        slow_ms: 15,
-        seed: 3,
-        ..Faults::default()
-    };
     let a = AllSources::start(
         0x3a7,
         Worlds {
@@ -100,15 +92,14 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
             dmj: (300, 20),
             sxt: (30, 10),
         },
-        &slow,
+        &slow(15, 3),
     );
     a.write_config("5s", 3);
     let pipelines = ten_pipelines(&a);
     assert_eq!(pipelines.len(), 10);
     let url = pg.url();
     let worker = || -> Child {
-        a.command(&["--db", url.as_str(), "run"])
-            .env("PGPASSWORD", PG_PASSWORD)
+        a.command_on(&url, &["run"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -116,7 +107,7 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     };
     // Killed if the test fails half way: a worker left running would outlive the test.
     let mut workers: Vec<Reaper> = (0..3).map(|_| Reaper(worker())).collect();
-    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&url);
     let mut db: Option<PgDb> = None;
     let mut watch = |want: &dyn Fn(&[RunRow]) -> bool, within: Duration, what: &str| {
         let deadline = Instant::now() + within;
@@ -250,33 +241,12 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
 /// `status` names the worker running a pipeline: while a sync runs, its host and pid; once the
 /// process is killed, nobody (its lock went with its connection, or its pid with it). The same on
 /// both engines.
-fn status_names_the_worker(db: Option<(&str, &str)>) {
-    let slow = Faults {
-        p_slow: 1.0,
-        slow_ms: 400,
-        seed: 9,
-        ..Faults::default()
-    };
-    let a = AllSources::start(
-        0x57a,
-        Worlds {
-            ve: (200, 20),
-            myq: (10, 2),
-            ud: (10, 2),
-            dmj: (10, 2),
-            sxt: (5, 2),
-        },
-        &slow,
-    );
+fn status_names_the_worker(on_postgres: Option<&str>) {
+    let a = AllSources::start(0x57a, Worlds::mostly_ve(200), &slow(400, 9));
     a.write_config("5s", 3);
-    let with_db = |args: &[&str]| {
-        let mut all: Vec<&str> = db.map(|(_, url)| vec!["--db", url]).unwrap_or_default();
-        all.extend_from_slice(args);
-        let mut cmd = a.command(&all);
-        if let Some((password, _)) = db {
-            cmd.env("PGPASSWORD", password);
-        }
-        cmd
+    let with_db = |args: &[&str]| match on_postgres {
+        Some(url) => a.command_on(url, args),
+        None => a.command(args),
     };
     let status = || -> serde_json::Value {
         let out = with_db(&["status", "--json"]).output().unwrap();
@@ -341,7 +311,7 @@ fn status_names_the_worker_running_a_pipeline_on_sqlite() {
 #[test]
 fn status_names_the_worker_running_a_pipeline_on_postgres() {
     let Some(pg) = pg_database() else { return };
-    status_names_the_worker(Some((PG_PASSWORD, &pg.url())));
+    status_names_the_worker(Some(&pg.url()));
 }
 
 /// A worker whose host vanishes mid-run — its process frozen and every packet between it and the
@@ -351,32 +321,10 @@ fn status_names_the_worker_running_a_pipeline_on_postgres() {
 #[test]
 fn a_vanished_hosts_pipeline_is_free_within_dead_peer() {
     let Some(pg) = pg_database() else { return };
-    let slow = Faults {
-        p_slow: 1.0,
-        slow_ms: 300,
-        seed: 5,
-        ..Faults::default()
-    };
-    let a = AllSources::start(
-        0xdead,
-        Worlds {
-            ve: (200, 20),
-            myq: (10, 2),
-            ud: (10, 2),
-            dmj: (10, 2),
-            sxt: (5, 2),
-        },
-        &slow,
-    );
+    let a = AllSources::start(0xdead, Worlds::mostly_ve(200), &slow(300, 5));
     a.write_config("5s", 3);
     let url = pg.url();
-    let into_pg = |args: &[&str]| {
-        let mut all = vec!["--db", url.as_str()];
-        all.extend_from_slice(args);
-        let mut cmd = a.command(&all);
-        cmd.env("PGPASSWORD", PG_PASSWORD);
-        cmd
-    };
+    let into_pg = |args: &[&str]| a.command_on(&url, args);
     let mut reaper = Reaper(
         into_pg(&["sync", VE])
             .stdout(Stdio::null())
@@ -385,7 +333,7 @@ fn a_vanished_hosts_pipeline_is_free_within_dead_peer() {
             .unwrap(),
     );
     let doomed = &mut reaper.0;
-    let target = PgTarget::new(&url, Some(Secret::new(PG_PASSWORD))).unwrap();
+    let target = pg_target(&url);
     let mut watcher = PgDb::connect_for_reading(&target).unwrap();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let name = format!("ordersync {} pid {}", host.trim(), doomed.id());

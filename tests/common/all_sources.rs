@@ -76,6 +76,30 @@ pub struct Worlds {
     pub sxt: (usize, i64),
 }
 
+impl Worlds {
+    /// `orders` veapi orders over 20 days, and a handful of each other source's: for the tests
+    /// that watch one pipeline (`ve`) while the others run by.
+    pub fn mostly_ve(orders: usize) -> Worlds {
+        Worlds {
+            ve: (orders, 20),
+            myq: (10, 2),
+            ud: (10, 2),
+            dmj: (10, 2),
+            sxt: (5, 2),
+        }
+    }
+}
+
+/// Every answer `ms` late (seeded `seed`): runs that last long enough to be watched.
+pub fn slow(ms: u64, seed: u64) -> Faults {
+    Faults {
+        p_slow: 1.0,
+        slow_ms: ms,
+        seed,
+        ..Faults::default()
+    }
+}
+
 /// The five simulators on one runtime, a temp dir with `pipelines.toml` and the database.
 pub struct AllSources {
     pub ve: VeapiSim,
@@ -321,6 +345,14 @@ start = "{sxt_start}"
 
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("binary runs")
+    }
+
+    /// The binary on the PostgreSQL database at `url` (`--db`, the test cluster's password in
+    /// `PGPASSWORD`) instead of the config's SQLite file.
+    pub fn command_on(&self, url: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(&[&["--db", url][..], args].concat());
+        cmd.env("PGPASSWORD", super::PG_PASSWORD);
+        cmd
     }
 
     pub fn status_json(&self) -> Value {

@@ -99,3 +99,12 @@ pub fn runs_with(h: &Harness, pipeline: &str, outcome: &str) -> i64 {
         )
         .unwrap_or(0)
 }
+
+/// The test cluster's database at `url` as ordersync's store reaches it (the password given).
+pub fn pg_target(url: &str) -> ordersync::store::pg::PgTarget {
+    ordersync::store::pg::PgTarget::new(
+        url,
+        Some(ordersync::secret::Secret::new(super::PG_PASSWORD)),
+    )
+    .expect("a valid test URL")
+}

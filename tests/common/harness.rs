@@ -105,12 +105,14 @@ vekey = {{ env = "TEST_VEKEY" }}
     /// The binary on the PostgreSQL database at `url` (`--db`; one of `ordersync_testpg`'s, whose
     /// password goes in `PGPASSWORD`) instead of the config's SQLite file.
     pub fn run_on(&self, url: &str, args: &[&str]) -> Output {
-        let mut all = vec!["--db", url];
-        all.extend_from_slice(args);
-        self.command(&all)
-            .env("PGPASSWORD", super::PG_PASSWORD)
-            .output()
-            .expect("binary runs")
+        self.command_on(url, args).output().expect("binary runs")
+    }
+
+    /// The command `run_on` runs.
+    pub fn command_on(&self, url: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(&[&["--db", url][..], args].concat());
+        cmd.env("PGPASSWORD", super::PG_PASSWORD);
+        cmd
     }
 
     pub fn db(&self) -> Connection {
