@@ -199,7 +199,6 @@ mod tests {
     use serde_json::json;
 
     use super::{commit_stream, PageCommit};
-    use crate::model::SourceKind;
     use crate::planner::Window;
     use crate::store::sql::{Begin, Tx};
     use crate::store::test_support::{
@@ -212,21 +211,11 @@ mod tests {
             start: t("2024-01-01"),
             end: t("2024-01-02"),
         };
-        PageCommit {
-            run_id: run,
-            pipeline: "p".into(),
-            scope: "live".into(),
-            source: SourceKind::Veapi,
-            orders,
-            rejected: Vec::new(),
-            asked: (window, String::new()),
-            requests: 1,
-            progress: Progress::Next {
-                window,
-                cursor: cursor.into(),
-            },
-            seen_floor: String::new(),
-        }
+        let next = Progress::Next {
+            window,
+            cursor: cursor.into(),
+        };
+        crate::store::test_support::page(run, orders, next)
     }
 
     on_both_engines!(

@@ -153,10 +153,15 @@ pub(super) fn commit(
     orders: Vec<OrderRow>,
     progress: Progress,
 ) -> PageStats {
+    commit_page(db, &page(run, orders, progress)).unwrap()
+}
+
+/// A page of pipeline `p`'s live run `run`: `orders`, then `progress`.
+pub(super) fn page(run: i64, orders: Vec<OrderRow>, progress: Progress) -> PageCommit {
     let window = match &progress {
         Progress::Next { window, .. } | Progress::WindowDone { window } => *window,
     };
-    let page = PageCommit {
+    PageCommit {
         run_id: run,
         pipeline: "p".into(),
         scope: "live".into(),
@@ -167,8 +172,7 @@ pub(super) fn commit(
         requests: 1,
         progress,
         seen_floor: String::new(),
-    };
-    commit_page(db, &page).unwrap()
+    }
 }
 
 /// The one integer a statement returns (`COUNT(*)`, a BIGINT column of the one row).
