@@ -2,9 +2,10 @@
 //! saw and wall time against requests ÷ 20.
 
 use chrono::Duration as ChronoDuration;
-use ordersync_sim::{beijing_now, Faults, Simulator, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{beijing_now, Faults, Simulator};
 
 use crate::child::{measure, sync_command};
+use crate::worlds;
 use crate::DAYS;
 
 /// A first sync of a 30,000-order veapi world (some 600 requests) under `max_rps = 20`, with answers
@@ -24,16 +25,7 @@ pub fn budget(rt: &tokio::runtime::Runtime) {
         };
         let now = beijing_now();
         let orders = 30_000;
-        let sim = rt
-            .block_on(VeapiSim::start(VeapiSimConfig {
-                seed: 5,
-                vekey: "bench".into(),
-                orders,
-                days: DAYS,
-                now,
-                faults,
-            }))
-            .expect("simulator");
+        let sim = worlds::veapi(rt, 5, orders, DAYS, now, faults);
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("bench.db");
         let config = dir.path().join("pipelines.toml");

@@ -8,10 +8,10 @@ use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
 use ordersync_sim::sxt::{SxtSim, SxtSimConfig};
 use ordersync_sim::{
     beijing_now, Faults, MiaoyouquanSim, MiaoyouquanSimConfig, UnideskSim, UnideskSimConfig,
-    VeapiSim, VeapiSimConfig,
 };
 
 use crate::child::{measure, sync_command};
+use crate::worlds;
 
 pub fn concurrency(rt: &tokio::runtime::Runtime) {
     let slow = Faults {
@@ -21,16 +21,7 @@ pub fn concurrency(rt: &tokio::runtime::Runtime) {
         ..Faults::default()
     };
     let now = beijing_now();
-    let ve = rt
-        .block_on(VeapiSim::start(VeapiSimConfig {
-            seed: 3,
-            vekey: "bench".into(),
-            orders: 1000,
-            days: 30,
-            now,
-            faults: slow.clone(),
-        }))
-        .expect("veapi");
+    let ve = worlds::veapi(rt, 3, 1000, 30, now, slow.clone());
     let myq = rt
         .block_on(MiaoyouquanSim::start(MiaoyouquanSimConfig {
             seed: 3,

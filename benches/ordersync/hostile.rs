@@ -2,25 +2,17 @@
 //! meets a gzip bomb or a 300 MiB body, against one that meets none.
 
 use chrono::Duration as ChronoDuration;
-use ordersync_sim::{beijing_now, Faults, Hostile, Simulator, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{beijing_now, Faults, Hostile, Simulator};
 
 use crate::child::{measure, run_measured, sync_command};
+use crate::worlds;
 
 /// Peak RSS of a `sync` meeting each hostile answer with the default `max_body`, and of one that
 /// meets none. Fails if a hostile answer does not fail the run as `body_too_large` or takes the
 /// client to 100 MB.
 pub fn hostile(rt: &tokio::runtime::Runtime) {
     let now = beijing_now();
-    let sim = rt
-        .block_on(VeapiSim::start(VeapiSimConfig {
-            seed: 4,
-            vekey: "bench".into(),
-            orders: 200,
-            days: 10,
-            now,
-            faults: Faults::default(),
-        }))
-        .expect("simulator");
+    let sim = worlds::veapi(rt, 4, 200, 10, now, Faults::default());
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("pipelines.toml");
     // No max_body: the default is what is measured. One retry: a second attempt must not add up.

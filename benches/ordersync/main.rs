@@ -39,6 +39,7 @@ mod parallel;
 mod pg;
 mod store;
 mod sync;
+mod worlds;
 
 /// Days of the veapi and damaijia worlds: under veapi's 90-day window, so one window each.
 pub const DAYS: i64 = 80;

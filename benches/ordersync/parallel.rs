@@ -4,9 +4,10 @@
 use std::process::Command;
 
 use chrono::Duration as ChronoDuration;
-use ordersync_sim::{beijing_now, Faults, Simulator, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{beijing_now, Faults, Simulator};
 
 use crate::child::{bin, measure};
+use crate::worlds;
 
 /// A backfill of 100k veapi orders over 360 days against answers 100 ms late, one window at a
 /// time and eight at once (`concurrency`): what reading windows at once buys when upstream latency,
@@ -18,21 +19,19 @@ pub fn parallel(rt: &tokio::runtime::Runtime) {
     let mut walls = Vec::new();
     for workers in [1u32, 8] {
         let now = beijing_now();
-        let sim = rt
-            .block_on(VeapiSim::start(VeapiSimConfig {
+        let sim = worlds::veapi(
+            rt,
+            5,
+            n,
+            days,
+            now,
+            Faults {
+                p_slow: 1.0,
+                slow_ms: 100,
                 seed: 5,
-                vekey: "bench".into(),
-                orders: n,
-                days,
-                now,
-                faults: Faults {
-                    p_slow: 1.0,
-                    slow_ms: 100,
-                    seed: 5,
-                    ..Faults::default()
-                },
-            }))
-            .expect("simulator");
+                ..Faults::default()
+            },
+        );
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("bench.db");
         let config = dir.path().join("pipelines.toml");

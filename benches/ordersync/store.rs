@@ -11,9 +11,10 @@ use ordersync::planner::Window;
 use ordersync::sources::{self, Axis, PageQuery, SourceKind, SourceOptions};
 use ordersync::store::sql::Db;
 use ordersync::store::{self, PageCommit, Progress};
-use ordersync_sim::{beijing_now, Faults, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{beijing_now, Faults};
 
 use crate::pg::Cluster;
+use crate::worlds;
 use crate::{Engine, DAYS};
 
 /// Prints part 2's table; its PostgreSQL row when `engines` has it (`pg`: the cluster, or why
@@ -106,16 +107,7 @@ fn store_rates(
     pg: Option<Result<&Cluster, &str>>,
 ) -> StoreRates {
     let now = beijing_now();
-    let sim = rt
-        .block_on(VeapiSim::start(VeapiSimConfig {
-            seed: 2,
-            vekey: "bench".into(),
-            orders: n,
-            days: DAYS,
-            now,
-            faults: Faults::default(),
-        }))
-        .expect("simulator");
+    let sim = worlds::veapi(rt, 2, n, DAYS, now, Faults::default());
     let auth: Auth = [("vekey", "bench")].into_iter().collect();
     let options = SourceOptions::parse(SourceKind::Veapi, &toml::Table::new()).expect("options");
     let window = Window {

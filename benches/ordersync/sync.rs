@@ -10,10 +10,11 @@ use ordersync::sources::SourceKind;
 use ordersync::store::sql::{Db, FromValue};
 use ordersync::store::{self, Location};
 use ordersync_sim::damaijia::{DamaijiaSim, DamaijiaSimConfig};
-use ordersync_sim::{beijing_now, Faults, Simulator, VeapiSim, VeapiSimConfig};
+use ordersync_sim::{beijing_now, Faults, Simulator, VeapiSim};
 
 use crate::child::{measure, sync_command, Measured};
 use crate::pg::{Cluster, PG_PASSWORD};
+use crate::worlds;
 use crate::{Engine, DAYS};
 
 /// Prints part 1's table: each source (all, or `source` alone) at each size, into each engine
@@ -130,16 +131,7 @@ fn full_sync(rt: &tokio::runtime::Runtime, kind: SourceKind, n: usize, into: Tar
     let start = (now - ChronoDuration::days(DAYS + 1)).format("%Y-%m-%d");
     let (upstream, page) = match kind {
         SourceKind::Veapi => {
-            let sim = rt
-                .block_on(VeapiSim::start(VeapiSimConfig {
-                    seed: 1,
-                    vekey: "bench".into(),
-                    orders: n,
-                    days: DAYS,
-                    now,
-                    faults: Faults::default(),
-                }))
-                .expect("simulator");
+            let sim = worlds::veapi(rt, 1, n, DAYS, now, Faults::default());
             (Upstream::Veapi(sim), 50)
         }
         SourceKind::Damaijia => {
