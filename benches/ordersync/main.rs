@@ -5,7 +5,7 @@
 //! time (user + sys from `wait4`'s rusage) and peak RSS are the client's alone, never the
 //! simulators'. Peak RSS is the child's own `VmHWM`, polled from `/proc` while it runs:
 //! `ru_maxrss` would count this process's pages (the simulated worlds), which the child shares
-//! between fork and exec. Five parts:
+//! between fork and exec. Six parts:
 //! 1. full sync of worlds of 10k and 100k orders (1M with `--1m`) for veapi (one order per row)
 //!    and damaijia (orders with SKU lines): wall time, CPU per order, peak RSS, rows per second,
 //!    requests made against the fewest pages that world can be read in; then a resync with
@@ -18,12 +18,12 @@
 //!    transactions of a page, into the same schema; and the same `commit_page` into PostgreSQL;
 //! 3. all five sources in one `sync`, every simulated answer 50 ms late, against each pipeline
 //!    alone: the wall-time ratio says whether pipelines overlap;
-//! 5. (`--only parallel`) a backfill of 100k veapi orders over 360 days, every answer 100 ms late,
+//! 4. (`--only parallel`) a backfill of 100k veapi orders over 360 days, every answer 100 ms late,
 //!    with `concurrency = 1` and `8`: wall time, requests, and the ratio;
-//! 4. hostile answers (`sim::hostile`) with the default `max_body`: a gzip bomb inflating to 1 GiB,
+//! 5. hostile answers (`sim::hostile`) with the default `max_body`: a gzip bomb inflating to 1 GiB,
 //!    300 MiB chunked, 300 MiB announced by `Content-Length` — peak RSS of a `sync` that meets one
 //!    (an attempt and a retry), against a `sync` of the same small world that meets none;
-//! 5. the request budget: a veapi sync under `max_rps = 20` (answers at once, and every one 30 ms
+//! 6. the request budget: a veapi sync under `max_rps = 20` (answers at once, and every one 30 ms
 //!    late): requests, the most the simulator saw in any one second, wall time against requests ÷ 20.
 //!
 //! Nothing here asserts a time; it prints figures (and fails only if a sync fails or the database
@@ -63,7 +63,7 @@ impl std::fmt::Display for Engine {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let million = args.iter().any(|a| a == "--1m");
-    // `--only sync|store|concurrency|hostile|budget` runs one part (while working on it); default all.
+    // `--only sync|store|concurrency|parallel|hostile|budget` runs one part (while working on it); default all.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -122,18 +122,18 @@ fn main() {
 
     if part("parallel") {
         println!(
-            "\n## 5. backfill wall time with windows read at once, every answer 100 ms late\n"
+            "\n## 4. backfill wall time with windows read at once, every answer 100 ms late\n"
         );
         parallel::parallel(&rt);
     }
 
     if part("hostile") {
-        println!("\n## 4. hostile answers, default max_body: peak RSS of the client\n");
+        println!("\n## 5. hostile answers, default max_body: peak RSS of the client\n");
         hostile::hostile(&rt);
     }
 
     if part("budget") {
-        println!("\n## 5. request budget: a veapi sync under max_rps = 20\n");
+        println!("\n## 6. request budget: a veapi sync under max_rps = 20\n");
         budget::budget(&rt);
     }
 }
