@@ -3,7 +3,9 @@
 //! A test marks an order with a [`Poison`] ([`crate::Simulator::poison`]); every answer that would
 //! carry that order's row carries it spoiled in that way instead, the other rows untouched. The
 //! simulator's ground truth is unchanged: a client should keep every other order exactly and the
-//! poisoned one aside (or, for [`Poison::LongId`], store it under its long id).
+//! poisoned one aside — except the poisons that are not errors at all ([`Poison::LongId`], stored
+//! under its long id; [`Poison::InvalidUtf8`], [`Poison::Nul`] and [`Poison::NulIn`], stored with
+//! the character replaced where the database cannot hold it).
 //!
 //! [`Poisoner::apply`] works on an answer's JSON: it finds the rows list and each row's order id by
 //! JSON pointer (each simulator says where they are), spoils the marked rows, and writes the body
@@ -44,7 +46,8 @@ pub enum Poison {
     /// (`"a\u0000b"`): legal JSON that PostgreSQL's `jsonb` and `text` cannot hold.
     Nul,
     /// The row's string field of this name, one the client reads (a product name, say), gets
-    /// U+0000 appended.
+    /// U+0000 appended. A row without such a top-level string field is served as it is: the test
+    /// checks the stored field.
     NulIn(String),
 }
 
@@ -58,6 +61,9 @@ pub struct RowsAt {
     /// An amount inside a row that the client reads, e.g. `/total_pay_amount`.
     pub amount: &'static str,
 }
+
+/// The field a row gets for the poisons of a field the client never reads.
+const REMARK: &str = "remark";
 
 const UTF8_MARK: &str = "@@poison-not-utf8@@";
 const LONG_MARK: &str = "@@poison-long-id@@";
@@ -150,17 +156,17 @@ fn spoil(row: &mut Value, poison: &Poison, at: RowsAt) {
             let (parent, key) = at.amount.rsplit_once('/').unwrap_or(("", at.amount));
             set(row, parent, key, json!(text));
         }
-        Poison::InvalidUtf8 => set(row, "", "remark", json!(UTF8_MARK)),
+        Poison::InvalidUtf8 => set(row, "", REMARK, json!(UTF8_MARK)),
         Poison::LongId(_) => set(row, parent, key, json!(LONG_MARK)),
         Poison::Deep(depth) => {
             let mut v = json!(1);
             for _ in 0..*depth {
                 v = Value::Array(vec![v]);
             }
-            set(row, "", "remark", v);
+            set(row, "", REMARK, v);
         }
         Poison::NotAnObject => *row = json!(404),
-        Poison::Nul => set(row, "", "remark", json!("a\u{0}b")),
+        Poison::Nul => set(row, "", REMARK, json!("a\u{0}b")),
         Poison::NulIn(field) => {
             if let Some(Value::String(text)) = row.get_mut(field.as_str()) {
                 text.push('\0');
