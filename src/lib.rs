@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbfiles;
 pub mod engine;
+pub mod fnv;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
+
+use crate::fnv::Fnv1a;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -121,6 +123,8 @@ fn length_bit(key: &str) -> u64 {
 /// set hashes with FNV-1a: keys are short and come from the answer being parsed, and SipHash,
 /// the default, cost as much as the set's other work (2% of a sync's CPU).
 fn keep_last_copies(fields: &mut Vec<(Cow<'_, str>, Cow<'_, str>)>) {
+    // FNV-1a: fast for short keys; a key crafted to collide costs only time here, and a row is
+    // at most `max_body` bytes.
     let mut seen: HashSet<&str, BuildHasherDefault<Fnv1a>> =
         HashSet::with_capacity_and_hasher(fields.len(), BuildHasherDefault::default());
     if fields.iter().all(|(k, _)| seen.insert(k.as_ref())) {
@@ -135,29 +139,6 @@ fn keep_last_copies(fields: &mut Vec<(Cow<'_, str>, Cow<'_, str>)>) {
         .collect();
     let mut keep = keep.into_iter();
     fields.retain(|_| keep.next().unwrap_or(true));
-}
-
-/// FNV-1a, 64 bits: a fast hash for short keys. A key crafted to collide costs only time in the
-/// set above, and a row is at most `max_body` bytes.
-#[derive(Default)]
-struct Fnv1a(u64);
-
-impl Hasher for Fnv1a {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
 }
 
 /// An integer literal too long for 64 bits: its digits. JSON numbers that fit are left to serde.

@@ -13,10 +13,12 @@
 //! session's locks the moment its connection ends — a killed process's at once, a vanished host's
 //! when TCP gives up on it — and a process that lost its connection cannot commit on it either.
 
+use std::hash::Hasher;
 use std::path::Path;
 
 use super::sql::{args, Begin, Db, Dialect, Tx};
 use super::{PageStats, StoreError};
+use crate::fnv::Fnv1a;
 use crate::timefmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +45,16 @@ fn pid_alive(pid: i64) -> bool {
 /// The advisory lock a run of (pipeline, scope) holds on PostgreSQL: FNV-1a of the two, a key no
 /// other application is likely to use.
 fn run_lock(pipeline: &str, scope: &str) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in "ordersync run\0"
-        .bytes()
-        .chain(pipeline.bytes())
-        .chain([0])
-        .chain(scope.bytes())
-    {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    let mut hash = Fnv1a::default();
+    for part in [
+        b"ordersync run\0",
+        pipeline.as_bytes(),
+        b"\0",
+        scope.as_bytes(),
+    ] {
+        hash.write(part);
     }
-    hash as i64
+    hash.finish() as i64
 }
 
 /// Takes the run lock if no other session holds it (a session may take its own again).
@@ -426,6 +428,12 @@ pub(super) fn count_page(
 mod tests {
     use super::*;
     use crate::store::test_support::{count, on_both_engines, TestDb};
+
+    /// Workers of different releases share one database: a run's lock key must never change.
+    #[test]
+    fn a_run_lock_key_is_the_same_in_every_release() {
+        assert_eq!(run_lock("veapi-main", "live"), -3_443_315_960_915_141_922);
+    }
 
     /// Begins a run as another live process would, and returns the pid it is recorded with. On
     /// SQLite that is a run given pid 1 (always alive); on PostgreSQL, a run begun on a second
