@@ -153,6 +153,14 @@ enum Backend {
 }
 
 impl Backend {
+    /// The database at `location`, opened (created and migrated as needed).
+    fn open(location: &Location) -> Result<Backend, StoreError> {
+        Ok(match location {
+            Location::File(path) => Backend::Sqlite(open_connection(path)?),
+            Location::Postgres(target) => Backend::Postgres(Box::new(pg::PgDb::connect(target)?)),
+        })
+    }
+
     fn db(&mut self) -> &mut dyn Db {
         match self {
             Backend::Sqlite(conn) => conn,
@@ -209,9 +217,9 @@ impl Location {
 /// Opens (creating and migrating if needed) the database at `location`: what every command that
 /// writes or reads the store without the writer thread calls.
 pub fn open_db(location: &Location) -> Result<Box<dyn Db + Send>, StoreError> {
-    Ok(match location {
-        Location::File(path) => Box::new(open_connection(path)?),
-        Location::Postgres(target) => Box::new(pg::PgDb::connect(target)?),
+    Ok(match Backend::open(location)? {
+        Backend::Sqlite(conn) => Box::new(conn),
+        Backend::Postgres(db) => db,
     })
 }
 
@@ -251,12 +259,7 @@ impl Store {
         std::thread::Builder::new()
             .name("ordersync-store".into())
             .spawn(move || {
-                let opened = match &at {
-                    Location::File(path) => open_connection(path).map(Backend::Sqlite),
-                    Location::Postgres(target) => {
-                        pg::PgDb::connect(target).map(|db| Backend::Postgres(Box::new(db)))
-                    }
-                };
+                let opened = Backend::open(&at);
                 let mut backend = match opened.and_then(|mut b| {
                     mark_abandoned_runs(b.db())?;
                     Ok(b)

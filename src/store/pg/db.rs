@@ -34,23 +34,21 @@ pub struct PgDb {
 impl PgDb {
     /// Connects, migrating the schema to this binary's version.
     pub fn connect(target: &PgTarget) -> Result<PgDb, StoreError> {
-        let client = target.connect_migrated().map_err(StoreError::Postgres)?;
-        Ok(PgDb {
-            client,
-            target: target.clone(),
-            statements: HashMap::new(),
-        })
+        Ok(PgDb::on(target.connect_migrated()?, target))
     }
 
     /// Connects without touching the schema: for the read-only reports, beside a writer that
     /// migrated it.
     pub fn connect_for_reading(target: &PgTarget) -> Result<PgDb, StoreError> {
-        let client = target.connect().map_err(StoreError::Postgres)?;
-        Ok(PgDb {
+        Ok(PgDb::on(target.connect()?, target))
+    }
+
+    fn on(client: postgres::Client, target: &PgTarget) -> PgDb {
+        PgDb {
             client,
             target: target.clone(),
             statements: HashMap::new(),
-        })
+        }
     }
 
     /// Whether the connection has ended (the server restarted, the network cut it): the store's
