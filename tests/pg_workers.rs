@@ -138,17 +138,29 @@ fn three_workers_share_ten_pipelines_and_finish_a_killed_ones_work() {
     // Bounds for a machine busy with other builds, not expectations: on an idle one every
     // pipeline has run within ~10 s.
     watch(&ran_all, Duration::from_secs(240), "every pipeline ran");
-    let running = watch(
-        &|rows: &[RunRow]| rows.iter().any(|r| r.outcome == "running"),
-        Duration::from_secs(30),
-        "a run in progress",
-    );
-    let victim_pid = running
-        .iter()
-        .rev()
-        .find(|r| r.outcome == "running")
-        .map(|r| r.pid)
-        .unwrap();
+    // The worker is frozen before it is killed, and killed only if its run is still in progress
+    // then: a run seen in progress may end in the moment before a kill.
+    let victim_pid = loop {
+        let running = watch(
+            &|rows: &[RunRow]| rows.iter().any(|r| r.outcome == "running"),
+            Duration::from_secs(30),
+            "a run in progress",
+        );
+        let pid = running
+            .iter()
+            .rev()
+            .find(|r| r.outcome == "running")
+            .map(|r| r.pid)
+            .unwrap();
+        // SAFETY: a signal to one of our own children, alive until reaped below.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let now = watch(&|_: &[RunRow]| true, Duration::from_secs(30), "runs read");
+        if now.iter().any(|r| r.pid == pid && r.outcome == "running") {
+            break pid;
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    };
     let victim = pids.iter().position(|p| *p == victim_pid).unwrap();
     // Its runs end at the latest here; another worker may begin one a moment later.
     let kill_sent = timefmt::fmt_millis(timefmt::beijing_now());
