@@ -208,13 +208,15 @@ pub(super) fn in_transaction(db: &mut dyn Db) -> bool {
             }
             !began
         }
-        Dialect::Postgres => {
-            let saved = db.batch("SAVEPOINT probe").is_ok();
-            if saved {
+        Dialect::Postgres => match db.batch("SAVEPOINT probe") {
+            Ok(()) => {
                 db.batch("RELEASE SAVEPOINT probe").unwrap();
+                true
             }
-            saved
-        }
+            // An aborted transaction (one a failed statement left open) refuses the savepoint
+            // too: it is a transaction still.
+            Err(e) => e.to_string().contains("current transaction is aborted"),
+        },
     }
 }
 
