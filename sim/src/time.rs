@@ -30,7 +30,6 @@ pub(crate) fn to_unix_millis(t: NaiveDateTime) -> i64 {
 }
 
 /// The Beijing wall-clock time of unix seconds, if representable.
-#[cfg(test)]
 pub(crate) fn from_unix(secs: i64) -> Option<NaiveDateTime> {
     chrono::DateTime::from_timestamp(secs.checked_add(BEIJING_OFFSET)?, 0).map(|t| t.naive_utc())
 }
